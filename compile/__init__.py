@@ -1,0 +1,1 @@
+"""edgevit compiler: timm ViT -> (ToMe, PTQ) -> Relax -> TVM bundle for a target preset."""

@@ -1,0 +1,53 @@
+"""Writing a bundle directory atomically: everything goes into a temp directory that is renamed last.
+
+The manifest (format: runtime.bundle, DESIGN.md "Bundle") records what the runtime checks (sha256
+of every file, architecture, CPU features) and what a reader needs to reproduce the build.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from runtime.bundle import LABELS, LIBRARY, MANIFEST, SCHEMA_VERSION, sha256_file
+
+
+@contextmanager
+def staging_dir(out: Path) -> Iterator[Path]:
+    """A temp directory beside `out` that replaces `out` only if the block finishes."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
+    try:
+        yield tmp
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            out.rename(old / "bundle")
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def write_bundle(
+    out: Path,
+    write_library: Callable[[Path], None],
+    labels: list[str],
+    manifest: dict[str, Any],
+) -> Path:
+    """Create bundle `out`: model.so (via `write_library`), labels.txt, then manifest.json with hashes."""
+    with staging_dir(out) as tmp:
+        write_library(tmp / LIBRARY)
+        (tmp / LABELS).write_text("\n".join(labels) + "\n")
+        files = {name: sha256_file(tmp / name) for name in (LIBRARY, LABELS)}
+        full = {"schema_version": SCHEMA_VERSION, **manifest, "files": files}
+        (tmp / MANIFEST).write_text(json.dumps(full, indent=2) + "\n")
+    return out

@@ -1,0 +1,107 @@
+"""The compile flow as its list of phases: model -> (ToMe) -> Relax -> build -> bundle.
+
+`compile_bundle(CompileArgs)` is what `python -m compile` calls; each phase is a function of its
+own module, and `--dump-ir DIR` writes the Relax module between phases.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+from runtime.errors import EdgevitError
+
+QUANT_MODES = ("fp32",)
+
+
+@dataclass(frozen=True)
+class CompileArgs:
+    """Everything one compile needs, validated before any heavy work starts."""
+
+    target: str = "host"
+    model: str = "deit_tiny_patch16_224"
+    weights: Path | None = None
+    quant: str = "fp32"
+    out: Path | None = None
+    random_init: bool = False  # no weights needed: for tests of architectures without local weights
+    dump_ir: Path | None = None
+
+
+def default_out_dir(args: CompileArgs, preset_name: str) -> Path:
+    """build/<model>-<target>-<quant>, relative to the working directory."""
+    return Path("build") / f"{args.model}-{preset_name}-{args.quant}"
+
+
+def _labels(num_classes: int) -> list[str]:
+    """ImageNet class names from the data directory for 1000-class models, else class_<i>."""
+    from compile.models import data_dir
+
+    names = data_dir() / "imagenet_classes.txt"
+    if num_classes == 1000 and names.is_file():
+        return names.read_text().splitlines()
+    return [f"class_{i}" for i in range(num_classes)]
+
+
+def _versions() -> dict[str, str]:
+    import timm
+    import torch
+    import tvm
+
+    import runtime
+
+    return {"edgevit": runtime.__version__, "tvm": tvm.__version__, "torch": torch.__version__, "timm": timm.__version__}
+
+
+def compile_bundle(args: CompileArgs, log=print) -> Path:
+    """Compile one model for one target preset and write its bundle; returns the bundle path."""
+    from compile.models import load_model, model_spec
+    from targets import load_preset
+
+    preset = load_preset(args.target)
+    spec = model_spec(args.model)
+    if args.quant not in QUANT_MODES:
+        raise EdgevitError(f"unknown quantization mode '{args.quant}'; available: {', '.join(QUANT_MODES)}")
+    out = args.out or default_out_dir(args, preset.name)
+
+    log(f"[1/4] loading {args.model}")
+    model = load_model(args.model, args.weights, pretrained_required=not args.random_init)
+    input_shape = (1, 3, spec.image_size, spec.image_size)
+
+    log("[2/4] torch.export -> Relax")
+    from compile.relax_import import to_relax
+
+    mod = to_relax(model, input_shape)
+    _dump(args.dump_ir, "relax_import", mod)
+
+    log(f"[3/4] building for {preset.name} ({preset.tvm_target.get('mcpu', preset.tvm_target.get('arch'))})")
+    from compile.build import build_library
+    from compile.bundle import write_bundle
+
+    manifest = {
+        "model": {"name": args.model, "num_classes": model.num_classes, "embed_dim": model.embed_dim,
+                  "depth": len(model.blocks)},
+        "input": {
+            "shape": list(input_shape), "dtype": "float32", "layout": "NCHW",
+            "mean": list(spec.mean), "std": list(spec.std),
+            "resize": int(spec.image_size / spec.crop_pct), "crop_pct": spec.crop_pct,
+            "interpolation": spec.interpolation,
+        },
+        "tome": {"schedule": [0] * len(model.blocks)},
+        "quant": {"mode": args.quant, "layers": {}},
+        "target": {
+            "preset": preset.name, "tvm_target": preset.tvm_target, "arch": preset.arch,
+            "device": preset.device, "required_cpu_features": list(preset.required_cpu_features),
+        },
+        "versions": _versions(),
+        "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    log(f"[4/4] writing bundle {out}")
+    return write_bundle(out, lambda path: build_library(mod, preset, path), _labels(model.num_classes), manifest)
+
+
+def _dump(directory: Path | None, phase: str, mod) -> None:
+    """Write the IR after a phase when --dump-ir is given."""
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / f"{phase}.py").write_text(mod.script())

@@ -1,0 +1,150 @@
+"""python -m runtime {run,eval,bench}: the on-device commands (see DESIGN.md, command-line contract)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+# On a board only numpy, pillow and TVM are installed. tvm_ffi imports torch opportunistically when
+# it is present, which on a development host would add ~1 s and hundreds of MB to every number this
+# runtime reports; refusing those imports here makes the host measure what a board would run.
+for _name in ("torch", "timm", "onnx", "onnxruntime", "compile"):
+    sys.modules.setdefault(_name, None)
+
+from runtime.errors import run_cli  # noqa: E402
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m runtime", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="top-5 labels with scores for each image")
+    run.add_argument("bundle", type=Path)
+    run.add_argument("images", type=Path, nargs="+")
+    run.add_argument("--json", action="store_true", help="also print a JSON object as the last line")
+    ev = sub.add_parser("eval", help="top-1 / top-5 accuracy over a labelled folder")
+    ev.add_argument("bundle", type=Path)
+    ev.add_argument("--images", type=Path, required=True, help="folder of images")
+    ev.add_argument("--labels", type=Path, required=True, help="CSV with columns file,label")
+    ev.add_argument("--skip", type=int, default=0, help="skip the first N rows (e.g. the calibration split)")
+    ev.add_argument("--limit", type=int, default=None, help="evaluate at most N rows")
+    ev.add_argument("--json", action="store_true")
+    bench = sub.add_parser("bench", help="batch-1 latency statistics and peak RSS")
+    bench.add_argument("bundle", type=Path)
+    bench.add_argument("--warmup", type=int, default=10)
+    bench.add_argument("--repeat", type=int, default=50)
+    bench.add_argument("--json", action="store_true")
+    for p in (run, ev, bench):
+        p.add_argument("--threads", type=int, default=None, help="TVM worker threads (default: all cores)")
+    return parser
+
+
+def _open_session(args):
+    """Set the thread count before TVM starts its pool, then verify and load the bundle."""
+    if args.threads is not None:
+        if args.threads < 1:
+            from runtime.errors import EdgevitError
+
+            raise EdgevitError(f"--threads must be at least 1, got {args.threads}")
+        os.environ["TVM_NUM_THREADS"] = str(args.threads)
+    from runtime.bundle import open_bundle
+    from runtime.session import InferenceSession
+
+    return InferenceSession(open_bundle(args.bundle))
+
+
+def _threads() -> int:
+    return int(os.environ.get("TVM_NUM_THREADS", len(os.sched_getaffinity(0))))
+
+
+def _versions() -> dict:
+    import tvm
+
+    import runtime
+
+    return {"edgevit_version": runtime.__version__, "tvm_version": tvm.__version__}
+
+
+def cmd_run(args) -> None:
+    import numpy as np
+
+    from runtime.preprocess import Preprocess
+    from runtime.session import top_k
+
+    session = _open_session(args)
+    labels = session.bundle.labels()
+    preprocess = Preprocess.from_manifest(session.bundle.manifest["input"])
+    batch = np.empty(session.input_shape, dtype=np.float32)
+    results = {}
+    for image in args.images:
+        preprocess.load(image, out=batch[0])
+        best = top_k(session.run(batch)[0])
+        results[str(image)] = [{"class": c, "label": labels[c], "score": round(s, 6)} for c, s in best]
+        print(f"{image}:")
+        for rank, (c, s) in enumerate(best, 1):
+            print(f"  {rank}. {labels[c]} ({c}) {s:.4f}")
+    if args.json:
+        print(json.dumps(results))
+
+
+def cmd_eval(args) -> None:
+    from runtime.evaluate import evaluate, read_labels
+
+    rows = read_labels(args.labels, skip=args.skip, limit=args.limit)
+    session = _open_session(args)
+    result = evaluate(session, args.images, rows, progress=_progress(len(rows)))
+    print(f"top-1 {result.top1 * 100:.2f}%  top-5 {result.top5 * 100:.2f}%  n={result.n}")
+    if args.json:
+        print(json.dumps(result.summary()))
+
+
+def _progress(total: int):
+    """A small stderr progress counter (the runtime carries no progress-bar dependency)."""
+    state = {"done": 0}
+    interactive = sys.stderr.isatty()
+
+    def step() -> None:
+        state["done"] += 1
+        done = state["done"]
+        if interactive and (done % 20 == 0 or done == total):
+            print(f"\r{done}/{total} images", end="\n" if done == total else "", file=sys.stderr, flush=True)
+
+    return step
+
+
+def cmd_bench(args) -> None:
+    from runtime.bench import bench, machine_facts
+
+    session = _open_session(args)
+    result = bench(session, warmup=args.warmup, repeat=args.repeat, threads=_threads())
+    print(
+        f"median {result.median_ms:.2f} ms  p90 {result.p90_ms:.2f} ms  p99 {result.p99_ms:.2f} ms  "
+        f"mean {result.mean_ms:.2f} ms  n={result.n}  threads={result.threads}  peak RSS {result.peak_rss_mb:.1f} MB"
+    )
+    if args.json:
+        manifest = session.bundle.manifest
+        record = {
+            **result.to_dict(),
+            "model": manifest["model"]["name"],
+            "target": manifest["target"]["preset"],
+            "quant": manifest["quant"]["mode"],
+            "tome": manifest["tome"]["schedule"],
+            **_versions(),
+            **machine_facts(),
+        }
+        print(json.dumps(record))
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    if args.command in ("bench",) and (args.warmup < 0 or args.repeat < 1):
+        from runtime.errors import EdgevitError
+
+        raise EdgevitError("--warmup must be >= 0 and --repeat >= 1")
+    {"run": cmd_run, "eval": cmd_eval, "bench": cmd_bench}[args.command](args)
+
+
+if __name__ == "__main__":
+    run_cli(main)

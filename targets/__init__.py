@@ -1,0 +1,5 @@
+"""Board presets: one TOML file per board under targets/presets/, loaded into TargetPreset records."""
+
+from targets.preset import TargetPreset, list_presets, load_preset
+
+__all__ = ["TargetPreset", "list_presets", "load_preset"]

@@ -1,0 +1,119 @@
+"""TargetPreset: what edgevit needs to know about a board, read from targets/presets/<name>.toml.
+
+Each preset names its TVM target (as the dict `tvm.target.Target` takes), the cross compiler, the
+CPU features a bundle built for it requires, what the runtime needs on the board and which power
+sampler reads it. `host` is filled in from this machine when loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from runtime.cpu_features import cpu_features, machine_arch
+from runtime.errors import EdgevitError
+
+PRESET_DIR = Path(__file__).parent / "presets"
+POWER_SAMPLERS = ("none", "rapl", "ina3221", "tegrastats", "vcgencmd", "external")
+
+# CPU features the LLVM code for an x86 CPU may rely on, by /proc/cpuinfo name.
+X86_CODEGEN_FEATURES = (
+    "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq",
+    "avx512_vnni", "avx512_bf16", "avx_vnni",
+)
+
+
+@dataclass(frozen=True)
+class TargetPreset:
+    """A board: how to compile for it and what it must offer to run the result."""
+
+    name: str
+    description: str
+    arch: str  # "x86_64" | "aarch64"
+    tvm_target: dict[str, Any]
+    required_cpu_features: tuple[str, ...] = ()
+    cross_compiler: str | None = None  # None: the host's own compiler
+    device: str = "cpu"  # "cpu" | "cuda"
+    power_sampler: str = "none"
+    runtime_requirements: str = ""
+    notes: str = ""
+    aliases: tuple[str, ...] = field(default=())
+
+    def target(self):
+        """The tvm.target.Target for this preset."""
+        import tvm
+
+        return tvm.target.Target(self.tvm_target)
+
+    @property
+    def cpu_target(self) -> dict[str, Any]:
+        """The llvm target that runs on the board's CPU (the host part of a CUDA target)."""
+        return self.tvm_target.get("host", self.tvm_target) if self.device == "cuda" else self.tvm_target
+
+
+def _detect_host(data: dict[str, Any]) -> dict[str, Any]:
+    """Fill the host preset from this machine: LLVM's name for the CPU, cores, and features."""
+    from tvm.target import codegen
+
+    arch = machine_arch()
+    features = cpu_features()
+    target = dict(data["tvm_target"])
+    target["mcpu"] = codegen.llvm_get_system_cpu()
+    target["mtriple"] = f"{arch}-linux-gnu"
+    target["num-cores"] = len(os.sched_getaffinity(0))
+    if arch == "x86_64":
+        required = [f for f in X86_CODEGEN_FEATURES if f in features]
+    else:
+        required = sorted(features & {"asimd", "asimddp", "fphp", "asimdhp", "i8mm", "sve", "bf16"})
+    return {**data, "arch": arch, "tvm_target": target, "required_cpu_features": required}
+
+
+def _from_toml(path: Path) -> TargetPreset:
+    data = tomllib.loads(path.read_text())
+    if data.get("name") != path.stem:
+        raise EdgevitError(f"target preset {path}: 'name' must be '{path.stem}'")
+    if data["name"] == "host":
+        data = _detect_host(data)
+    sampler = data.get("power_sampler", "none")
+    if sampler not in POWER_SAMPLERS:
+        raise EdgevitError(f"target preset {path.stem}: power_sampler '{sampler}' not one of {POWER_SAMPLERS}")
+    runtime = data.get("runtime", {})
+    return TargetPreset(
+        name=data["name"],
+        description=data["description"],
+        arch=data["arch"],
+        tvm_target=data["tvm_target"],
+        required_cpu_features=tuple(data.get("required_cpu_features", ())),
+        cross_compiler=data.get("cross_compiler"),
+        device=data.get("device", "cpu"),
+        power_sampler=sampler,
+        runtime_requirements=runtime.get("requirements", ""),
+        notes=runtime.get("notes", ""),
+        aliases=tuple(data.get("aliases", ())),
+    )
+
+
+@cache
+def _registry() -> dict[str, TargetPreset]:
+    presets = {p.stem: _from_toml(p) for p in sorted(PRESET_DIR.glob("*.toml"))}
+    for preset in list(presets.values()):
+        for alias in preset.aliases:
+            presets.setdefault(alias, preset)
+    return presets
+
+
+def list_presets() -> list[TargetPreset]:
+    """Every preset once (aliases not repeated), in name order."""
+    return sorted({p.name: p for p in _registry().values()}.values(), key=lambda p: p.name)
+
+
+def load_preset(name: str) -> TargetPreset:
+    """A preset by name or alias; an unknown name lists the known ones."""
+    presets = _registry()
+    if name not in presets:
+        raise EdgevitError(f"unknown target '{name}'; known targets: {', '.join(sorted(presets))}")
+    return presets[name]
