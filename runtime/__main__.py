@@ -37,26 +37,26 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeat", type=int, default=50)
     bench.add_argument("--json", action="store_true")
     for p in (run, ev, bench):
-        p.add_argument("--threads", type=int, default=None, help="TVM worker threads (default: all cores)")
+        p.add_argument("--threads", type=int, default=None, help="TVM worker threads (default: every CPU this process may use)")
     return parser
 
 
 def _open_session(args):
-    """Set the thread count before TVM starts its pool, then verify and load the bundle."""
-    if args.threads is not None:
-        if args.threads < 1:
-            from runtime.errors import EdgevitError
+    """Set the thread count before TVM starts its pool, then verify and load the bundle.
 
-            raise EdgevitError(f"--threads must be at least 1, got {args.threads}")
-        os.environ["TVM_NUM_THREADS"] = str(args.threads)
+    TVM's default is the number of *physical* cores (1 on a 2-vCPU VM with SMT siblings), so the
+    default here is every CPU this process may run on, as ONNX Runtime and PyTorch use.
+    """
+    threads = len(os.sched_getaffinity(0)) if args.threads is None else args.threads
+    if threads < 1:
+        from runtime.errors import EdgevitError
+
+        raise EdgevitError(f"--threads must be at least 1, got {threads}")
+    os.environ["TVM_NUM_THREADS"] = str(threads)
     from runtime.bundle import open_bundle
     from runtime.session import InferenceSession
 
     return InferenceSession(open_bundle(args.bundle))
-
-
-def _threads() -> int:
-    return int(os.environ.get("TVM_NUM_THREADS", len(os.sched_getaffinity(0))))
 
 
 def _versions() -> dict:
@@ -118,7 +118,7 @@ def cmd_bench(args) -> None:
     from runtime.bench import bench, machine_facts
 
     session = _open_session(args)
-    result = bench(session, warmup=args.warmup, repeat=args.repeat, threads=_threads())
+    result = bench(session, warmup=args.warmup, repeat=args.repeat, threads=int(os.environ["TVM_NUM_THREADS"]))
     print(
         f"median {result.median_ms:.2f} ms  p90 {result.p90_ms:.2f} ms  p99 {result.p99_ms:.2f} ms  "
         f"mean {result.mean_ms:.2f} ms  n={result.n}  threads={result.threads}  peak RSS {result.peak_rss_mb:.1f} MB"

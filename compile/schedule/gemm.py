@@ -34,7 +34,7 @@ def schedule_gemm(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:
         return None
     gemm: MatmulBlock = found
     lanes = vector_lanes(target, gemm.dtype)
-    mr, nr = 4, 2 * lanes
+    mr, nr = 4, 2 * lanes  # 8 accumulator registers: 4 rows x 2 vectors
     if gemm.n < lanes:
         nr = gemm.n
     k_chunk = 64
