@@ -15,6 +15,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default="deit_tiny_patch16_224", help="timm model name")
     parser.add_argument("--weights", type=Path, default=None, help="safetensors state dict of the model")
     parser.add_argument("--quant", default="fp32", help="quantization mode: fp32")
+    parser.add_argument(
+        "--tome-r", default="0",
+        help="token merging per block: an int (e.g. 8), a comma list with one value per block, or 'R:decrease'",
+    )
     parser.add_argument("--out", type=Path, default=None, help="bundle directory (default: build/<model>-<target>-<quant>)")
     parser.add_argument("--random-init", action="store_true", help="no weights: random initialisation (testing only)")
     parser.add_argument("--dump-ir", type=Path, default=None, help="write the IR after each phase into this folder")
@@ -41,7 +45,7 @@ def main() -> None:
     from compile.pipeline import CompileArgs, compile_bundle
 
     compile_args = CompileArgs(
-        target=args.target, model=args.model, weights=args.weights, quant=args.quant, out=args.out,
+        target=args.target, model=args.model, weights=args.weights, quant=args.quant, tome_r=args.tome_r, out=args.out,
         random_init=args.random_init, dump_ir=args.dump_ir,
     )
     bundle = compile_bundle(compile_args, log=lambda msg: print(msg, file=sys.stderr, flush=True))

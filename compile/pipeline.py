@@ -23,14 +23,16 @@ class CompileArgs:
     model: str = "deit_tiny_patch16_224"
     weights: Path | None = None
     quant: str = "fp32"
+    tome_r: str = "0"  # constant r, a comma list per block, or "R:decrease" (compile.tome_patch.parse_tome_r)
     out: Path | None = None
     random_init: bool = False  # no weights needed: for tests of architectures without local weights
     dump_ir: Path | None = None
 
 
 def default_out_dir(args: CompileArgs, preset_name: str) -> Path:
-    """build/<model>-<target>-<quant>, relative to the working directory."""
-    return Path("build") / f"{args.model}-{preset_name}-{args.quant}"
+    """build/<model>-<target>-<quant>[-tome<r>], relative to the working directory."""
+    tome = "" if args.tome_r.strip() in ("", "0") else "-tome" + args.tome_r.replace(",", "_").replace(":", "-")
+    return Path("build") / f"{args.model}-{preset_name}-{args.quant}{tome}"
 
 
 def _labels(num_classes: int) -> list[str]:
@@ -68,6 +70,15 @@ def compile_bundle(args: CompileArgs, log=print) -> Path:
     model = load_model(args.model, args.weights, pretrained_required=not args.random_init)
     input_shape = (1, 3, spec.image_size, spec.image_size)
 
+    from compile.tome import token_counts
+    from compile.tome_patch import apply_tome, gflops, num_tokens, parse_tome_r
+
+    depth = len(model.blocks)
+    schedule = parse_tome_r(args.tome_r, depth, num_tokens(model), model.num_prefix_tokens)
+    if any(schedule):
+        log(f"      ToMe: merging {sum(schedule)} tokens over {len(schedule)} blocks {schedule}")
+        apply_tome(model, schedule)
+
     log("[2/4] torch.export -> Relax")
     from compile.relax_import import to_relax
 
@@ -80,14 +91,17 @@ def compile_bundle(args: CompileArgs, log=print) -> Path:
 
     manifest = {
         "model": {"name": args.model, "num_classes": model.num_classes, "embed_dim": model.embed_dim,
-                  "depth": len(model.blocks)},
+                  "depth": depth},
         "input": {
             "shape": list(input_shape), "dtype": "float32", "layout": "NCHW",
             "mean": list(spec.mean), "std": list(spec.std),
             "resize": int(spec.image_size / spec.crop_pct), "crop_pct": spec.crop_pct,
             "interpolation": spec.interpolation,
         },
-        "tome": {"schedule": [0] * len(model.blocks)},
+        "tome": {
+            "schedule": schedule, "tokens_per_block": token_counts(schedule, num_tokens(model)),
+            "gflops": round(gflops(model, schedule), 4),
+        },
         "quant": {"mode": args.quant, "layers": {}},
         "target": {
             "preset": preset.name, "tvm_target": preset.tvm_target, "arch": preset.arch,

@@ -44,8 +44,10 @@ def find_matmul(sch: s_tir.Schedule) -> MatmulBlock | None:
     Shape test: iterators S..S S S R (one reduction, innermost), the last loop nest is the
     block's own, and the body is an accumulation of a product of two buffer loads.
     """
+    if not has_root(sch):
+        return None
     candidates = []
-    for block in sch.get_child_blocks(sch.get_sblock("root") if _has_root(sch) else None):
+    for block in sch.get_child_blocks(sch.get_sblock("root")):
         stmt = sch.get(block)
         kinds = [iv.iter_type for iv in stmt.iter_vars]
         if not kinds or kinds.count(tirx.IterVar.CommReduce) != 1 or kinds[-1] != tirx.IterVar.CommReduce:
@@ -81,7 +83,8 @@ def _is_product_of_two_buffers(expr, output) -> bool:
     return a is not None and b is not None and not a.same_as(b) and not output.same_as(a) and not output.same_as(b)
 
 
-def _has_root(sch: s_tir.Schedule) -> bool:
+def has_root(sch: s_tir.Schedule) -> bool:
+    """Whether the function is block-structured TensorIR (extern / pre-scheduled kernels are not)."""
     try:
         sch.get_sblock("root")
         return True

@@ -9,12 +9,14 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 from tvm.target import Target
 
-from compile.schedule.analysis import store_dtype, vector_lanes
+from compile.schedule.analysis import has_root, store_dtype, vector_lanes
 
 
 def schedule_elementwise(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:
     """Parallel + vectorized schedule for a reduction-free function; None if it has a reduction."""
     sch = s_tir.Schedule(func)
+    if not has_root(sch):
+        return None
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
     for block in blocks:
         if any(iv.iter_type != tirx.IterVar.DataPar for iv in sch.get(block).iter_vars):
