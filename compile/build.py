@@ -1,7 +1,7 @@
 """Build: a Relax IRModule + a target preset -> model.so (a Relax VM executable as a shared library).
 
 CPU presets are scheduled by compile.schedule (the default pipeline leaves compute unscheduled);
-CUDA presets use TVM's GPU pipeline (dlight rules) and nvcc for device code.
+CUDA presets use TVM's GPU pipeline (dlight rules) and nvcc for device code (compile.cuda).
 """
 
 from __future__ import annotations
@@ -28,20 +28,34 @@ def _cross_compiler(preset: TargetPreset):
     return cc.cross_compiler(preset.cross_compiler)
 
 
-def build_library(mod, preset: TargetPreset, out_path: Path) -> None:
-    """Compile `mod` for `preset` and write the shared library to `out_path`."""
-    import tvm
+def check_toolchain(preset: TargetPreset) -> None:
+    """Fail before any heavy work when the cross compiler or nvcc the preset needs is missing."""
+    _cross_compiler(preset)
+    if preset.device == "cuda":
+        from compile.cuda import require_nvcc
+
+        require_nvcc(preset)
+
+
+def build_library(mod, preset: TargetPreset, out_path: Path) -> dict[str, bytes]:
+    """Compile `mod` for `preset`, write the shared library to `out_path`.
+
+    Returns the other files the bundle needs (CUDA presets: nvcc-compiled kernels by name).
+    """
     from tvm import relax
 
+    check_toolchain(preset)
     target = preset.target()
+    fcompile = _cross_compiler(preset)
     if preset.device == "cuda":
-        from compile.cuda import prepare_cuda_build
+        from compile.cuda import compile_device_code
 
-        prepare_cuda_build(preset)
         executable = relax.build(mod, target=target)
+        extra_files = compile_device_code(executable, preset)
     else:
         from compile.schedule import lower_for_cpu
 
         executable = relax.build(lower_for_cpu(mod, target), target=target)
-    with tvm.transform.PassContext(opt_level=3):
-        executable.export_library(str(out_path), fcompile=_cross_compiler(preset))
+        extra_files = {}
+    executable.export_library(str(out_path), fcompile=fcompile)
+    return extra_files

@@ -39,15 +39,19 @@ def staging_dir(out: Path) -> Iterator[Path]:
 
 def write_bundle(
     out: Path,
-    write_library: Callable[[Path], None],
+    write_library: Callable[[Path], dict[str, bytes]],
     labels: list[str],
     manifest: dict[str, Any],
 ) -> Path:
-    """Create bundle `out`: model.so (via `write_library`), labels.txt, then manifest.json with hashes."""
+    """Create bundle `out`: model.so (via `write_library`, which returns any further files such as
+    device kernels), labels.txt, then manifest.json with the sha256 of every file."""
     with staging_dir(out) as tmp:
-        write_library(tmp / LIBRARY)
+        extra_files = write_library(tmp / LIBRARY)
         (tmp / LABELS).write_text("\n".join(labels) + "\n")
-        files = {name: sha256_file(tmp / name) for name in (LIBRARY, LABELS)}
+        for name, data in extra_files.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / name).write_bytes(data)
+        files = {name: sha256_file(tmp / name) for name in (LIBRARY, LABELS, *sorted(extra_files))}
         full = {"schema_version": SCHEMA_VERSION, **manifest, "files": files}
         (tmp / MANIFEST).write_text(json.dumps(full, indent=2) + "\n")
     return out

@@ -1,48 +1,67 @@
-"""CUDA presets: device code compiled by nvcc into the bundle, or a clear error saying what is missing."""
+"""CUDA presets: compile the kernels of a built module with nvcc into fatbins shipped in the bundle.
+
+TVM 0.27's compiler leaves CUDA kernels as source inside the exported library; its CUDA runtime
+compiles them when the library is loaded (NVRTC through cuda-python on the board). edgevit compiles
+them here instead, with nvcc for the preset's arch, and ships one `device/<sha256 of source>.fatbin`
+per CUDA module; the runtime hands those to TVM at load time (runtime/cuda_kernels.py), so a board
+needs neither a compiler nor NVRTC, and a kernel that does not compile fails the build, not the board.
+"""
 
 from __future__ import annotations
 
-import ctypes
-import os
+import hashlib
 import shutil
 import subprocess
-from pathlib import Path
 
+from runtime.cuda_kernels import DEVICE_DIR, FATBIN_MAGIC
 from runtime.errors import EdgevitError
 from targets import TargetPreset
 
-CUDA_STUB_DIRS = ("lib64/stubs", "lib/stubs", "targets/x86_64-linux/lib/stubs")
 
-
-def prepare_cuda_build(preset: TargetPreset) -> None:
-    """CUDA device code is compiled by nvcc; say what is missing instead of shipping CUDA source."""
+def require_nvcc(preset: TargetPreset) -> str:
+    """Path of an nvcc that supports the preset's arch, or a clear error naming what is missing."""
     nvcc = shutil.which("nvcc")
     if nvcc is None:
         raise EdgevitError(
-            f"target {preset.name} needs nvcc (CUDA toolkit) on this machine to compile device code; "
-            "install the CUDA toolkit (e.g. pip install nvidia-cuda-nvcc) or put nvcc on PATH"
+            f"target {preset.name} needs nvcc (CUDA toolkit) on PATH to compile its kernels; "
+            "install the CUDA toolkit (e.g. pip install nvidia-cuda-nvcc) or build on a machine that has it"
         )
-    arch = preset.tvm_target.get("arch", "")
-    if arch == "sm_72":
-        listed = subprocess.run([nvcc, "--list-gpu-arch"], capture_output=True, text=True).stdout
-        if "compute_72" not in listed:
-            raise EdgevitError(
-                f"target {preset.name} needs sm_72, which this nvcc no longer supports "
-                "(CUDA 12.9+ dropped Volta/Xavier); use an nvcc <= 12.x, e.g. on the board (JetPack 5)"
-            )
-    os.environ["TVM_CUDA_COMPILE_MODE"] = "nvcc"
-    _load_libcuda(Path(nvcc).resolve().parent.parent)
+    arch = preset.tvm_target["arch"].removeprefix("sm_")
+    listed = subprocess.run([nvcc, "--list-gpu-arch"], capture_output=True, text=True).stdout
+    if f"compute_{arch}" not in listed:
+        raise EdgevitError(
+            f"target {preset.name} needs sm_{arch}, which {nvcc} does not support "
+            f"(CUDA 12.9+ dropped sm_72 / Xavier); use an nvcc that lists compute_{arch} (e.g. CUDA <= 12.8)"
+        )
+    return nvcc
 
 
-def _load_libcuda(cuda_home: Path) -> None:
-    """TVM's nvcc path loads libcuda.so.1 even without a GPU; the toolkit's stub library suffices."""
-    try:
-        ctypes.CDLL("libcuda.so.1", mode=ctypes.RTLD_GLOBAL)
-        return
-    except OSError:
-        pass
-    for stub_dir in CUDA_STUB_DIRS:
-        stub = cuda_home / stub_dir / "libcuda.so"
-        if stub.is_file():
-            ctypes.CDLL(str(stub), mode=ctypes.RTLD_GLOBAL)
-            return
+def _cuda_modules(module) -> list:
+    """Every imported module of kind 'cuda', depth first."""
+    found = []
+    for child in module.imports:
+        if child.kind == "cuda":
+            found.append(child)
+        found.extend(_cuda_modules(child))
+    return found
+
+
+def compile_device_code(executable, preset: TargetPreset) -> dict[str, bytes]:
+    """nvcc-compiled fatbins for every CUDA module of `executable`: {bundle file name: bytes}."""
+    import tvm
+    from tvm.support import nvcc
+
+    files = {}
+    with tvm.target.Target(preset.tvm_target):
+        for module in _cuda_modules(executable.mod):
+            source = str(module.inspect_source(""))
+            try:
+                fatbin = bytes(nvcc.compile_cuda(source, target_format="fatbin", compiler="nvcc"))
+            except RuntimeError as err:
+                raise EdgevitError(f"nvcc failed on a generated kernel for {preset.name}: {str(err).splitlines()[0]}") from None
+            if fatbin[:4] != FATBIN_MAGIC:
+                raise EdgevitError(f"nvcc did not produce a fatbin for {preset.name}")
+            files[f"{DEVICE_DIR}/{hashlib.sha256(source.encode()).hexdigest()}.fatbin"] = fatbin
+    if not files:
+        raise EdgevitError(f"the build for {preset.name} produced no CUDA kernels")
+    return files

@@ -65,6 +65,9 @@ def compile_bundle(args: CompileArgs, log=print) -> Path:
     if args.quant not in QUANT_MODES:
         raise EdgevitError(f"unknown quantization mode '{args.quant}'; available: {', '.join(QUANT_MODES)}")
     out = args.out or default_out_dir(args, preset.name)
+    from compile.build import check_toolchain
+
+    check_toolchain(preset)
 
     log(f"[1/4] loading {args.model}")
     model = load_model(args.model, args.weights, pretrained_required=not args.random_init)

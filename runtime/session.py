@@ -24,6 +24,10 @@ class InferenceSession:
         spec = bundle.manifest["input"]
         self.input_shape = tuple(spec["shape"])
         self.device = tvm.cuda(0) if bundle.device == "cuda" else tvm.cpu(0)
+        if bundle.device == "cuda":
+            from runtime.cuda_kernels import use_precompiled_kernels
+
+            use_precompiled_kernels(bundle.path)
         library = tvm.runtime.load_module(str(bundle.library))
         self.vm = VirtualMachine(library, self.device, memory_cfg="pooled")
         self.input = tvm.runtime.empty(self.input_shape, spec.get("dtype", "float32"), self.device)

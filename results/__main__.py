@@ -1,0 +1,64 @@
+"""python -m results {sweep}: measurements that produce stored result files (JSONL, markdown, PNG)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from runtime.errors import EdgevitError, run_cli
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a comma list of ints, got '{text}'") from None
+    return values
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m results", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sweep = sub.add_parser("sweep", help="ToMe sweep: accuracy, GFLOPs and latency for each r")
+    sweep.add_argument("--tome-r", type=_int_list, default=(0, 4, 8, 12, 13, 15), help="constant r values (the first is the baseline), e.g. 0,4,8,12,13,15")
+    sweep.add_argument("--model", default="deit_tiny_patch16_224")
+    sweep.add_argument("--target", default="host", help="a preset this machine can run (host)")
+    sweep.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    sweep.add_argument("--rounds", type=int, default=10, help="interleaved latency rounds (5 runs each)")
+    sweep.add_argument("--limit", type=int, default=None, help="evaluate only the first N evaluation images")
+    sweep.add_argument("--out", type=Path, default=Path("results/tome_sweep"), help="folder for JSONL, table and plot")
+    sweep.add_argument("--build-dir", type=Path, default=Path("build/sweep"))
+    return parser
+
+
+def cmd_sweep(args) -> None:
+    from rich.console import Console
+
+    if args.threads < 1 or args.rounds < 1:
+        raise EdgevitError("--threads and --rounds must be at least 1")
+    os.environ["TVM_NUM_THREADS"] = str(args.threads)  # before TVM starts its thread pool
+    from results.records import write_atomic, write_jsonl
+    from results.sweep import SweepArgs, markdown_table, plot, run_sweep
+
+    console = Console(stderr=True)
+    records = run_sweep(
+        SweepArgs(model=args.model, target=args.target, r_values=args.tome_r, out_dir=args.out,
+                  build_dir=args.build_dir, threads=args.threads, rounds=args.rounds, eval_limit=args.limit),
+        console,
+    )
+    write_jsonl(args.out / "sweep.jsonl", records)
+    table = markdown_table(records)
+    write_atomic(args.out / "sweep.md", table + "\n![accuracy vs latency](sweep.png)\n")
+    plot(records, args.out / "sweep.png")
+    print(table)
+    print(args.out / "sweep.md")
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    {"sweep": cmd_sweep}[args.command](args)
+
+
+if __name__ == "__main__":
+    run_cli(main)

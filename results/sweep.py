@@ -1,0 +1,139 @@
+"""ToMe sweep: for each r, compile the model, measure top-1/top-5, GFLOPs and latency in one run.
+
+Accuracy is measured on the evaluation split only (labels.csv rows after the first 256, which are
+kept for calibration), so nothing used to choose r is evaluated on. Latencies of all bundles are
+measured interleaved in the same process, after all of them are built.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+CALIBRATION_ROWS = 256
+
+
+@dataclass(frozen=True)
+class SweepArgs:
+    model: str
+    target: str
+    r_values: tuple[int, ...]
+    out_dir: Path
+    build_dir: Path
+    threads: int
+    rounds: int = 10
+    eval_limit: int | None = None
+
+
+def run_sweep(args: SweepArgs, console) -> list[dict]:
+    """Build one bundle per r, evaluate and benchmark them; returns one record per r."""
+    from rich.progress import Progress
+
+    from compile.models import data_dir
+    from compile.pipeline import CompileArgs, compile_bundle
+    from results.timing import interleaved_latency_ms
+    from runtime.bundle import open_bundle
+    from runtime.evaluate import read_labels
+    from runtime.preprocess import Preprocess
+    from runtime.session import InferenceSession
+
+    _check_r_values(args)
+    bundles = {}
+    for r in args.r_values:
+        out = args.build_dir / f"{args.model}-{args.target}-tome{r}"
+        console.print(f"[bold]compile r={r}[/bold] -> {out}")
+        bundles[r] = compile_bundle(CompileArgs(target=args.target, model=args.model, tome_r=str(r), out=out),
+                                    log=lambda m: console.print("  " + m))
+    sessions = {r: InferenceSession(open_bundle(path)) for r, path in bundles.items()}
+
+    images = data_dir() / "imagenet_val_1300"
+    rows = read_labels(images / "labels.csv", skip=CALIBRATION_ROWS, limit=args.eval_limit)
+    preprocess = Preprocess.from_manifest(next(iter(sessions.values())).bundle.manifest["input"])
+    labels = np.array([label for _, label in rows])
+    top5 = {r: np.empty((len(rows), 5), dtype=np.int64) for r in sessions}
+    with Progress(console=console) as progress:
+        task = progress.add_task("evaluate", total=len(rows))
+        for i, (name, _) in enumerate(rows):
+            batch = preprocess.load(images / "images" / name)[None]
+            for r, session in sessions.items():
+                top5[r][i] = np.argsort(-session.run(batch)[0])[:5]
+            progress.advance(task)
+        x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+        task = progress.add_task("latency (interleaved)", total=args.rounds)
+        latency = interleaved_latency_ms(
+            {r: (lambda s=s: s.run_device(x) and s.device.sync()) for r, s in sessions.items()},
+            rounds=args.rounds, progress=lambda: progress.advance(task),
+        )
+    base = latency[args.r_values[0]]["median_ms"]
+    records = []
+    for r, session in sessions.items():
+        manifest = session.bundle.manifest
+        records.append({
+            "model": args.model, "target": args.target, "tome_r": r, "schedule": manifest["tome"]["schedule"],
+            "gflops": manifest["tome"]["gflops"],
+            "top1": float((top5[r][:, 0] == labels).mean()), "top5": float((top5[r] == labels[:, None]).any(1).mean()),
+            "n_images": len(rows), "split": f"labels.csv rows {CALIBRATION_ROWS + 1}..",
+            **latency[r], "speedup_vs_first": base / latency[r]["median_ms"], "threads": args.threads,
+            "cpu": _cpu_name(), "machine": platform.machine(),
+        })
+    return records
+
+
+def _check_r_values(args: SweepArgs) -> None:
+    """Every r must be valid for the model before anything is compiled (clear error otherwise)."""
+    from compile.models import load_model
+    from compile.tome_patch import num_tokens, parse_tome_r
+
+    model = load_model(args.model, pretrained_required=False)
+    for r in args.r_values:
+        parse_tome_r(r, len(model.blocks), num_tokens(model), model.num_prefix_tokens)
+
+
+def _cpu_name() -> str:
+    from runtime.bench import machine_facts
+
+    return machine_facts()["cpu"]
+
+
+def markdown_table(records: list[dict]) -> str:
+    """The sweep as a markdown table."""
+    lines = [
+        f"ToMe sweep: {records[0]['model']} on {records[0]['target']} ({records[0]['cpu']}, {records[0]['threads']} threads); "
+        f"accuracy on {records[0]['n_images']} evaluation images ({records[0]['split']})",
+        "",
+        "| r | GFLOPs | top-1 | top-5 | median ms | p90 ms | speed-up |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for rec in records:
+        lines.append(
+            f"| {rec['tome_r']} | {rec['gflops']:.2f} | {rec['top1'] * 100:.2f}% | {rec['top5'] * 100:.2f}% | "
+            f"{rec['median_ms']:.2f} | {rec['p90_ms']:.2f} | {rec['speedup_vs_first']:.2f}x |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(records: list[dict], path: Path) -> None:
+    """Top-1 vs median latency, one labelled point per r."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = [r["median_ms"] for r in records]
+    ys = [r["top1"] * 100 for r in records]
+    ax.plot(xs, ys, "o-")
+    for rec, x, y in zip(records, xs, ys):
+        ax.annotate(f"r={rec['tome_r']}", (x, y), textcoords="offset points", xytext=(4, 4))
+    ax.set_xlabel("median latency, batch 1 (ms)")
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title(f"ToMe: {records[0]['model']} on {records[0]['target']}")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    tmp.replace(path)
+    plt.close(fig)

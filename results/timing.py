@@ -1,0 +1,31 @@
+"""Interleaved latency measurement: contenders take turns in rounds, so machine noise hits all alike."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+
+def interleaved_latency_ms(
+    contenders: dict[str, Callable[[], None]], *, rounds: int = 10, per_round: int = 5, warmup: int = 3, progress=None
+) -> dict[str, dict[str, float]]:
+    """Median / p90 / mean latency (ms) per contender over rounds x per_round timed calls each."""
+    for run in contenders.values():
+        for _ in range(warmup):
+            run()
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, run in contenders.items():
+            for _ in range(per_round):
+                start = time.perf_counter()
+                run()
+                samples[name].append((time.perf_counter() - start) * 1e3)
+        if progress is not None:
+            progress()
+    return {
+        name: {"median_ms": float(np.median(t)), "p90_ms": float(np.percentile(t, 90)), "mean_ms": float(np.mean(t)),
+               "n": len(t)}
+        for name, t in samples.items()
+    }
