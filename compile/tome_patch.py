@@ -24,18 +24,27 @@ BLOCK_PARTS = ("norm1", "attn", "ls1", "drop_path1", "norm2", "mlp", "ls2", "dro
 class KeyTap(nn.Module):
     """Wraps an attention's k_norm and keeps its output (the keys [B, heads, N, head_dim]) for ToMe.
 
-    The keys are held in a plain dict, not as a module attribute: a tensor attribute assigned in
-    forward would look like state to torch.export.
+    The keys are held in a slot object, not in a module attribute, dict or list: torch.export
+    treats tensors assigned to those during forward as module state.
     """
 
     def __init__(self, k_norm: nn.Module):
         super().__init__()
         self.k_norm = k_norm
-        self.last: dict[str, torch.Tensor] = {}
+        self.last = _Slot()
 
     def forward(self, k: torch.Tensor) -> torch.Tensor:
-        self.last["keys"] = keys = self.k_norm(k)
+        self.last.value = keys = self.k_norm(k)
         return keys
+
+
+class _Slot:
+    """Holds the latest tensor of a KeyTap."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value: torch.Tensor | None = None
 
 
 class ToMeBlocks(nn.Module):
@@ -56,7 +65,7 @@ class ToMeBlocks(nn.Module):
             log_size = None if size is None else size.log()[:, None, None, :, 0]
             x = x + block.drop_path1(block.ls1(block.attn(block.norm1(x), attn_mask=log_size)))
             if r > 0:
-                metric = block.attn.k_norm.last["keys"].mean(dim=1)
+                metric = block.attn.k_norm.last.value.mean(dim=1)
                 if size is None:
                     size = torch.ones_like(x[..., :1])
                 merge = bipartite_soft_matching(metric, r, self.protected)

@@ -1,0 +1,106 @@
+"""python -m remote {status,deploy,bench}: the board farm over SSH (inventory: ./farm.toml)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from runtime.errors import EdgevitError, run_cli
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m remote", description=__doc__)
+    parser.add_argument("--inventory", type=Path, default=Path("farm.toml"))
+    parser.add_argument("--trust-new", action="store_true", help="record host keys of boards not in known_hosts yet")
+    sub = parser.add_subparsers(dest="command", required=True)
+    status = sub.add_parser("status", help="reachability, arch, CPU features, runtime version, free disk")
+    deploy = sub.add_parser("deploy", help="copy the runtime (and a bundle) to boards")
+    bench = sub.add_parser("bench", help="deploy a bundle and benchmark it on boards in parallel")
+    for p in (status, deploy, bench):
+        p.add_argument("--boards", default="", help="comma list of board names (default: all)")
+    deploy.add_argument("bundle", type=Path, nargs="?")
+    bench.add_argument("bundle", type=Path)
+    bench.add_argument("--results", type=Path, default=Path("results/farm.jsonl"))
+    bench.add_argument("--warmup", type=int, default=5)
+    bench.add_argument("--repeat", type=int, default=20)
+    bench.add_argument("--threads", type=int, default=None)
+    bench.add_argument("--images", type=Path, nargs="*", default=[], help="also record each board's top-5 on these")
+    bench.add_argument("--timeout", type=float, default=900.0, help="seconds per board and attempt")
+    bench.add_argument("--attempts", type=int, default=2)
+    bench.add_argument("--resume", action="store_true", help="skip boards that already measured this bundle")
+    return parser
+
+
+def _boards(args):
+    from remote.inventory import load_inventory, select
+
+    return select(load_inventory(args.inventory), [n for n in args.boards.split(",") if n])
+
+
+def cmd_status(args) -> int:
+    from remote.status import board_status
+
+    rows = [board_status(b, trust_new=args.trust_new) for b in _boards(args)]
+    for row in rows:
+        if row["reachable"]:
+            print(f"{row['board']:<16} up    {row['arch']:<8} runtime {row.get('runtime') or 'absent':<8} "
+                  f"free {row['free_disk_mb']:.0f} MB  features {','.join(row.get('features', [])) or '?'}")
+        else:
+            print(f"{row['board']:<16} DOWN  {row['error']}")
+    print(json.dumps(rows))
+    return 0 if all(r["reachable"] for r in rows) else 1
+
+
+def cmd_deploy(args) -> int:
+    from remote.deploy import deploy
+    from remote.ssh import BoardConnection
+    from runtime.bundle import open_bundle
+
+    if args.bundle is not None:
+        open_bundle(args.bundle, check_device=False)  # refuse a corrupt bundle before copying it anywhere
+    failed = 0
+    for board in _boards(args):
+        try:
+            with BoardConnection(board, trust_new=args.trust_new) as conn:
+                result = deploy(conn, args.bundle)
+            print(f"{board.name}: {len(result.uploaded)} uploaded, {len(result.unchanged)} unchanged")
+        except EdgevitError as err:
+            failed += 1
+            print(f"{board.name}: FAILED {err}")
+    return 1 if failed else 0
+
+
+def cmd_bench(args) -> int:
+    from rich.console import Console
+
+    from remote.bench import BenchPlan, bench_farm
+    from runtime.bundle import open_bundle
+
+    open_bundle(args.bundle, check_device=False)
+    if args.attempts < 1 or args.repeat < 1 or args.timeout <= 0:
+        raise EdgevitError("--attempts and --repeat must be >= 1 and --timeout > 0")
+    console = Console(stderr=True)
+    plan = BenchPlan(bundle=args.bundle, warmup=args.warmup, repeat=args.repeat, threads=args.threads,
+                     images=tuple(args.images), timeout_s=args.timeout, attempts=args.attempts, trust_new=args.trust_new)
+
+    def show(record: dict) -> None:
+        if record["status"] == "ok":
+            console.print(f"{record['board']}: median {record['median_ms']:.1f} ms, p90 {record['p90_ms']:.1f} ms, "
+                          f"peak RSS {record['peak_rss_mb']:.0f} MB")
+        else:
+            console.print(f"{record['board']}: [red]error[/red] {record['error']}")
+
+    with console.status(f"benchmarking {args.bundle.name} on the farm"):
+        records = bench_farm(_boards(args), plan, args.results, resume=args.resume, on_record=show)
+    print(args.results)
+    return 1 if any(r["status"] != "ok" for r in records) else 0
+
+
+def main() -> int:
+    args = _parser().parse_args()
+    return {"status": cmd_status, "deploy": cmd_deploy, "bench": cmd_bench}[args.command](args)
+
+
+if __name__ == "__main__":
+    run_cli(main)

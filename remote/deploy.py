@@ -1,0 +1,63 @@
+"""Deploy: copy the runtime package (only what a board needs) and a bundle to a board, skipping unchanged files."""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+
+from remote.ssh import TMP_SUFFIX, BoardConnection
+from runtime.bundle import read_manifest, sha256_file
+
+RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    board: str
+    uploaded: tuple[str, ...]
+    unchanged: tuple[str, ...]
+    remote_bundle: str | None
+
+
+def runtime_files() -> dict[str, Path]:
+    """The runtime as it goes onto a board: its modules and its requirements, nothing else."""
+    files = {f"runtime/{p.name}": p for p in sorted(RUNTIME_DIR.glob("*.py"))}
+    files["runtime/requirements.txt"] = RUNTIME_DIR / "requirements.txt"
+    return files
+
+
+def bundle_files(bundle: Path) -> dict[str, Path]:
+    """Every file of a bundle by its name in the manifest, plus the manifest itself."""
+    manifest = read_manifest(bundle)
+    names = [*manifest["files"], "manifest.json"]
+    return {f"bundles/{bundle.name}/{name}": bundle / name for name in names}
+
+
+def sync(conn: BoardConnection, files: dict[str, Path]) -> tuple[list[str], list[str]]:
+    """Upload files (remote path relative to the board's remote_dir) whose sha256 differs."""
+    root = conn.board.remote_dir
+    remote = {posixpath.join(root, name): local for name, local in files.items()}
+    dirs = sorted({posixpath.dirname(path) for path in remote})
+    conn.check(["mkdir", "-p", "--", *dirs])
+    conn.run(["find", root, "-name", f"*{TMP_SUFFIX}", "-delete"])  # leftovers of a cut transfer
+    existing = conn.remote_sha256(list(remote))
+    uploaded, unchanged = [], []
+    for path, local in remote.items():
+        digest = sha256_file(local)
+        if existing.get(path) == digest:
+            unchanged.append(path)
+        else:
+            conn.put_atomic(local, path, digest)
+            uploaded.append(path)
+    return uploaded, unchanged
+
+
+def deploy(conn: BoardConnection, bundle: Path | None = None) -> DeployResult:
+    """Runtime (+ bundle) onto the board; returns what moved and where the bundle lives there."""
+    files = runtime_files()
+    if bundle is not None:
+        files.update(bundle_files(bundle))
+    uploaded, unchanged = sync(conn, files)
+    remote_bundle = f"bundles/{bundle.name}" if bundle is not None else None
+    return DeployResult(conn.board.name, tuple(uploaded), tuple(unchanged), remote_bundle)

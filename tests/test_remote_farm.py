@@ -1,0 +1,131 @@
+"""The farm end to end with real components: sshd daemons on 127.0.0.1, two of them emulated
+aarch64 boards (qemu + arm64 sysroot), deploy + bench of an rpi5 bundle, and the faults a farm meets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from remote.bench import BenchPlan, bench_farm
+from remote.deploy import deploy
+from remote.inventory import Board
+from remote.ssh import TMP_SUFFIX, BoardConnection
+from runtime.errors import EdgevitError
+from tests.conftest import run_module
+from tests.farm_fixtures import keygen, known_hosts_line, start_sshd
+
+IMAGES = ["ILSVRC2012_val_00000347.JPEG", "ILSVRC2012_val_00000355.JPEG"]
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory):
+    """Three sshd boards: pi5-a and pi5-b emulate Cortex-A76 boards, 'native' runs on this machine."""
+    from tests.emulated_board import emulated_board
+
+    root = tmp_path_factory.mktemp("farm")
+    user_key = root / "id_farm"
+    public = keygen(user_key)
+    boards = {
+        "pi5-a": start_sshd("pi5-a", root / "pi5-a", public, emulated_board("cortex-a76")),
+        "pi5-b": start_sshd("pi5-b", root / "pi5-b", public, emulated_board("cortex-a76")),
+        "native": start_sshd("native", root / "native", public, None),
+    }
+    known_hosts = root / "known_hosts"
+    known_hosts.write_text("".join(known_hosts_line(b) + "\n" for b in boards.values()))
+
+    def record(sshd: str, preset: str, **overrides) -> Board:
+        """A Board reaching sshd `sshd`; overrides change any field (name, keys, remote_dir...)."""
+        fields = dict(name=sshd, host="127.0.0.1", port=boards[sshd].port, preset=preset, user="root",
+                      key_file=user_key, known_hosts=known_hosts, remote_dir=str(boards[sshd].root / "edgevit"))
+        return Board(**{**fields, **overrides})
+
+    yield {"sshd": boards, "board": record, "root": root, "known_hosts": known_hosts, "user_key": user_key}
+    for board in boards.values():
+        board.stop()
+
+
+@pytest.mark.slow
+def test_deploy_and_bench_rpi5_bundle_on_emulated_boards(farm, rpi5_bundle, host_bundle, images_dir, tmp_path):
+    images = tuple(images_dir / name for name in IMAGES)
+    host = run_module("runtime", "run", host_bundle, *images, "--json")
+    assert host.returncode == 0, host.stderr[-2000:]
+    host_top5 = {p.rsplit("/", 1)[-1]: [e["class"] for e in top] for p, top in json.loads(host.stdout.splitlines()[-1]).items()}
+
+    boards = [farm["board"]("pi5-a", "rpi5"), farm["board"]("pi5-b", "rpi5")]
+    results = tmp_path / "farm.jsonl"
+    plan = BenchPlan(bundle=rpi5_bundle, warmup=1, repeat=2, images=images, timeout_s=900, attempts=1)
+    records = bench_farm(boards, plan, results)
+    assert [r["status"] for r in records] == ["ok", "ok"], records
+    for record in records:
+        assert record["top5"] == host_top5
+        assert record["machine"] == "aarch64" and record["n"] == 2 and record["median_ms"] > 0
+    assert len(results.read_text().splitlines()) == 2
+
+    # a rerun with --resume measures nothing again; a plain rerun skips unchanged uploads
+    assert bench_farm(boards, plan, results, resume=True) == []
+    with BoardConnection(boards[0]) as conn:
+        assert deploy(conn, rpi5_bundle).uploaded == ()
+
+
+@pytest.mark.slow
+def test_faults_become_error_records_and_the_rest_go_on(farm, host_bundle, tmp_path):
+    good = farm["board"]("native", "host", python="python3")
+    wrong_key_file = tmp_path / "wrong_key"
+    keygen(wrong_key_file)
+    other_known_hosts = tmp_path / "known_hosts_other"
+    impostor = tmp_path / "impostor"
+    other_known_hosts.write_text(f"[127.0.0.1]:{good.port} {keygen(impostor).split()[0]} {keygen(tmp_path / 'k2').split()[1]}\n")
+    boards = [
+        good,
+        farm["board"]("native", "host", name="bad-key", key_file=wrong_key_file),
+        farm["board"]("native", "host", name="changed-host-key", known_hosts=other_known_hosts),
+        farm["board"]("native", "host", name="unknown-host", known_hosts=tmp_path / "empty_known_hosts"),
+        Board(name="down", host="127.0.0.1", port=1, preset="host", key_file=farm["user_key"]),
+    ]
+    plan = BenchPlan(bundle=host_bundle, warmup=1, repeat=3, attempts=2, backoff_s=0.1)
+    records = {r["board"]: r for r in bench_farm(boards, plan, tmp_path / "farm.jsonl")}
+    assert records["native"]["status"] == "ok" and records["native"]["n"] == 3
+    assert "authentication" in records["bad-key"]["error"]
+    assert "CHANGED" in records["changed-host-key"]["error"]
+    assert "not in known_hosts" in records["unknown-host"]["error"] and "--trust-new" in records["unknown-host"]["error"]
+    assert "cannot reach" in records["down"]["error"] and records["down"]["attempts"] == 2
+
+
+@pytest.mark.slow
+def test_board_going_down_mid_run_and_half_written_uploads(farm, tmp_path, host_bundle):
+    from tests.farm_fixtures import start_sshd
+
+    sshd = start_sshd("flaky", tmp_path / "flaky", open(f"{farm['user_key']}.pub").read().strip(), None)
+    known = tmp_path / "known_hosts"
+    known.write_text(known_hosts_line(sshd) + "\n")
+    board = Board(name="flaky", host="127.0.0.1", port=sshd.port, preset="host", key_file=farm["user_key"],
+                  known_hosts=known, remote_dir=str(sshd.root / "edgevit"))
+    with BoardConnection(board) as conn:
+        deploy(conn, host_bundle)
+        library = f"{board.remote_dir}/bundles/{host_bundle.name}/model.so"
+        # a transfer cut halfway leaves only the temporary name; the next deploy removes it
+        conn.check(["sh", "-c", f"head -c 1000 {library} > {library}{TMP_SUFFIX}"])
+    with BoardConnection(board) as conn:
+        deploy(conn, host_bundle)
+        assert conn.run(["test", "-e", library + TMP_SUFFIX]).returncode != 0
+        sshd.stop()  # the board goes down while we hold a connection
+        with pytest.raises(EdgevitError, match="flaky"):
+            conn.run(["true"])
+
+
+def test_read_only_remote_dir_is_one_clear_error(farm, tmp_path, host_bundle):
+    board = farm["board"]("native", "host", name="ro", remote_dir="/proc/edgevit")
+    with BoardConnection(board) as conn, pytest.raises(EdgevitError, match="board ro: 'mkdir"):
+        deploy(conn, host_bundle)
+
+
+def test_trust_new_records_the_host_key(farm, tmp_path):
+    known = tmp_path / "known_hosts"
+    board = farm["board"]("native", "host", known_hosts=known)
+    with pytest.raises(EdgevitError, match="--trust-new"):
+        BoardConnection(board)
+    with BoardConnection(board, trust_new=True) as conn:
+        assert conn.check(["echo", "it's quoted; $HOME"]).strip() == "it's quoted; $HOME"
+    assert f"[127.0.0.1]:{board.port}" in known.read_text()
+    BoardConnection(board).close()  # now known
