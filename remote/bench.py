@@ -16,6 +16,8 @@ from pathlib import Path
 
 from remote.deploy import deploy
 from remote.inventory import Board
+from remote.power import make_sampler
+from remote.power.monitor import PowerWindow, idle_watts, power_record
 from remote.ssh import BoardConnection
 from results.records import read_jsonl, write_jsonl
 from runtime.bundle import MANIFEST, sha256_file
@@ -46,9 +48,18 @@ def _bench_once(board: Board, plan: BenchPlan) -> dict:
             image_names = [f"images/{p.name}" for p in plan.images]
         threads = [] if plan.threads is None else ["--threads", str(plan.threads)]
         runtime = [board.python, "-m", "runtime"]
-        out = conn.check([*runtime, "bench", placed.remote_bundle, "--json", "--warmup", str(plan.warmup),
-                          "--repeat", str(plan.repeat), *threads], cwd=board.remote_dir, timeout_s=plan.timeout_s)
-        record = json.loads(out.strip().splitlines()[-1])
+        bench_argv = [*runtime, "bench", placed.remote_bundle, "--json", "--warmup", str(plan.warmup),
+                      "--repeat", str(plan.repeat), *threads]
+        sampler = make_sampler(board.power)
+        if sampler is None:
+            out = conn.check(bench_argv, cwd=board.remote_dir, timeout_s=plan.timeout_s)
+            record = json.loads(out.strip().splitlines()[-1])
+        else:
+            idle = idle_watts(conn, sampler)
+            with PowerWindow(conn, sampler) as window:
+                out = conn.check(bench_argv, cwd=board.remote_dir, timeout_s=plan.timeout_s)
+            record = json.loads(out.strip().splitlines()[-1])
+            record.update(power_record(sampler, idle, window.watts(), record["mean_ms"]))
         if image_names:
             out = conn.check([*runtime, "run", placed.remote_bundle, *image_names, "--json", *threads],
                              cwd=board.remote_dir, timeout_s=plan.timeout_s)

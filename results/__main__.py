@@ -1,4 +1,4 @@
-"""python -m results {sweep}: measurements that produce stored result files (JSONL, markdown, PNG)."""
+"""python -m results {sweep,bench}: measurements that produce stored result files (JSONL, markdown, PNG)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,35 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--limit", type=int, default=None, help="evaluate only the first N evaluation images")
     sweep.add_argument("--out", type=Path, default=Path("results/tome_sweep"), help="folder for JSONL, table and plot")
     sweep.add_argument("--build-dir", type=Path, default=Path("build/sweep"))
+    bench = sub.add_parser("bench", help="edgevit bundles vs PyTorch eager and ONNX Runtime FP32, one run")
+    bench.add_argument("bundles", type=Path, nargs="+", help="host bundles of the model")
+    bench.add_argument("--model", default="deit_tiny_patch16_224")
+    bench.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    bench.add_argument("--rounds", type=int, default=20, help="interleaved rounds (5 runs each)")
+    bench.add_argument("--limit", type=int, default=None, help="evaluate only the first N evaluation images")
+    bench.add_argument("--out", type=Path, default=Path("results/bench"))
     return parser
+
+
+def cmd_bench(args) -> None:
+    from rich.console import Console
+
+    if args.threads < 1 or args.rounds < 1:
+        raise EdgevitError("--threads and --rounds must be at least 1")
+    os.environ["TVM_NUM_THREADS"] = str(args.threads)  # before TVM starts its thread pool
+    from results.bench import BenchArgs, markdown_table, run_bench
+    from results.records import write_atomic, write_jsonl
+    from runtime.bundle import open_bundle
+
+    for bundle in args.bundles:
+        open_bundle(bundle)  # refuse corrupt or foreign bundles before measuring anything
+    records = run_bench(BenchArgs(args.model, tuple(args.bundles), args.threads, args.rounds, args.limit),
+                        Console(stderr=True))
+    write_jsonl(args.out / "bench.jsonl", records)
+    table = markdown_table(records)
+    write_atomic(args.out / "bench.md", table)
+    print(table)
+    print(args.out / "bench.md")
 
 
 def cmd_sweep(args) -> None:
@@ -57,7 +85,7 @@ def cmd_sweep(args) -> None:
 
 def main() -> None:
     args = _parser().parse_args()
-    {"sweep": cmd_sweep}[args.command](args)
+    {"sweep": cmd_sweep, "bench": cmd_bench}[args.command](args)
 
 
 if __name__ == "__main__":

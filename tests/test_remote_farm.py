@@ -70,7 +70,10 @@ def test_deploy_and_bench_rpi5_bundle_on_emulated_boards(farm, rpi5_bundle, host
 
 @pytest.mark.slow
 def test_faults_become_error_records_and_the_rest_go_on(farm, host_bundle, tmp_path):
-    good = farm["board"]("native", "host", python="python3")
+    from tests.test_power import _ina3221_tree
+
+    sensors = _ina3221_tree(tmp_path / "ina3221")
+    good = farm["board"]("native", "host", python="python3", power={"sampler": "ina3221", "root_glob": sensors})
     wrong_key_file = tmp_path / "wrong_key"
     keygen(wrong_key_file)
     other_known_hosts = tmp_path / "known_hosts_other"
@@ -86,6 +89,9 @@ def test_faults_become_error_records_and_the_rest_go_on(farm, host_bundle, tmp_p
     plan = BenchPlan(bundle=host_bundle, warmup=1, repeat=3, attempts=2, backoff_s=0.1)
     records = {r["board"]: r for r in bench_farm(boards, plan, tmp_path / "farm.jsonl")}
     assert records["native"]["status"] == "ok" and records["native"]["n"] == 3
+    native = records["native"]  # power sampled over SSH beside the benchmark, from the board's INA3221 tree
+    assert native["power_mean_w"] == pytest.approx(6.0) and native["idle_power_w"] == pytest.approx(6.0)
+    assert native["energy_per_inference_mj"] == pytest.approx(6.0 * native["mean_ms"])
     assert "authentication" in records["bad-key"]["error"]
     assert "CHANGED" in records["changed-host-key"]["error"]
     assert "not in known_hosts" in records["unknown-host"]["error"] and "--trust-new" in records["unknown-host"]["error"]
