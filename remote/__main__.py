@@ -1,4 +1,4 @@
-"""python -m remote {status,deploy,bench}: the board farm over SSH (inventory: ./farm.toml)."""
+"""python -m remote {status,deploy,bench,tracker,rpc-bench}: the board farm over SSH and TVM RPC (inventory: ./farm.toml)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,30 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--timeout", type=float, default=900.0, help="seconds per board and attempt")
     bench.add_argument("--attempts", type=int, default=2)
     bench.add_argument("--resume", action="store_true", help="skip boards that already measured this bundle")
+    tracker = sub.add_parser("tracker", help="run a TVM RPC tracker (boards register their rpc_key with it)")
+    tracker.add_argument("--host", default="0.0.0.0")
+    tracker.add_argument("--port", type=int, default=9190)
+    rpc_bench = sub.add_parser("rpc-bench", help="time a bundle on a board through the RPC tracker")
+    rpc_bench.add_argument("bundle", type=Path)
+    rpc_bench.add_argument("--key", required=True, help="the board's RPC key (rpc_key in farm.toml)")
+    rpc_bench.add_argument("--tracker", default="127.0.0.1:9190", help="HOST:PORT")
+    rpc_bench.add_argument("--repeat", type=int, default=10)
     return parser
+
+
+def cmd_tracker(args) -> int:
+    import subprocess
+
+    from remote.rpc import Tracker, tracker_command
+
+    return subprocess.call(tracker_command(Tracker(args.host, args.port)))
+
+
+def cmd_rpc_bench(args) -> int:
+    from remote.rpc import Tracker, rpc_bench
+
+    print(json.dumps(rpc_bench(Tracker.parse(args.tracker), args.key, args.bundle, repeat=args.repeat)))
+    return 0
 
 
 def _boards(args):
@@ -99,7 +122,9 @@ def cmd_bench(args) -> int:
 
 def main() -> int:
     args = _parser().parse_args()
-    return {"status": cmd_status, "deploy": cmd_deploy, "bench": cmd_bench}[args.command](args)
+    commands = {"status": cmd_status, "deploy": cmd_deploy, "bench": cmd_bench, "tracker": cmd_tracker,
+                "rpc-bench": cmd_rpc_bench}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -134,6 +134,10 @@ class BoardConnection:
         try:
             self.sftp.put(str(local), partial)
         except (OSError, paramiko.SSHException, EOFError) as err:
+            try:  # best effort: a full disk should not stay full of our partial file
+                self.sftp.remove(partial)
+            except (OSError, paramiko.SSHException, EOFError):
+                pass
             raise EdgevitError(f"board {self.board.name}: upload of {local.name} failed ({_first_line(err)})") from None
         if self.remote_sha256([partial]).get(partial) != sha256:
             self.run(["rm", "-f", "--", partial])

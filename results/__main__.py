@@ -1,4 +1,4 @@
-"""python -m results {sweep,bench}: measurements that produce stored result files (JSONL, markdown, PNG)."""
+"""python -m results {sweep,bench,report}: measurements and reports (JSONL, markdown, PNG)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,16 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--rounds", type=int, default=20, help="interleaved rounds (5 runs each)")
     bench.add_argument("--limit", type=int, default=None, help="evaluate only the first N evaluation images")
     bench.add_argument("--out", type=Path, default=Path("results/bench"))
+    report = sub.add_parser("report", help="markdown tables + plots from farm JSONL results")
+    report.add_argument("results", type=Path, nargs="+")
+    report.add_argument("--out", type=Path, default=Path("results/farm_report"))
     return parser
+
+
+def cmd_report(args) -> None:
+    from results.report import write_report
+
+    print(write_report(args.results, args.out))
 
 
 def cmd_bench(args) -> None:
@@ -45,6 +54,7 @@ def cmd_bench(args) -> None:
     if args.threads < 1 or args.rounds < 1:
         raise EdgevitError("--threads and --rounds must be at least 1")
     os.environ["TVM_NUM_THREADS"] = str(args.threads)  # before TVM starts its thread pool
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # PyTorch's OpenMP pool must not spin between turns
     from results.bench import BenchArgs, markdown_table, run_bench
     from results.records import write_atomic, write_jsonl
     from runtime.bundle import open_bundle
@@ -85,7 +95,7 @@ def cmd_sweep(args) -> None:
 
 def main() -> None:
     args = _parser().parse_args()
-    {"sweep": cmd_sweep, "bench": cmd_bench}[args.command](args)
+    {"sweep": cmd_sweep, "bench": cmd_bench, "report": cmd_report}[args.command](args)
 
 
 if __name__ == "__main__":

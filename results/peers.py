@@ -32,6 +32,9 @@ def onnxruntime_fp32(model, threads: int, work_dir: Path) -> Callable[[np.ndarra
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    # contenders take turns in one process: a pool that keeps spinning after its run steals the
+    # cores of the next one, so every pool here sleeps when idle
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return lambda x: session.run(None, {"x": x})[0]
 

@@ -92,9 +92,26 @@ class EmulatedBoard:
         program = argv[0] if argv[0].startswith(str(self.sysroot)) else str(self.sysroot) + argv[0]
         return [QEMU, "-cpu", self.cpu, "-L", str(self.sysroot), program, *argv[1:]]
 
+    def python_executable(self) -> Path:
+        """A host script that runs the board's python3.11 under qemu as this CPU.
+
+        It lives in the sysroot's bin directory and is the emulated Python's argv[0] (qemu -0), so
+        sys.executable points at it: when the board's Python starts a Python subprocess (TVM's RPC
+        server does), that goes through qemu too instead of failing with 'Exec format error'.
+        """
+        wrapper = self.sysroot / "usr" / "bin" / f"python3.11-{self.cpu}"
+        if not wrapper.is_file():
+            argv = [QEMU, "-cpu", self.cpu, "-L", str(self.sysroot), "-0", str(wrapper),
+                    str(self.sysroot / "usr/bin/python3.11")]
+            tmp = wrapper.with_name(f".{wrapper.name}.{os.getpid()}")
+            tmp.write_text("#!/bin/sh\nexec " + " ".join(argv) + ' "$@"\n')
+            tmp.chmod(0o755)
+            tmp.rename(wrapper)
+        return wrapper
+
     def python_argv(self, args: list[str]) -> list[str]:
         """argv for the board's python3.11 with `args`."""
-        return self.command(["/usr/bin/python3.11", *args])
+        return [str(self.python_executable()), *args]
 
     def environment(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         """A clean environment: the board's site-packages first, then any PYTHONPATH given in `extra`."""

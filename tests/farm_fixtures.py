@@ -63,7 +63,7 @@ def _board_shell(root: Path, board: EmulatedBoard | None) -> Path:
         (bin_dir / "python3").write_text(
             "#!/bin/sh\n"
             f"export PYTHONPATH={board.sysroot / SITE}${{PYTHONPATH:+:$PYTHONPATH}}\n"
-            f'exec {" ".join(board.command(["/usr/bin/python3.11"]))} "$@"\n'
+            f'exec {board.python_executable()} "$@"\n'
         )
         (bin_dir / "uname").write_text('#!/bin/sh\n[ "$1" = "-m" ] && exec echo aarch64\nexec /usr/bin/uname "$@"\n')
     else:

@@ -61,6 +61,10 @@ def test_deploy_and_bench_rpi5_bundle_on_emulated_boards(farm, rpi5_bundle, host
         assert record["top5"] == host_top5
         assert record["machine"] == "aarch64" and record["n"] == 2 and record["median_ms"] > 0
     assert len(results.read_text().splitlines()) == 2
+    report = run_module("results", "report", results, "--out", tmp_path / "report")
+    assert report.returncode == 0, report.stderr[-2000:]
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "pi5-a" in text and "pi5-b" in text and (tmp_path / "report" / "latency.png").is_file()
 
     # a rerun with --resume measures nothing again; a plain rerun skips unchanged uploads
     assert bench_farm(boards, plan, results, resume=True) == []
@@ -135,3 +139,37 @@ def test_trust_new_records_the_host_key(farm, tmp_path):
         assert conn.check(["echo", "it's quoted; $HOME"]).strip() == "it's quoted; $HOME"
     assert f"[127.0.0.1]:{board.port}" in known.read_text()
     BoardConnection(board).close()  # now known
+
+
+def test_status_cli_reports_up_and_down_boards(farm, tmp_path):
+    native = farm["sshd"]["native"]
+    inventory = tmp_path / "farm.toml"
+    inventory.write_text(
+        f'[defaults]\nuser = "root"\nkey_file = "{farm["user_key"]}"\nknown_hosts = "{farm["known_hosts"]}"\n'
+        f'[[board]]\nname = "native"\nhost = "127.0.0.1"\nport = {native.port}\npreset = "host"\n'
+        f'remote_dir = "{native.root / "status"}"\n'
+        f'[[board]]\nname = "gone"\nhost = "127.0.0.1"\nport = 1\npreset = "rpi5"\n'
+    )
+    result = run_module("remote", "--inventory", inventory, "status")
+    assert result.returncode == 1  # one board is down
+    rows = {r["board"]: r for r in json.loads(result.stdout.splitlines()[-1])}
+    assert rows["native"]["reachable"] and rows["native"]["free_disk_mb"] > 0 and rows["native"]["runtime"] is None
+    assert not rows["gone"]["reachable"] and "cannot reach" in rows["gone"]["error"]
+    assert "gone" in result.stdout and "DOWN" in result.stdout
+
+
+def test_full_remote_disk_is_one_clear_error_and_leaves_nothing(farm, tmp_path, host_bundle):
+    import subprocess
+
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        board = farm["board"]("native", "host", name="full", remote_dir=str(disk / "edgevit"))
+        with BoardConnection(board) as conn, pytest.raises(EdgevitError, match="board full: upload of model.so failed"):
+            deploy(conn, host_bundle)
+        library = disk / "edgevit" / "bundles" / host_bundle.name / "model.so"
+        assert not library.exists() and not library.with_name("model.so" + TMP_SUFFIX).exists()
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)

@@ -1,0 +1,111 @@
+"""The TVM RPC path: a tracker on the host, RPC servers on boards (registered with a key), and
+benchmarks / MetaSchedule measurements run on a board through them.
+
+A board runs `python3 -m tvm.exec.rpc_server --tracker HOST:PORT --key KEY` (README, "Setting up a
+board"); the host asks the tracker for a session with that key, uploads the compiled library and
+times it on the board with the Relax VM's time_evaluator.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from runtime.errors import EdgevitError
+
+
+@dataclass(frozen=True)
+class Tracker:
+    host: str = "127.0.0.1"
+    port: int = 9190
+
+    @classmethod
+    def parse(cls, text: str) -> "Tracker":
+        host, _, port = text.rpartition(":")
+        try:
+            return cls(host or "127.0.0.1", int(port))
+        except ValueError:
+            raise EdgevitError(f"--tracker must be HOST:PORT, got '{text}'") from None
+
+
+def tracker_command(tracker: Tracker) -> list[str]:
+    """argv that runs a TVM RPC tracker in the foreground."""
+    return [sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", tracker.host, "--port", str(tracker.port),
+            "--port-end", str(tracker.port + 1)]
+
+
+def wait_for_key(tracker: Tracker, key: str, timeout_s: float = 120.0) -> None:
+    """Block until a server with `key` has registered at the tracker."""
+    from tvm import rpc
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            summary = rpc.connect_tracker(tracker.host, tracker.port).summary()
+            if summary["queue_info"].get(key, {}).get("free", 0) > 0:
+                return
+        except (RuntimeError, OSError, ConnectionError):
+            pass
+        time.sleep(0.5)
+    raise EdgevitError(f"no RPC server with key '{key}' registered at {tracker.host}:{tracker.port} within {timeout_s:.0f} s")
+
+
+def session(tracker: Tracker, key: str, timeout_s: float = 600.0):
+    """An RPC session on a board with `key`, via the tracker."""
+    from tvm import rpc
+
+    try:
+        return rpc.connect_tracker(tracker.host, tracker.port).request(key, priority=1, session_timeout=int(timeout_s))
+    except (RuntimeError, OSError, ConnectionError) as err:
+        raise EdgevitError(f"RPC: no session for key '{key}' at {tracker.host}:{tracker.port} ({str(err).splitlines()[0]})") from None
+
+
+def rpc_bench(tracker: Tracker, key: str, bundle: Path, *, number: int = 1, repeat: int = 5) -> dict:
+    """Upload a bundle's library to a board over RPC and time `main` there (batch 1, milliseconds)."""
+    import tvm
+    from tvm.runtime.vm import VirtualMachine
+
+    from runtime.bundle import LIBRARY, open_bundle
+
+    opened = open_bundle(bundle, check_device=False)
+    remote = session(tracker, key)
+    remote.upload(str(opened.library))
+    library = remote.load_module(LIBRARY)
+    device = remote.cuda(0) if opened.device == "cuda" else remote.cpu(0)
+    vm = VirtualMachine(library, device)
+    shape = tuple(opened.manifest["input"]["shape"])
+    x = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(shape).astype(np.float32), device)
+    vm.set_input("main", x)
+    timer = vm.time_evaluator("invoke_stateful", device, number=number, repeat=repeat)
+    times_ms = np.asarray(timer("main").results) * 1e3
+    return {"key": key, "bundle": opened.path.name, "median_ms": float(np.median(times_ms)),
+            "mean_ms": float(times_ms.mean()), "min_ms": float(times_ms.min()), "n": len(times_ms), "via": "rpc"}
+
+
+def start_server_argv(python: list[str], tracker: Tracker, key: str) -> list[str]:
+    """argv (after the board's python) for an RPC server that registers with the tracker."""
+    return [*python, "-m", "tvm.exec.rpc_server", "--tracker", f"{tracker.host}:{tracker.port}", "--key", key,
+            "--host", "127.0.0.1"]
+
+
+def start_tracker(tracker: Tracker) -> subprocess.Popen:
+    """Start a tracker process and wait until it accepts connections."""
+    import socket
+
+    process = subprocess.Popen(tracker_command(tracker), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((tracker.host, tracker.port), timeout=1).close()
+            return process
+        except OSError:
+            if process.poll() is not None:
+                raise EdgevitError(f"RPC tracker failed to start: {process.stderr.read().decode()[-500:]}")
+            time.sleep(0.2)
+    process.kill()
+    raise EdgevitError(f"RPC tracker did not listen on {tracker.host}:{tracker.port}")
