@@ -67,8 +67,11 @@ def cmd_status(args) -> int:
     rows = [board_status(b, trust_new=args.trust_new) for b in _boards(args)]
     for row in rows:
         if row["reachable"]:
+            power = ""
+            if "power_sampler" in row:
+                power = f"  power {row['power_sampler']}: " + (f"{row['power_w']:.2f} W" if row["power_readable"] else "UNREADABLE")
             print(f"{row['board']:<16} up    {row['arch']:<8} runtime {row.get('runtime') or 'absent':<8} "
-                  f"free {row['free_disk_mb']:.0f} MB  features {','.join(row.get('features', [])) or '?'}")
+                  f"free {row['free_disk_mb']:.0f} MB  features {','.join(row.get('features', [])) or '?'}{power}")
         else:
             print(f"{row['board']:<16} DOWN  {row['error']}")
     print(json.dumps(rows))

@@ -103,25 +103,50 @@ def test_faults_become_error_records_and_the_rest_go_on(farm, host_bundle, tmp_p
 
 
 @pytest.mark.slow
-def test_board_going_down_mid_run_and_half_written_uploads(farm, tmp_path, host_bundle):
-    from tests.farm_fixtures import start_sshd
+def test_transfer_cut_halfway_leaves_no_half_written_file(farm, tmp_path, host_bundle):
+    import threading
+    import time
 
-    sshd = start_sshd("flaky", tmp_path / "flaky", open(f"{farm['user_key']}.pub").read().strip(), None)
-    known = tmp_path / "known_hosts"
-    known.write_text(known_hosts_line(sshd) + "\n")
-    board = Board(name="flaky", host="127.0.0.1", port=sshd.port, preset="host", key_file=farm["user_key"],
-                  known_hosts=known, remote_dir=str(sshd.root / "edgevit"))
-    with BoardConnection(board) as conn:
-        deploy(conn, host_bundle)
-        library = f"{board.remote_dir}/bundles/{host_bundle.name}/model.so"
-        # a transfer cut halfway leaves only the temporary name; the next deploy removes it
-        conn.check(["sh", "-c", f"head -c 1000 {library} > {library}{TMP_SUFFIX}"])
-    with BoardConnection(board) as conn:
-        deploy(conn, host_bundle)
-        assert conn.run(["test", "-e", library + TMP_SUFFIX]).returncode != 0
-        sshd.stop()  # the board goes down while we hold a connection
-        with pytest.raises(EdgevitError, match="flaky"):
-            conn.run(["true"])
+    public_key = open(f"{farm['user_key']}.pub").read().strip()
+    sshd = start_sshd("flaky", tmp_path / "flaky", public_key, None)
+    remote_dir = tmp_path / "flaky-files"
+    library = remote_dir / "bundles" / host_bundle.name / "model.so"
+    partial = library.with_name("model.so" + TMP_SUFFIX)
+
+    def board_for(server):
+        known = tmp_path / f"known_hosts_{server.port}"
+        known.write_text(known_hosts_line(server) + "\n")
+        return Board(name="flaky", host="127.0.0.1", port=server.port, preset="host", key_file=farm["user_key"],
+                     known_hosts=known, remote_dir=str(remote_dir))
+
+    def cut_when_upload_starts() -> None:  # the board loses power while model.so is on the wire
+        deadline = time.monotonic() + 120
+        while not partial.exists() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        sshd.stop()
+
+    cutter = threading.Thread(target=cut_when_upload_starts)
+    cutter.start()
+    with pytest.raises(EdgevitError, match="board flaky"):
+        with BoardConnection(board_for(sshd)) as conn:
+            deploy(conn, host_bundle)
+    cutter.join()
+    assert not library.exists()  # never a half-written file under the final name
+    assert not partial.exists() or partial.stat().st_size < (host_bundle / "model.so").stat().st_size
+
+    revived = start_sshd("flaky-again", tmp_path / "flaky-again", public_key, None)
+    try:
+        with BoardConnection(board_for(revived)) as conn:
+            deploy(conn, host_bundle)
+            with pytest.raises(EdgevitError, match="board flaky"):
+                revived.stop()  # and a board going down while we hold a connection
+                conn.run(["true"])
+    finally:
+        revived.stop()
+    assert not partial.exists()
+    from runtime.bundle import sha256_file
+
+    assert sha256_file(library) == sha256_file(host_bundle / "model.so")
 
 
 def test_read_only_remote_dir_is_one_clear_error(farm, tmp_path, host_bundle):
@@ -147,13 +172,14 @@ def test_status_cli_reports_up_and_down_boards(farm, tmp_path):
     inventory.write_text(
         f'[defaults]\nuser = "root"\nkey_file = "{farm["user_key"]}"\nknown_hosts = "{farm["known_hosts"]}"\n'
         f'[[board]]\nname = "native"\nhost = "127.0.0.1"\nport = {native.port}\npreset = "host"\n'
-        f'remote_dir = "{native.root / "status"}"\n'
+        f'remote_dir = "{native.root / "status"}"\npower = {{ sampler = "external", command = "echo 4.5" }}\n'
         f'[[board]]\nname = "gone"\nhost = "127.0.0.1"\nport = 1\npreset = "rpi5"\n'
     )
     result = run_module("remote", "--inventory", inventory, "status")
     assert result.returncode == 1  # one board is down
     rows = {r["board"]: r for r in json.loads(result.stdout.splitlines()[-1])}
     assert rows["native"]["reachable"] and rows["native"]["free_disk_mb"] > 0 and rows["native"]["runtime"] is None
+    assert rows["native"]["power_readable"] and rows["native"]["power_w"] == 4.5
     assert not rows["gone"]["reachable"] and "cannot reach" in rows["gone"]["error"]
     assert "gone" in result.stdout and "DOWN" in result.stdout
 
