@@ -82,8 +82,12 @@ class BoardConnection:
         self.close()
 
     def close(self) -> None:
-        if self._sftp is not None:
-            self._sftp.close()
+        """Close quietly: after a board went down, closing its dead channels must not mask the real error."""
+        try:
+            if self._sftp is not None:
+                self._sftp.close()
+        except (OSError, EOFError, paramiko.SSHException):
+            pass
         self.client.close()
 
     def run(self, argv: list[str], *, timeout_s: float = 600.0, cwd: str | None = None) -> CommandResult:
