@@ -59,7 +59,7 @@ def _unpack_tar(path: Path) -> Path:
         with tarfile.open(path) as tar:
             tar.extractall(out, filter="data")
     except (tarfile.TarError, OSError) as err:
-        raise EdgevitError(f"bundle {path}: not a readable tar archive ({err})") from None
+        raise EdgevitError(f"bundle {path}: not a bundle directory or a readable tar archive ({type(err).__name__})") from None
     entries = [p for p in out.iterdir()]
     return entries[0] if len(entries) == 1 and entries[0].is_dir() else out
 
