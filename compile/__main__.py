@@ -14,7 +14,21 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--target", default="host", help="target preset (see --list-targets); default: host")
     parser.add_argument("--model", default="deit_tiny_patch16_224", help="timm model name")
     parser.add_argument("--weights", type=Path, default=None, help="safetensors state dict of the model")
-    parser.add_argument("--quant", default="fp32", help="quantization mode: fp32")
+    parser.add_argument("--quant", default="fp32", help="fp32 | int8 (integer GEMMs, float softmax/GELU/LayerNorm) | int8-full (integer only)")
+    quant = parser.add_argument_group("post-training quantization (int8, int8-full)")
+    quant.add_argument("--calib-images", type=Path, default=None,
+                       help="folder of calibration images (default: the first 256 rows of the data directory's labels.csv)")
+    quant.add_argument("--calib-count", type=int, default=256, help="calibration images to use (default 256)")
+    quant.add_argument("--observer", default="mse", help="activation range observer: minmax | percentile | mse (default)")
+    quant.add_argument("--outliers", choices=("on", "off"), default="on",
+                       help="outlier channels: per-channel LayerNorm scales folded into weights, power-of-two groups for fc2 (default on)")
+    quant.add_argument("--weight-scales", choices=("channel", "tensor"), default="channel",
+                       help="int8 weight scales per output channel (default) or per tensor")
+    quant.add_argument("--keep-float", type=int, default=0, metavar="K", help="keep the K most sensitive layers in float32")
+    quant.add_argument("--keep-float-error", type=float, default=None, metavar="E",
+                       help="keep every layer whose relative quantization error exceeds E in float32")
+    parser.add_argument("--tune", type=int, default=0, metavar="N",
+                        help="run N MetaSchedule trials before building and add them to the target's database")
     parser.add_argument(
         "--tome-r", default="0",
         help="token merging per block: an int (e.g. 8), a comma list with one value per block, or 'R:decrease'",
@@ -46,7 +60,10 @@ def main() -> None:
 
     compile_args = CompileArgs(
         target=args.target, model=args.model, weights=args.weights, quant=args.quant, tome_r=args.tome_r, out=args.out,
-        random_init=args.random_init, dump_ir=args.dump_ir,
+        random_init=args.random_init, dump_ir=args.dump_ir, calib_images=args.calib_images,
+        calib_count=args.calib_count, observer=args.observer, outliers=args.outliers == "on",
+        weight_scales=args.weight_scales, keep_float=args.keep_float, keep_float_error=args.keep_float_error,
+        tune_trials=args.tune,
     )
     bundle = compile_bundle(compile_args, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(bundle)

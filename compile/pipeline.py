@@ -12,7 +12,8 @@ from pathlib import Path
 
 from runtime.errors import EdgevitError
 
-QUANT_MODES = ("fp32",)
+QUANT_MODES = ("fp32", "int8", "int8-full")
+OBSERVERS = ("minmax", "percentile", "mse")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,16 @@ class CompileArgs:
     out: Path | None = None
     random_init: bool = False  # no weights needed: for tests of architectures without local weights
     dump_ir: Path | None = None
+    # post-training quantization (--quant int8 / int8-full); see compile.quant
+    calib_images: Path | None = None  # folder of calibration images; None: the data directory's calibration split
+    calib_count: int = 256
+    observer: str = "mse"  # activation ranges: minmax | percentile | mse
+    outliers: bool = True  # per-channel LayerNorm reparameterization + power-of-two channel groups for fc2
+    weight_scales: str = "channel"  # channel | tensor (tensor: the naive baseline)
+    keep_float: int = 0  # keep the K most quantization-sensitive layers in float
+    keep_float_error: float | None = None  # ... or every layer whose relative error exceeds this
+    # MetaSchedule: trials to tune before building (0: use the shipped database as it is)
+    tune_trials: int = 0
 
 
 def default_out_dir(args: CompileArgs, preset_name: str) -> Path:
