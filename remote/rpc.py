@@ -78,8 +78,9 @@ def rpc_bench(tracker: Tracker, key: str, bundle: Path, *, number: int = 1, repe
     library = remote.load_module(LIBRARY)
     device = remote.cuda(0) if opened.device == "cuda" else remote.cpu(0)
     vm = VirtualMachine(library, device)
-    shape = tuple(opened.manifest["input"]["shape"])
-    x = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(shape).astype(np.float32), device)
+    from runtime.session import example_input
+
+    x = tvm.runtime.tensor(example_input(opened.manifest["input"]), device)
     vm.set_input("main", x)
     timer = vm.time_evaluator("invoke_stateful", device, number=number, repeat=repeat)
     times_ms = np.asarray(timer("main").results) * 1e3

@@ -61,10 +61,9 @@ def run_sweep(args: SweepArgs, console) -> list[dict]:
             for r, session in sessions.items():
                 top5[r][i] = np.argsort(-session.run(batch)[0])[:5]
             progress.advance(task)
-        x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
         task = progress.add_task("latency (interleaved)", total=args.rounds)
         latency = interleaved_latency_ms(
-            {r: (lambda s=s: s.run_device(x) and s.device.sync()) for r, s in sessions.items()},
+            {r: (lambda s=s, x=s.example_batch(): s.run_device(x) and s.device.sync()) for r, s in sessions.items()},
             rounds=args.rounds, progress=lambda: progress.advance(task),
         )
     base = latency[args.r_values[0]]["median_ms"]

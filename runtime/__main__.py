@@ -76,7 +76,7 @@ def cmd_run(args) -> None:
     session = _open_session(args)
     labels = session.bundle.labels()
     preprocess = Preprocess.from_manifest(session.bundle.manifest["input"])
-    batch = np.empty(session.input_shape, dtype=np.float32)
+    batch = session.new_batch()
     results = {}
     for image in args.images:
         preprocess.load(image, out=batch[0])

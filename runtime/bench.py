@@ -36,7 +36,7 @@ def peak_rss_mb() -> float:
 
 def bench(session: InferenceSession, *, warmup: int, repeat: int, threads: int) -> BenchResult:
     """Time `repeat` batch-1 inferences after `warmup` untimed ones, waiting for the device each time."""
-    batch = np.random.default_rng(0).standard_normal(session.input_shape).astype(np.float32)
+    batch = session.example_batch()
     for _ in range(warmup):
         session.run_device(batch)
     session.device.sync()

@@ -48,7 +48,7 @@ def read_labels(csv_path: Path, *, skip: int = 0, limit: int | None = None) -> l
 def evaluate(session: InferenceSession, images: Path, rows: list[tuple[str, int]], progress=None) -> EvalResult:
     """Run every listed image once (batch 1) and count top-1 / top-5 hits."""
     preprocess = Preprocess.from_manifest(session.bundle.manifest["input"])
-    batch = np.empty(session.input_shape, dtype=np.float32)
+    batch = session.new_batch()
     hits1 = hits5 = 0
     predictions = {}
     for name, label in rows:

@@ -23,6 +23,7 @@ class InferenceSession:
         self.bundle = bundle
         spec = bundle.manifest["input"]
         self.input_shape = tuple(spec["shape"])
+        self.input_dtype = spec.get("dtype", "float32")
         self.device = tvm.cuda(0) if bundle.device == "cuda" else tvm.cpu(0)
         if bundle.device == "cuda":
             from runtime.cuda_kernels import use_precompiled_kernels
@@ -30,11 +31,19 @@ class InferenceSession:
             use_precompiled_kernels(bundle.path)
         library = tvm.runtime.load_module(str(bundle.library))
         self.vm = VirtualMachine(library, self.device, memory_cfg="pooled")
-        self.input = tvm.runtime.empty(self.input_shape, spec.get("dtype", "float32"), self.device)
+        self.input = tvm.runtime.empty(self.input_shape, self.input_dtype, self.device)
         self.vm.set_input("main", self.input)
 
+    def new_batch(self) -> np.ndarray:
+        """An uninitialised host batch of the model's input shape and dtype (for Preprocess.load)."""
+        return np.empty(self.input_shape, dtype=self.input_dtype)
+
+    def example_batch(self, seed: int = 0) -> np.ndarray:
+        """A fixed pseudo-random input of the right shape and dtype, for latency measurements."""
+        return example_input(self.bundle.manifest["input"], seed)
+
     def run_device(self, batch: np.ndarray):
-        """Infer one batch ([N, 3, H, W] float32 as in the manifest); the output stays on the device."""
+        """Infer one batch ([N, 3, H, W] of the manifest's dtype); the output stays on the device."""
         self.input.copyfrom(batch)
         self.vm.invoke_stateful("main")
         return self.vm.get_outputs("main")
@@ -42,6 +51,15 @@ class InferenceSession:
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Infer one batch and return the logits [N, classes] as numpy."""
         return self.run_device(batch).numpy()
+
+
+def example_input(input_spec: dict, seed: int = 0) -> np.ndarray:
+    """A fixed pseudo-random batch as the manifest's input spec describes (pixels for uint8 inputs)."""
+    rng = np.random.default_rng(seed)
+    shape, dtype = tuple(input_spec["shape"]), input_spec.get("dtype", "float32")
+    if dtype == "uint8":
+        return rng.integers(0, 256, shape, dtype=np.uint8)
+    return rng.standard_normal(shape).astype(dtype)
 
 
 def top_k(logits: np.ndarray, k: int = 5) -> list[tuple[int, float]]:
