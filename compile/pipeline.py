@@ -10,6 +10,7 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
+from compile.tuning.settings import TuneSettings
 from runtime.errors import EdgevitError
 
 QUANT_MODES = ("fp32", "int8", "int8-full")
@@ -32,12 +33,13 @@ class CompileArgs:
     calib_images: Path | None = None  # folder of calibration images; None: the data directory's calibration split
     calib_count: int = 256
     observer: str = "mse"  # activation ranges: minmax | percentile | mse
-    outliers: bool = True  # per-channel LayerNorm reparameterization + power-of-two channel groups for fc2
+    outliers: bool = True  # per-channel LayerNorm output scales folded into the next weights
+    fc2_groups: int = 1  # power-of-two channel groups for fc2 inputs (Tender); 1: off
     weight_scales: str = "channel"  # channel | tensor (tensor: the naive baseline)
     keep_float: int = 0  # keep the K most quantization-sensitive layers in float
     keep_float_error: float | None = None  # ... or every layer whose relative error exceeds this
     # MetaSchedule: trials to tune before building (0: use the shipped database as it is)
-    tune_trials: int = 0
+    tuning: TuneSettings = TuneSettings()
 
 
 def default_out_dir(args: CompileArgs, preset_name: str) -> Path:
@@ -66,6 +68,21 @@ def _versions() -> dict[str, str]:
     return {"edgevit": runtime.__version__, "tvm": tvm.__version__, "torch": torch.__version__, "timm": timm.__version__}
 
 
+def quant_config(args: CompileArgs):
+    """The QuantConfig of an integer mode (validated here, before any heavy work), None for fp32."""
+    if args.quant not in QUANT_MODES:
+        raise EdgevitError(f"unknown quantization mode '{args.quant}'; available: {', '.join(QUANT_MODES)}")
+    if args.quant == "fp32":
+        return None
+    from compile.quant.config import QuantConfig
+
+    return QuantConfig(
+        mode=args.quant, calib_images=args.calib_images, calib_count=args.calib_count, observer=args.observer,
+        outliers=args.outliers, fc2_groups=args.fc2_groups, weight_scales=args.weight_scales,
+        keep_float=args.keep_float, keep_float_error=args.keep_float_error,
+    )
+
+
 def compile_bundle(args: CompileArgs, log=print) -> Path:
     """Compile one model for one target preset and write its bundle; returns the bundle path."""
     from compile.models import load_model, model_spec
@@ -73,8 +90,7 @@ def compile_bundle(args: CompileArgs, log=print) -> Path:
 
     preset = load_preset(args.target)
     spec = model_spec(args.model)
-    if args.quant not in QUANT_MODES:
-        raise EdgevitError(f"unknown quantization mode '{args.quant}'; available: {', '.join(QUANT_MODES)}")
+    config = quant_config(args)
     out = args.out or default_out_dir(args, preset.name)
     from compile.build import check_toolchain
 
@@ -91,12 +107,23 @@ def compile_bundle(args: CompileArgs, log=print) -> Path:
     schedule = parse_tome_r(args.tome_r, depth, num_tokens(model), model.num_prefix_tokens)
     if any(schedule):
         log(f"      ToMe: merging {sum(schedule)} tokens over {len(schedule)} blocks {schedule}")
-        apply_tome(model, schedule)
+    flops = gflops(model, schedule)
+    if config is None:
+        if any(schedule):
+            apply_tome(model, schedule)
+        log("[2/4] torch.export -> Relax")
+        from compile.relax_import import to_relax
 
-    log("[2/4] torch.export -> Relax")
-    from compile.relax_import import to_relax
+        mod = to_relax(model, input_shape)
+        quant = {"mode": "fp32", "layers": {}}
+    else:
+        from compile.quant import emit_relax, quantize
+        from compile.quant.sensitivity import layer_report
 
-    mod = to_relax(model, input_shape)
+        log(f"[2/4] post-training quantization ({args.quant}) -> integer Relax graph")
+        qvit = quantize(model, spec, schedule, config, log)
+        mod = emit_relax(qvit, preset.target())
+        quant = {"mode": args.quant, "recipe": qvit.recipe, "layers": layer_report(qvit.linears())}
     _dump(args.dump_ir, "relax_import", mod)
 
     log(f"[3/4] building for {preset.name} ({preset.tvm_target.get('mcpu', preset.tvm_target.get('arch'))})")
@@ -107,16 +134,17 @@ def compile_bundle(args: CompileArgs, log=print) -> Path:
         "model": {"name": args.model, "num_classes": model.num_classes, "embed_dim": model.embed_dim,
                   "depth": depth},
         "input": {
-            "shape": list(input_shape), "dtype": "float32", "layout": "NCHW",
+            # integer bundles take uint8 pixels: mean / std are folded into the patch embedding
+            "shape": list(input_shape), "dtype": "float32" if config is None else "uint8", "layout": "NCHW",
             "mean": list(spec.mean), "std": list(spec.std),
             "resize": int(spec.image_size / spec.crop_pct), "crop_pct": spec.crop_pct,
             "interpolation": spec.interpolation,
         },
         "tome": {
             "schedule": schedule, "tokens_per_block": token_counts(schedule, num_tokens(model)),
-            "gflops": round(gflops(model, schedule), 4),
+            "gflops": round(flops, 4),
         },
-        "quant": {"mode": args.quant, "layers": {}},
+        "quant": quant,
         "target": {
             "preset": preset.name, "tvm_target": preset.tvm_target, "arch": preset.arch,
             "device": preset.device, "required_cpu_features": list(preset.required_cpu_features),

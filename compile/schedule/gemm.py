@@ -15,10 +15,18 @@ from compile.schedule.analysis import MatmulBlock, find_matmul, vector_lanes
 
 
 def _consumer_chain_inline(sch: s_tir.Schedule, block) -> None:
-    """Inline every elementwise consumer (bias, GELU, reshape...) into `block`, while possible."""
+    """Inline every elementwise consumer (bias, GELU, reshape...) into `block`, while possible.
+
+    A consumer that writes a buffer of another shape (a slice of the rows, say) is left alone:
+    TVM accepts inlining it, but the write-back would then run over the whole tile range and write
+    out of the smaller buffer's bounds.
+    """
     while True:
         consumers = sch.get_consumers(block)
         if len(consumers) != 1:
+            return
+        produced = sch.get(block).writes[0].source.shape
+        if [int(d) for d in sch.get(consumers[0]).writes[0].source.shape] != [int(d) for d in produced]:
             return
         try:
             sch.reverse_compute_inline(consumers[0])

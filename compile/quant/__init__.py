@@ -1,0 +1,59 @@
+"""Post-training quantization into integer arithmetic (no retraining).
+
+    calibrate (real images, float model incl. ToMe) -> statistics per activation
+    -> QuantizedViT: per-channel int8 weights, static activation scales, outlier channel handling,
+       per-layer sensitivity and the float-kept layers          (qvit.py, observers.py, weights.py)
+    -> Relax graph with int8 x int8 -> int32 matmuls, dequantization delayed past them and
+       requantization fused into their epilogues                  (graph.py + float/integer numerics)
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+from compile.quant.config import QuantConfig
+from compile.quant.qvit import QuantizedViT
+
+
+def quantize(model, spec, schedule: list[int], config: QuantConfig, log: Callable[[str], None] = print) -> QuantizedViT:
+    """Calibrate `model` (a float timm ViT, left unchanged) on real images and quantize it."""
+    from rich.progress import Progress
+
+    from compile.models import data_dir
+    from compile.quant.calibration import calibration_files, collect_stats, load_images
+    from compile.quant.qvit import quantize_vit
+    from compile.quant.sensitivity import choose_float_layers
+    from compile.tome_patch import apply_tome
+    from runtime.preprocess import Preprocess
+    from results.sweep import CALIBRATION_ROWS
+
+    files = calibration_files(config, data_dir(), CALIBRATION_ROWS)
+    preprocess = Preprocess(spec.image_size, int(spec.image_size / spec.crop_pct), spec.mean, spec.std,
+                            spec.interpolation)
+    calibrated = copy.deepcopy(model)
+    if any(schedule):
+        apply_tome(calibrated, schedule)
+    log(f"      calibrating on {len(files)} images ({config.observer} observer)")
+    with Progress(transient=True) as progress:
+        task = progress.add_task("loading calibration images", total=len(files))
+        images = load_images(files, preprocess, lambda: progress.advance(task))
+        batches = 2 * -(-len(images) // 32)
+        task = progress.add_task("calibrating (2 passes)", total=batches)
+        stats = collect_stats(calibrated, images, progress=lambda: progress.advance(task))
+    qvit = quantize_vit(model, stats, config, schedule, spec.mean, spec.std)
+    kept = choose_float_layers(qvit.linears(), config)
+    if kept:
+        log(f"      kept in float32: {', '.join(kept)}")
+    return qvit
+
+
+def emit_relax(qvit: QuantizedViT, target):
+    """The Relax module of a QuantizedViT for `target` (int8 or int8-full numerics)."""
+    from compile.quant.graph import emit_quantized_vit
+
+    if qvit.mode == "int8-full":
+        from compile.quant.integer_numerics import IntegerNumerics as numerics
+    else:
+        from compile.quant.float_numerics import FloatNumerics as numerics
+    return emit_quantized_vit(qvit, numerics, target)

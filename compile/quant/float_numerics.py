@@ -1,0 +1,110 @@
+"""int8 numerics: integer GEMMs, float32 LayerNorm / softmax / GELU / residual stream.
+
+Each int32 accumulator is dequantized (one multiply-add per element with the folded scales) in
+the epilogue of its GEMM, and every GEMM input is quantized to int8 by the op before it; FuseOps
+puts these elementwise steps into the kernels around the matmuls.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tvm import relax
+
+from compile.quant.graph import Emitter
+from compile.quant.qvit import PROB_SCALE, QBlock, QLayerNorm, QLinear, QuantizedViT
+from compile.quant.tome_graph import Match, apply_merge
+
+
+class FloatNumerics:
+    """The Numerics of --quant int8 (see compile.quant.graph.Numerics)."""
+
+    def __init__(self, em: Emitter, qvit: QuantizedViT):
+        self.em = em
+        self.qvit = qvit
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _scale_round(self, x: relax.Expr, mul, add, lo: int, hi: int, dtype: str) -> relax.Expr:
+        """dtype(clip(round(x * mul + add), lo, hi)) with x cast to float32 first."""
+        em = self.em
+        if x.ty.dtype != "float32":
+            x = em.emit(relax.op.astype(x, "float32"))
+        y = em.emit(relax.op.multiply(x, em.const(mul, "float32")))
+        if add is not None:
+            y = em.emit(relax.op.add(y, em.const(add, "float32")))
+        y = em.emit(relax.op.clip(relax.op.round(y), lo, hi))
+        return em.emit(relax.op.astype(y, dtype))
+
+    def _quantize(self, x: relax.Expr, linear: QLinear) -> relax.Expr:
+        return self._scale_round(x, 1.0 / linear.input_scale, None, *linear.input_range, "int8")
+
+    # -- Numerics --------------------------------------------------------------------------------
+    def embed(self, patch_out: relax.Expr) -> relax.Expr:
+        em = self.em
+        x = em.emit(relax.op.add(patch_out, em.const(self.qvit.pos)))
+        return em.emit(relax.op.concat([em.const(self.qvit.prefix), x], axis=0))
+
+    def norm_for(self, x: relax.Expr, norm: QLayerNorm, linear: QLinear) -> relax.Expr:
+        em = self.em
+        h = em.emit(relax.op.nn.layer_norm(x, em.const(norm.gamma), em.const(norm.beta), axes=[-1], epsilon=norm.eps))
+        return h if linear.kept_float else self._quantize(h, linear)
+
+    def linear(self, x: relax.Expr, linear: QLinear) -> relax.Expr:
+        em = self.em
+        if linear.kept_float:
+            y = em.emit(relax.op.matmul(x, em.const(linear.float_weight)))
+            return em.emit(relax.op.add(y, em.const(linear.bias)))
+        acc = em.int8_accumulate(x, linear)
+        y = em.emit(relax.op.multiply(em.emit(relax.op.astype(acc, "float32")), em.const(linear.acc_scale)))
+        return em.emit(relax.op.add(y, em.const(linear.bias)))
+
+    def qkv_int8(self, y: relax.Expr, block: QBlock) -> relax.Expr:
+        width = y.ty.shape[-1] // 3
+        inv = np.repeat(1.0 / np.asarray(block.qkv_scales, np.float64), int(width)).astype(np.float32)
+        return self._scale_round(y, inv, None, -127, 127, "int8")
+
+    def attention_probs(self, logits: relax.Expr, block: QBlock, size: relax.Expr | None) -> relax.Expr:
+        em = self.em
+        head_dim = block.qkv.weight.shape[1] // 3 // self.qvit.num_heads
+        scale = block.qkv_scales[0] * block.qkv_scales[1] / np.sqrt(head_dim)
+        z = em.emit(relax.op.multiply(em.emit(relax.op.astype(logits, "float32")), em.const(scale, "float32")))
+        if size is not None:  # proportional attention: + log(size) of each key token
+            tokens = em.shape(size)[0]
+            z = em.emit(relax.op.add(z, em.emit(relax.op.reshape(relax.op.log(size), (1, 1, tokens)))))
+        p = em.emit(relax.op.nn.softmax(z, axis=-1))
+        return self._scale_round(p, 1.0 / PROB_SCALE, None, 0, 255, "uint8")
+
+    def attention_out(self, o: relax.Expr, block: QBlock) -> relax.Expr:
+        em = self.em
+        heads, tokens, head_dim = em.shape(o)
+        real = PROB_SCALE * block.qkv_scales[2]
+        if block.proj.kept_float:
+            y = em.emit(relax.op.multiply(em.emit(relax.op.astype(o, "float32")), em.const(real, "float32")))
+        else:
+            y = self._scale_round(o, real / block.proj.input_base, None, -127, 127, "int8")
+        y = em.emit(relax.op.permute_dims(y, [1, 0, 2]))
+        return em.emit(relax.op.reshape(y, (tokens, heads * head_dim)))
+
+    def residual_add(self, x: relax.Expr, y: relax.Expr, linear: QLinear) -> relax.Expr:
+        return self.em.emit(relax.op.add(x, y))
+
+    def mlp_hidden(self, y: relax.Expr, fc1: QLinear, fc2: QLinear) -> relax.Expr:
+        g = self.em.emit(relax.op.nn.gelu(y))
+        return g if fc2.kept_float else self._quantize(g, fc2)
+
+    def merge(self, match: Match, x: relax.Expr, size: relax.Expr | None) -> tuple[relax.Expr, relax.Expr]:
+        """Size-weighted average of merged tokens (ToMe's merge_wavg)."""
+        em = self.em
+        if size is None:
+            size = em.const(np.ones((em.shape(x)[0], 1), np.float32))
+        total = apply_merge(em, match, em.emit(relax.op.multiply(x, size)))
+        size = apply_merge(em, match, size)
+        return em.emit(relax.op.divide(total, size)), size
+
+    def logits(self, ys: list[relax.Expr], heads: list[QLinear]) -> relax.Expr:
+        em = self.em
+        out = ys[0]
+        for y in ys[1:]:
+            out = em.emit(relax.op.add(out, y))
+        if len(ys) > 1:
+            out = em.emit(relax.op.multiply(out, em.const(1.0 / len(ys), "float32")))
+        return out

@@ -1,0 +1,122 @@
+"""The integer ViT as a Relax module: one graph, two numerics (int8: float nonlinearities; int8-full).
+
+The graph structure (patches, blocks, ToMe, heads) is written once here; what happens between
+the integer matmuls is delegated to a `Numerics` object (compile.quant.float_numerics /
+compile.quant.integer_numerics). Every matmul goes through compile.kernels, so each target's
+integer kernels stay behind one interface. Batch 1: activations are [tokens, channels].
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.target import Target
+
+from compile.kernels import emit_int8_batch_matmul, emit_int8_dense
+from compile.quant.qvit import QBlock, QLayerNorm, QLinear, QuantizedViT
+from compile.quant.tome_graph import Match, match_tokens
+
+
+class Emitter:
+    """A Relax BlockBuilder with the few helpers both numerics need."""
+
+    def __init__(self, bb: relax.BlockBuilder, target: Target):
+        self.bb = bb
+        self.target = target
+
+    def emit(self, expr: relax.Expr) -> relax.Expr:
+        return self.bb.emit(expr)
+
+    def const(self, value, dtype: str | None = None) -> relax.Expr:
+        array = np.asarray(value, dtype=dtype) if dtype else np.asarray(value)
+        return relax.const(array, str(array.dtype)) if array.ndim else relax.const(array.item(), str(array.dtype))
+
+    def rows(self, x: relax.Expr, start: int, stop: int, axis: int = 0, step: int = 1) -> relax.Expr:
+        return self.emit(relax.op.strided_slice(x, [axis], [start], [stop], [step]))
+
+    def shape(self, x: relax.Expr) -> tuple[int, ...]:
+        return tuple(int(d) for d in x.ty.shape)
+
+    def int8_accumulate(self, x: relax.Expr, linear: QLinear) -> relax.Expr:
+        """acc [N, out] int32 = sum over segments of (x[:, seg] @ weight[seg]) << shift."""
+        acc = None
+        k = linear.weight.shape[0]
+        for start, stop, shift in linear.segments:
+            part_in = x if (start, stop) == (0, k) else self.rows(x, start, stop, axis=1)
+            part = emit_int8_dense(self.bb, part_in, linear.weight[start:stop], self.target)
+            if shift:
+                part = self.emit(relax.op.left_shift(part, self.const(shift, "int32")))
+            acc = part if acc is None else self.emit(relax.op.add(acc, part))
+        return acc
+
+    def batch_matmul(self, a: relax.Expr, b: relax.Expr, transpose_b: bool = False) -> relax.Expr:
+        return emit_int8_batch_matmul(self.bb, a, b, self.target, transpose_b=transpose_b)
+
+
+class Numerics(Protocol):
+    """What happens between the integer matmuls: the float (int8) or integer-only (int8-full) way.
+
+    "Residual" values are the residual stream in the numerics' own representation (float32, or int32
+    at a power-of-two scale); "linear outputs" are what `linear` returns (float y, or int32 acc + bias).
+    """
+
+    def embed(self, patch_out: relax.Expr) -> relax.Expr: ...
+    def norm_for(self, x: relax.Expr, norm: QLayerNorm, linear: QLinear) -> relax.Expr: ...
+    def linear(self, x: relax.Expr, linear: QLinear) -> relax.Expr: ...
+    def qkv_int8(self, y: relax.Expr, block: QBlock) -> relax.Expr: ...
+    def attention_probs(self, logits: relax.Expr, block: QBlock, size: relax.Expr | None) -> relax.Expr: ...
+    def attention_out(self, o: relax.Expr, block: QBlock) -> relax.Expr: ...
+    def residual_add(self, x: relax.Expr, y: relax.Expr, linear: QLinear) -> relax.Expr: ...
+    def mlp_hidden(self, y: relax.Expr, fc1: QLinear, fc2: QLinear) -> relax.Expr: ...
+    def merge(self, match: Match, x: relax.Expr, size: relax.Expr | None) -> tuple[relax.Expr, relax.Expr]: ...
+    def logits(self, ys: list[relax.Expr], heads: list[QLinear]) -> relax.Expr: ...
+
+
+def _patches(em: Emitter, pixels: relax.Expr, image: int, patch: int) -> relax.Expr:
+    """uint8 [1, 3, H, W] -> [patches, 3 * p * p] in the conv weight's (channel, row, column) order."""
+    g = image // patch
+    x = em.emit(relax.op.reshape(pixels, (3, g, patch, g, patch)))
+    x = em.emit(relax.op.permute_dims(x, [1, 3, 0, 2, 4]))
+    return em.emit(relax.op.reshape(x, (g * g, 3 * patch * patch)))
+
+
+def _attention(em: Emitter, num: Numerics, h: relax.Expr, block: QBlock, heads: int, size) -> tuple:
+    """Multi-head self-attention up to proj's input; returns (proj input, int8 keys [heads, N, D])."""
+    qkv = num.qkv_int8(num.linear(h, block.qkv), block)  # int8 [N, 3C]
+    tokens, width = em.shape(qkv)
+    head_dim = width // 3 // heads
+    qkv = em.emit(relax.op.permute_dims(em.emit(relax.op.reshape(qkv, (tokens, 3, heads, head_dim))), [1, 2, 0, 3]))
+    q, k, v = (em.emit(relax.op.squeeze(em.rows(qkv, i, i + 1), [0])) for i in range(3))
+    probs = num.attention_probs(em.batch_matmul(q, k, transpose_b=True), block, size)  # uint8 [heads, N, N]
+    return num.attention_out(em.batch_matmul(probs, v), block), k
+
+
+def emit_quantized_vit(qvit: QuantizedViT, numerics_cls, target: Target) -> tvm.IRModule:
+    """main(x: uint8 [1, 3, H, W]) -> float32 logits [1, classes]."""
+    bb = relax.BlockBuilder()
+    pixels = relax.Var("x", relax.TensorType((1, 3, qvit.image_size, qvit.image_size), "uint8"))
+    em = Emitter(bb, target)
+    num: Numerics = numerics_cls(em, qvit)
+    with bb.function("main", [pixels]):
+        with bb.dataflow():
+            x = num.embed(num.linear(_patches(em, pixels, qvit.image_size, qvit.patch_size), qvit.patch))
+            size = None
+            for block in qvit.blocks:
+                attn_in = num.norm_for(x, block.ln1, block.qkv)
+                o, keys = _attention(em, num, attn_in, block, qvit.num_heads, size)
+                x = num.residual_add(x, num.linear(o, block.proj), block.proj)
+                if block.tome_r:
+                    x, size = num.merge(match_tokens(em, keys, block.tome_r, qvit.num_prefix), x, size)
+                hidden = num.mlp_hidden(num.linear(num.norm_for(x, block.ln2, block.fc1), block.fc1), block.fc1,
+                                        block.fc2)
+                x = num.residual_add(x, num.linear(hidden, block.fc2), block.fc2)
+            prefix = em.rows(x, 0, qvit.num_prefix)
+            ys = []
+            for i, head in enumerate(qvit.heads):
+                ys.append(num.linear(num.norm_for(em.rows(prefix, i, i + 1), qvit.norm, head), head))
+            out = bb.emit_output(num.logits(ys, qvit.heads))
+        bb.emit_func_output(out)
+    return bb.get()

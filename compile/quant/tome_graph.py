@@ -1,0 +1,78 @@
+"""ToMe in the integer graph: bipartite soft matching on the int8 keys, merges as gathers + one-hot matmul.
+
+The same algorithm as compile.tome (which the float path exports from PyTorch), emitted directly
+as Relax for the integer graph, in integers so int8-full stays integer only: keys summed over heads
+(int32), each normalized to a fixed-point unit vector (<< NORM_BITS, divided by its integer norm),
+cosine scores as an int32 matmul, protected prefix tokens masked, stable descending argsort.
+Static shapes: r is fixed per block.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from tvm import relax
+
+NORM_BITS = 11  # |unit key| <= 2^11, so 64-dim scores stay below 2^28
+MASKED = -(2**31) + 1
+
+
+@dataclass(frozen=True)
+class Match:
+    """Which tokens merge: A = even tokens, B = odd tokens (prefix tokens alternate too)."""
+
+    unmerged: relax.Expr  # int32 [num_a - r]: kept A tokens, in token order
+    merged: relax.Expr  # int32 [r]: A tokens merged away
+    onehot: relax.Expr  # [num_b, r] 0/1 (int32): B token each merged A token goes into
+    num_a: int
+    num_b: int
+    protected: int
+
+
+def protection_mask(num_a: int, num_b: int, protected: int) -> np.ndarray:
+    """[num_a, num_b] True where an edge touches a protected prefix token (token 2i is A[i], 2i+1 is B[i])."""
+    rows = (np.arange(num_a) < (protected + 1) // 2)[:, None]
+    cols = (np.arange(num_b) < protected // 2)[None, :]
+    return rows | cols
+
+
+def match_tokens(em, keys: relax.Expr, r: int, protected: int) -> Match:
+    """Bipartite soft matching of `keys` int8 [heads, N, D]: the r most similar A tokens merge into B."""
+    from compile.quant.integer_ops import emit_isqrt
+
+    heads, tokens, dim = em.shape(keys)
+    num_a, num_b = (tokens + 1) // 2, tokens // 2
+    ksum = em.emit(relax.op.sum(relax.op.astype(keys, "int32"), axis=0))  # [N, D]
+    norm = emit_isqrt(em, em.emit(relax.op.sum(relax.op.multiply(ksum, ksum), axis=1, keepdims=True)))
+    norm = em.emit(relax.op.maximum(norm, em.const(1, "int32")))
+    unit = em.emit(relax.op.floor_divide(relax.op.left_shift(ksum, em.const(NORM_BITS, "int32")), norm))
+    a, b = em.rows(unit, 0, tokens, step=2), em.rows(unit, 1, tokens, step=2)
+    scores = em.emit(relax.op.matmul(a, relax.op.permute_dims(b, [1, 0]), out_dtype="int32"))
+    scores = em.emit(relax.op.where(em.const(protection_mask(num_a, num_b, protected)),
+                                    em.const(MASKED, "int32"), scores))
+    best = em.emit(relax.op.max(scores, axis=1))
+    partner = em.emit(relax.op.astype(relax.op.argmax(scores, axis=1), "int32"))
+    order = em.emit(relax.op.argsort(best, axis=0, descending=True, dtype="int32"))
+    merged = em.rows(order, 0, r)
+    unmerged = em.emit(relax.op.sort(em.rows(order, r, num_a), axis=0))
+    target = em.emit(relax.op.take(partner, merged, axis=0))  # [r]
+    onehot = em.emit(relax.op.astype(
+        relax.op.equal(em.const(np.arange(num_b, dtype=np.int32)[:, None]), relax.op.reshape(target, (1, r))), "int32"))
+    return Match(unmerged, merged, onehot, num_a, num_b, protected)
+
+
+def apply_merge(em, match: Match, x: relax.Expr) -> relax.Expr:
+    """x [N, C] -> [N - r, C]: merged A rows summed into their B rows; order: protected prefix, kept A, B."""
+    tokens = em.shape(x)[0]
+    src, dst = em.rows(x, 0, tokens, step=2), em.rows(x, 1, tokens, step=2)
+    kept = em.emit(relax.op.take(src, match.unmerged, axis=0))
+    moved = em.emit(relax.op.take(src, match.merged, axis=0))
+    onehot = match.onehot if x.ty.dtype == "int32" else em.emit(relax.op.astype(match.onehot, x.ty.dtype))
+    dst = em.emit(relax.op.add(dst, relax.op.matmul(onehot, moved)))
+    keep_a, keep_b = (match.protected + 1) // 2, match.protected // 2
+    if keep_b == 0:
+        return em.emit(relax.op.concat([kept, dst], axis=0))
+    parts = [em.rows(kept, 0, keep_a), em.rows(dst, 0, keep_b), em.rows(kept, keep_a, em.shape(kept)[0]),
+             em.rows(dst, keep_b, match.num_b)]
+    return em.emit(relax.op.concat(parts, axis=0))
