@@ -43,10 +43,8 @@ class Emitter:
     def int8_accumulate(self, x: relax.Expr, linear: QLinear) -> relax.Expr:
         """acc [N, out] int32 = sum over segments of (x[:, seg] @ weight[seg]) << shift."""
         acc = None
-        k = linear.weight.shape[0]
         for start, stop, shift in linear.segments:
-            part_in = x if (start, stop) == (0, k) else self.rows(x, start, stop, axis=1)
-            part = emit_int8_dense(self.bb, part_in, linear.weight[start:stop], self.target)
+            part = emit_int8_dense(self.bb, x, linear.weight[start:stop], self.target, x_columns=(start, stop))
             if shift:
                 part = self.emit(relax.op.left_shift(part, self.const(shift, "int32")))
             acc = part if acc is None else self.emit(relax.op.add(acc, part))

@@ -1,0 +1,157 @@
+"""int8-full numerics: integers only from the uint8 pixels to the int32 logits.
+
+- residual stream: int32 at a power-of-two scale (qvit.residual_scale); branch outputs are requantized
+  into it with per-column dyadic multipliers and added as integers;
+- LayerNorm (I-ViT style): integer mean and variance, exact integer square root, 1/std as one integer
+  division per row, per-channel Q16 gamma: the int8 output lands directly in the next GEMM's scales;
+- softmax (Shiftmax-like): logits -> base-2 exponent by a dyadic multiply, 2^-integer part as a shift,
+  2^-fraction by a second-order integer polynomial, normalization by one reciprocal per row -> uint8;
+- GELU (ShiftGELU-like, I-BERT's polynomial erf) in Q12, then a per-channel shift into fc2's groups;
+- ToMe merges with integer size-weighted averages (round half up).
+The last op multiplies the int32 logits by their float scales (the graph's output is float32 logits).
+Constants come from compile.quant.integer_params; the tests re-implement these steps in numpy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tvm import relax
+
+from compile.quant import integer_params as P
+from compile.quant.graph import Emitter
+from compile.quant.integer_ops import emit_isqrt
+from compile.quant.qvit import QBlock, QLayerNorm, QLinear, QuantizedViT
+from compile.quant.tome_graph import Match, apply_merge
+
+
+class IntegerNumerics:
+    """The Numerics of --quant int8-full (see compile.quant.graph.Numerics)."""
+
+    def __init__(self, em: Emitter, qvit: QuantizedViT):
+        self.em = em
+        self.qvit = qvit
+
+    # -- integer helpers ---------------------------------------------------------------------------
+    def _i64(self, x: relax.Expr) -> relax.Expr:
+        return x if x.ty.dtype == "int64" else self.em.emit(relax.op.astype(x, "int64"))
+
+    def _c(self, value) -> relax.Expr:
+        return self.em.const(np.asarray(value, dtype=np.int64))
+
+    def _shift_round(self, x: relax.Expr, shift) -> relax.Expr:
+        """rshift_round(x, shift) on int64; shift >= 1 (scalar or per-column array)."""
+        shift = np.asarray(shift, dtype=np.int64)
+        em = self.em
+        return em.emit(relax.op.right_shift(relax.op.add(x, self._c(np.left_shift(1, shift - 1))), self._c(shift)))
+
+    def _requant(self, x: relax.Expr, req: P.Requant, low: int, high: int, dtype: str) -> relax.Expr:
+        em = self.em
+        y = self._shift_round(em.emit(relax.op.multiply(self._i64(x), self._c(req.mult))), req.shift)
+        return em.emit(relax.op.astype(relax.op.clip(y, low, high), dtype))
+
+    def _mul(self, x: relax.Expr, value) -> relax.Expr:
+        return self.em.emit(relax.op.multiply(x, self._c(value)))
+
+    # -- Numerics ----------------------------------------------------------------------------------
+    def embed(self, patch_out: relax.Expr) -> relax.Expr:
+        em, qvit = self.em, self.qvit
+        prefix, pos = P.embedding(qvit)
+        x = self._requant(patch_out, P.to_residual(qvit.patch, qvit), -P.RESIDUAL_CLAMP, P.RESIDUAL_CLAMP, "int32")
+        x = em.emit(relax.op.add(x, em.const(pos)))
+        return em.emit(relax.op.concat([em.const(prefix), x], axis=0))
+
+    def norm_for(self, x: relax.Expr, norm: QLayerNorm, linear: QLinear) -> relax.Expr:
+        em = self.em
+        params = P.layer_norm(norm, linear, self.qvit)
+        channels = em.shape(x)[1]
+        x = self._i64(x)
+        total = em.emit(relax.op.sum(x, axis=1, keepdims=True))
+        mean = em.emit(relax.op.floor_divide(relax.op.add(self._mul(total, 2), self._c(channels)), self._c(2 * channels)))
+        d = em.emit(relax.op.subtract(x, mean))
+        var = em.emit(relax.op.floor_divide(relax.op.sum(relax.op.multiply(d, d), axis=1, keepdims=True),
+                                            self._c(channels)))
+        var = em.emit(relax.op.add(var, self._c(params.eps)))
+        std = em.emit(relax.op.maximum(emit_isqrt(em, var), self._c(1)))
+        inv = em.emit(relax.op.floor_divide(self._c(1 << P.NORM_INV_BITS), std))
+        z = self._shift_round(em.emit(relax.op.multiply(d, inv)), P.NORM_INV_BITS - P.NORM_FRAC)
+        y = em.emit(relax.op.add(self._mul(z, params.gamma), self._c(params.beta)))
+        y = self._shift_round(y, P.NORM_FRAC + P.GAMMA_FRAC)
+        return em.emit(relax.op.astype(relax.op.clip(y, params.low, params.high), "int8"))
+
+    def linear(self, x: relax.Expr, linear: QLinear) -> relax.Expr:
+        em = self.em
+        return em.emit(relax.op.add(em.int8_accumulate(x, linear), em.const(P.bias_int(linear))))
+
+    def qkv_int8(self, y: relax.Expr, block: QBlock) -> relax.Expr:
+        return self._requant(y, P.qkv_requant(block), -127, 127, "int8")
+
+    def attention_probs(self, logits: relax.Expr, block: QBlock, size: relax.Expr | None) -> relax.Expr:
+        em = self.em
+        heads = self.qvit.num_heads
+        z = logits
+        if size is not None:  # proportional attention: + ln(size) of each key token, from a table
+            tokens = em.shape(size)[0]
+            table = em.const(P.log_size_table(block, heads, self.qvit.pos.shape[0] + self.qvit.num_prefix))
+            bias = em.emit(relax.op.take(table, relax.op.reshape(size, (tokens,)), axis=0))
+            z = em.emit(relax.op.add(z, relax.op.reshape(bias, (1, 1, tokens))))
+        d = self._i64(em.emit(relax.op.subtract(z, relax.op.max(z, axis=-1, keepdims=True))))
+        exponent = P.softmax_exponent(block, heads)
+        t = self._shift_round(em.emit(relax.op.multiply(d, self._c(exponent.mult))), exponent.shift)
+        u = em.emit(relax.op.negative(relax.op.maximum(t, self._c(-(P.EXP_MIN << P.EXP_FRAC)))))
+        whole = em.emit(relax.op.right_shift(u, self._c(P.EXP_FRAC)))
+        frac = em.emit(relax.op.bitwise_and(u, self._c((1 << P.EXP_FRAC) - 1)))
+        c1, c2 = P.exp2_poly()
+        square = self._shift_round(em.emit(relax.op.multiply(frac, frac)), P.EXP_FRAC)
+        poly = em.emit(relax.op.add(self._shift_round(self._mul(frac, c1), P.EXP_FRAC),
+                                    self._shift_round(self._mul(square, c2), P.EXP_FRAC)))
+        e = em.emit(relax.op.right_shift(relax.op.add(poly, self._c(1 << P.EXP_FRAC)), whole))
+        total = em.emit(relax.op.sum(e, axis=-1, keepdims=True))
+        inv = em.emit(relax.op.floor_divide(self._c(1 << P.PROB_RECIP_BITS), total))
+        p = self._shift_round(em.emit(relax.op.multiply(self._mul(e, 255), inv)), P.PROB_RECIP_BITS)
+        return em.emit(relax.op.astype(relax.op.clip(p, 0, 255), "uint8"))
+
+    def attention_out(self, o: relax.Expr, block: QBlock) -> relax.Expr:
+        em = self.em
+        heads, tokens, head_dim = em.shape(o)
+        y = self._requant(o, P.attention_out_requant(block), -127, 127, "int8")
+        y = em.emit(relax.op.permute_dims(y, [1, 0, 2]))
+        return em.emit(relax.op.reshape(y, (tokens, heads * head_dim)))
+
+    def residual_add(self, x: relax.Expr, y: relax.Expr, linear: QLinear) -> relax.Expr:
+        branch = self._requant(y, P.to_residual(linear, self.qvit), -P.RESIDUAL_CLAMP, P.RESIDUAL_CLAMP, "int32")
+        return self.em.emit(relax.op.add(x, branch))
+
+    def mlp_hidden(self, y: relax.Expr, fc1: QLinear, fc2: QLinear) -> relax.Expr:
+        em = self.em
+        g = self._i64(self._requant(y, P.gelu_in(fc1), -P.GELU_CLAMP, P.GELU_CLAMP, "int64"))
+        u = self._shift_round(self._mul(em.emit(relax.op.abs(g)), P.INV_SQRT2), 15)
+        c = em.emit(relax.op.subtract(relax.op.minimum(u, self._c(P.ERF_B)), self._c(P.ERF_B)))
+        c2 = self._shift_round(em.emit(relax.op.multiply(c, c)), P.GELU_FRAC)
+        magnitude = em.emit(relax.op.add(self._shift_round(self._mul(c2, P.ERF_A), 15), self._c(1 << P.GELU_FRAC)))
+        erf = em.emit(relax.op.where(relax.op.less(g, self._c(0)), relax.op.negative(magnitude), magnitude))
+        gelu = self._shift_round(em.emit(relax.op.multiply(g, relax.op.add(erf, self._c(1 << P.GELU_FRAC)))),
+                                 P.GELU_FRAC + 1)
+        requant, _ = P.gelu_out(fc2)
+        return self._requant(gelu, requant, -127, 127, "int8")
+
+    def merge(self, match: Match, x: relax.Expr, size: relax.Expr | None) -> tuple[relax.Expr, relax.Expr]:
+        """Integer size-weighted average: round((sum of x * size) / (sum of size)), half up."""
+        em = self.em
+        if size is None:
+            size = em.const(np.ones((em.shape(x)[0], 1), np.int32))
+        total = apply_merge(em, match, em.emit(relax.op.multiply(x, size)))
+        size = apply_merge(em, match, size)
+        x = em.emit(relax.op.floor_divide(relax.op.add(relax.op.multiply(total, em.const(np.int32(2))), size),
+                                          relax.op.multiply(size, em.const(np.int32(2)))))
+        return x, size
+
+    def logits(self, ys: list[relax.Expr], heads: list[QLinear]) -> relax.Expr:
+        em = self.em
+        outs = [em.emit(relax.op.multiply(relax.op.astype(y, "float32"), em.const(P.head_scale(h))))
+                for y, h in zip(ys, heads)]
+        out = outs[0]
+        for y in outs[1:]:
+            out = em.emit(relax.op.add(out, y))
+        if len(outs) > 1:
+            out = em.emit(relax.op.multiply(out, em.const(1.0 / len(outs), "float32")))
+        return out

@@ -1,0 +1,192 @@
+"""Int8 GEMM rule: tiles and tensorizes the packed GEMMs that compile.kernels emits for CPU targets.
+
+Only functions holding a block tagged `edgevit.int8` = "gemm" (compile.kernels.packed_gemm) match,
+so FP32 matmuls never do. The GEMM runs over whole register tiles (rows x vectors * lanes, the
+padding was done by the packing stages): the tile's int32 accumulators are a tile-sized buffer
+that LLVM keeps in registers, the inner dot product is the target's instruction (tensorize), and the
+write-back of each tile is the `out` stage with the caller's fused epilogue (bias, scales,
+requantize, ...) inlined into it, so no int32 tensor goes to memory. The outer tile loops run in
+parallel; the packing stages are parallel loops before the GEMM. A GEMM too small to pay for the
+thread pool's start and join (the classifier head, M = 1) runs on one thread.
+"""
+
+from __future__ import annotations
+
+import math
+
+import tvm
+from tvm import s_tir, tirx
+from tvm.target import Target
+
+from compile.kernels.dot_kernel import DotKernel, kernel_by_name
+from compile.kernels.packed_gemm import KERNEL, ROLE, TILE
+from compile.schedule.analysis import has_root, store_dtype, vector_lanes
+
+PARALLEL_MIN_MACS = 1 << 20  # about 5 us on one core; a parallel region costs a few us to start and join
+
+
+def _role(sch: s_tir.Schedule, block) -> str | None:
+    role = sch.get(block).annotations.get(ROLE)
+    return None if role is None else str(role)
+
+
+def _blocks(sch: s_tir.Schedule) -> list:
+    return list(sch.get_child_blocks(sch.get_sblock("root")))
+
+
+def _by_role(sch: s_tir.Schedule, role: str) -> list:
+    return [block for block in _blocks(sch) if _role(sch, block) == role]
+
+
+def schedule_int8_gemm(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:
+    """Schedule `func` if it holds a packed int8 GEMM; None when the rule does not apply."""
+    sch = s_tir.Schedule(func)
+    if not has_root(sch):
+        return None
+    gemms = _by_role(sch, "gemm")
+    if len(gemms) != 1:
+        return None
+    gemm = gemms[0]
+    annotations = sch.get(gemm).annotations
+    kernel = kernel_by_name(str(annotations[KERNEL]))
+    rows, vectors = (int(v) for v in annotations[TILE])
+    out = _by_role(sch, "out")[0]
+    parallel = math.prod(int(iv.dom.extent) for iv in sch.get(gemm).iter_vars) >= PARALLEL_MIN_MACS
+
+    _inline_epilogue(sch, out)
+    _inline_prologue(sch)
+    leftovers = [block for block in _blocks(sch) if _role(sch, block) is None]
+    packs = [(block, _role(sch, block)) for block in _blocks(sch) if (_role(sch, block) or "").startswith("pack")]
+    _tile_gemm(sch, gemm, out, kernel, rows, vectors, vector_lanes(target, "int32"), parallel)
+    for block, role in packs:
+        _schedule_pack(sch, block, role, target, parallel)
+    for block in leftovers:
+        _parallel_vectorized(sch, block, target, parallel)
+    return sch
+
+
+def _shape(sch: s_tir.Schedule, block) -> list[int]:
+    return [int(d) for d in sch.get(block).writes[0].source.shape]
+
+
+def _inline_epilogue(sch: s_tir.Schedule, out) -> None:
+    """Inline the chain of elementwise consumers (bias, scale, requantize...) into the write-back.
+
+    Only consumers writing a buffer of the write-back's shape: one of another shape would be
+    written over the tile's range.
+    """
+    while True:
+        consumers = sch.get_consumers(out)
+        if len(consumers) != 1 or _shape(sch, consumers[0]) != _shape(sch, out):
+            return
+        try:
+            sch.reverse_compute_inline(consumers[0])
+        except Exception:  # noqa: BLE001 - TVM raises ScheduleError subclasses for non-inlinable consumers
+            return
+
+
+def _inline_prologue(sch: s_tir.Schedule) -> None:
+    """Inline untagged producers (an activation's requantize fused in by Relax) into their consumers."""
+    for block in _blocks(sch):
+        if _role(sch, block) is None:
+            try:
+                sch.compute_inline(block)
+            except Exception:  # noqa: BLE001 - outputs and non-inlinable blocks stay
+                pass
+
+
+def _parallel(sch: s_tir.Schedule, loops: list, enabled: bool) -> None:
+    """Fuse `loops` (outermost first) and run them in parallel when `enabled`."""
+    fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+    if enabled:
+        sch.parallel(fused)
+
+
+def _tile_gemm(sch: s_tir.Schedule, gemm, out, kernel: DotKernel, rows: int, vectors: int, lanes: int,
+               parallel: bool) -> None:
+    """Register-tile the GEMM, tensorize its dot products, write each tile back through `out`."""
+    *batch, m, n, k = sch.get_loops(gemm)
+    m_outer, m_inner = sch.split(m, [None, rows])
+    n_outer, n_vector, n_lane = sch.split(n, [None, vectors, kernel.lanes])
+    k_outer, k_inner = sch.split(k, [None, kernel.depth])
+    if kernel.intrin is None:
+        sch.reorder(*batch, n_outer, m_outer, k_outer, k_inner, m_inner, n_vector, n_lane)
+    else:
+        sch.reorder(*batch, n_outer, m_outer, k_outer, m_inner, n_vector, n_lane, k_inner)
+    sch.reverse_compute_at(out, m_outer, preserve_unit_loops=True)
+    _parallel(sch, [*batch, n_outer, m_outer], parallel)
+    sch.unroll(m_inner)
+    if kernel.intrin is None:  # vectorized over the tile's columns (a reduction block: before decomposing)
+        sch.vectorize(sch.fuse(n_vector, n_lane))
+    init = sch.decompose_reduction(gemm, k_outer)
+    if kernel.intrin is None:
+        _, init_rows, init_columns = sch.get_loops(init)
+    else:
+        sch.unroll(n_vector)
+        sch.tensorize(n_lane, kernel.intrin)
+        _, init_rows, init_vectors, init_columns = sch.get_loops(init)
+        sch.unroll(init_vectors)
+    sch.unroll(init_rows)
+    sch.vectorize(init_columns)
+    # The accumulators: a tile-sized buffer the schedule keeps in the tile loop. TVM's CPU lowering
+    # puts "global" buffers under 1 KB on the stack (where LLVM keeps them in registers) and any
+    # other one in a workspace allocated per tile, so global it stays (DotKernel tiles fit 1 KB).
+    n_extent = int(sch.get(out).iter_vars[-1].dom.extent)
+    if n_extent % (vectors * kernel.lanes) != 0:
+        # The last column tile is partial: a vectorized store under a per-lane predicate would run
+        # scalar in every tile. Left as plain loops, LLVM vectorizes them with masked stores.
+        return
+    *_, out_rows, out_columns = sch.get_loops(out)
+    columns_outer, columns_inner = sch.split(out_columns, [None, lanes])
+    sch.unroll(out_rows)
+    sch.unroll(columns_outer)
+    sch.vectorize(columns_inner)
+
+
+def _schedule_pack(sch: s_tir.Schedule, block, role: str, target: Target, parallel: bool) -> None:
+    """Packing stages: zero padding split off where it is a box (so the copy has no condition), loops
+    ordered to read the source contiguously, the innermost contiguous axis vectorized."""
+    loops = sch.get_loops(block)
+    if _pads_inner_axis(sch, block) and sch.can_decompose_padding(block, loops[0]):
+        _parallel_vectorized(sch, sch.decompose_padding(block, loops[0]), target, parallel)
+    if role == "pack_rhs_nk":  # b [.., N, K]: per column n, the K bytes of one row
+        *lead, tile, group, column, element = sch.get_loops(block)
+        sch.reorder(tile, column, group, element)
+        _parallel(sch, [*lead, tile, column], parallel)
+        sch.vectorize(element)
+    elif role == "pack_rhs_kn":  # b [.., K, N]: 4 rows interleaved into groups of 4 bytes
+        *lead, tile, group, column, element = sch.get_loops(block)
+        _parallel(sch, [*lead, tile, group], parallel)
+        sch.unroll(element)
+    else:
+        _parallel_vectorized(sch, block, target, parallel)
+
+
+def _pads_inner_axis(sch: s_tir.Schedule, block) -> bool:
+    """Whether a packing stage's zero-padding test depends on its innermost axis (K not a multiple
+    of the dot depth): then the test would make the vectorized copy run scalar."""
+    stmt = sch.get(block)
+    value = stmt.body.value
+    if not (isinstance(value, tvm.ir.expr.Call) and value.op.name.endswith("if_then_else")):
+        return False
+    inner = stmt.iter_vars[-1].var
+    return any(var.same_as(inner) for var in tirx.analysis.undefined_vars(value.args[0]))
+
+
+def _parallel_vectorized(sch: s_tir.Schedule, block, target: Target, parallel: bool) -> None:
+    """A spatial block at the root: outer loops fused (parallel if `parallel`), the innermost loop
+    vectorized when whole vectors divide it (otherwise left to LLVM's loop vectorizer)."""
+    loops = sch.get_loops(block)
+    if not loops or sch.get(loops[0]).kind != tirx.ForKind.SERIAL:
+        return  # already placed (under the GEMM's tile loop)
+    if any(iv.iter_type != tirx.IterVar.DataPar for iv in sch.get(block).iter_vars):
+        return
+    *outer, inner = loops
+    if outer:
+        _parallel(sch, outer, parallel)
+    lanes = vector_lanes(target, store_dtype(sch.get(block)))
+    extent = sch.get(inner).extent
+    if isinstance(extent, tirx.IntImm) and int(extent) % lanes == 0:
+        if int(extent) > lanes:
+            _, inner = sch.split(inner, [None, lanes])
+        sch.vectorize(inner)
