@@ -22,7 +22,7 @@ def quantize(model, spec, schedule: list[int], config: QuantConfig, log: Callabl
 
     from compile.models import data_dir
     from compile.quant.calibration import calibration_files, collect_stats, load_images
-    from compile.quant.qvit import quantize_vit
+    from compile.quant.qvit import degenerate_sites, quantize_vit
     from compile.quant.sensitivity import choose_float_layers
     from compile.tome_patch import apply_tome
     from runtime.preprocess import Preprocess
@@ -41,6 +41,8 @@ def quantize(model, spec, schedule: list[int], config: QuantConfig, log: Callabl
         batches = 2 * -(-len(images) // 32)
         task = progress.add_task("calibrating (2 passes)", total=batches)
         stats = collect_stats(calibrated, images, progress=lambda: progress.advance(task))
+    for note in degenerate_sites(stats):
+        log(f"      note: {note} in calibration; it gets a stand-in scale")
     qvit = quantize_vit(model, stats, config, schedule, spec.mean, spec.std)
     kept = choose_float_layers(qvit.linears(), config)
     if kept:

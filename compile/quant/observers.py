@@ -48,8 +48,8 @@ OBSERVER_FUNCTIONS = {"minmax": clip_minmax, "percentile": clip_percentile, "mse
 
 
 def activation_scale(hist: np.ndarray, absmax, observer: str, qmax: int = QMAX) -> np.ndarray | float:
-    """Symmetric scale(s) (real value of one integer step); never 0: a degenerate range (a channel that
-    is always zero) gets the smallest normal float32 so nothing divides by 0 and its values stay 0."""
+    """Symmetric scale(s): the real value of one integer step. 0 marks a degenerate range (an activation
+    that was exactly 0 on every calibration image); callers pick a usable scale for those."""
     clip = OBSERVER_FUNCTIONS[observer](hist, absmax)
-    scale = np.maximum(clip / qmax, float(np.finfo(np.float32).tiny))
+    scale = np.where(np.asarray(absmax) > 0, clip / qmax, 0.0)
     return float(scale) if np.ndim(scale) == 0 else scale.astype(np.float32)

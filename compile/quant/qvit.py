@@ -124,11 +124,32 @@ def _merged_hist(site: SiteStats) -> np.ndarray:
 
 
 def _tensor_scale(site: SiteStats, observer: str) -> float:
-    return activation_scale(_merged_hist(site), site.tensor_absmax, observer)
+    """Per-tensor scale; an all-zero activation gets 1.0 (any scale represents 0 exactly)."""
+    scale = activation_scale(_merged_hist(site), site.tensor_absmax, observer)
+    return 1.0 if scale == 0 else scale
 
 
 def _channel_scales(site: SiteStats, observer: str) -> np.ndarray:
-    return activation_scale(site.hist, site.absmax, observer)
+    """Per-channel scales; all-zero channels get the median of the others, so folding their scale into
+    the next weight's rows neither inflates nor starves those rows."""
+    scales = activation_scale(site.hist, site.absmax, observer)
+    zero = scales == 0
+    if zero.any():
+        scales = np.where(zero, np.median(scales[~zero]) if (~zero).any() else 1.0, scales).astype(np.float32)
+    return scales
+
+
+def degenerate_sites(stats: dict[str, SiteStats]) -> list[str]:
+    """Activations (or channels of them) that were exactly 0 on every calibration image: they get
+    stand-in scales (1.0 per tensor, the median per channel) so nothing divides by 0."""
+    notes = []
+    for name, site in stats.items():
+        zero = int((site.absmax == 0).sum())
+        if zero == len(site.absmax):
+            notes.append(f"{name} is all zeros")
+        elif zero and site.histogram == "channel":
+            notes.append(f"{name} has {zero} all-zero channel(s) of {len(site.absmax)}")
+    return notes
 
 
 def _linear(name: str, weight: np.ndarray, bias: np.ndarray, input_scale: np.ndarray, input_base: float,
@@ -273,5 +294,8 @@ RESIDUAL_BITS = 20  # calibrated |x| max -> 2^20: 2^10 headroom in int32 (ToMe s
 
 
 def _residual_exponent(residual_max: float) -> int:
-    """R with residual_max * 2^R <= 2^RESIDUAL_BITS: the int32 residual stream's scale is 2^-R."""
-    return int(math.floor(RESIDUAL_BITS - math.log2(max(residual_max, 1e-6))))
+    """R with residual_max * 2^R <= 2^RESIDUAL_BITS: the int32 residual stream's scale is 2^-R
+    (kept in [0, 24] so that a degenerate or huge range still gives usable multipliers)."""
+    if residual_max <= 0:
+        return RESIDUAL_BITS
+    return min(24, max(0, int(math.floor(RESIDUAL_BITS - math.log2(residual_max)))))

@@ -1,0 +1,140 @@
+"""A pure numpy reference of the int8-full integer graph, step by step, for bit-exact comparison.
+
+It reads the QuantizedViT and the integer constants (compile.quant.integer_params), and re-implements
+every operation of compile.quant.integer_numerics / graph / tome_graph on int64 numpy arrays: no TVM,
+no shared op code. Matmuls use float64 BLAS, which is exact here (every sum stays far below 2^53).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from compile.quant import integer_params as P
+from compile.quant.qvit import QBlock, QLinear, QuantizedViT
+from compile.quant.tome_graph import NORM_BITS, protection_mask
+
+
+def shift_round(x: np.ndarray, shift) -> np.ndarray:
+    """(x + 2^(shift-1)) >> shift, arithmetic shift on int64."""
+    shift = np.asarray(shift, dtype=np.int64)
+    return (x + (np.int64(1) << (shift - 1))) >> shift
+
+
+def requant(x: np.ndarray, req: P.Requant, low: int, high: int) -> np.ndarray:
+    return np.clip(shift_round(x.astype(np.int64) * req.mult, req.shift), low, high)
+
+
+def imatmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Exact integer matmul (batched) through float64."""
+    return np.rint(a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64)
+
+
+def isqrt(values: np.ndarray) -> np.ndarray:
+    return np.array([math.isqrt(int(v)) for v in values.ravel()], dtype=np.int64).reshape(values.shape)
+
+
+def linear(x: np.ndarray, layer: QLinear) -> np.ndarray:
+    acc = np.zeros((x.shape[0], layer.weight.shape[1]), dtype=np.int64)
+    for start, stop, shift in layer.segments:
+        acc += imatmul(x[:, start:stop], layer.weight[start:stop]) << shift
+    return acc + P.bias_int(layer)
+
+
+def layer_norm(x: np.ndarray, params: P.LayerNormParams) -> np.ndarray:
+    c = x.shape[1]
+    total = x.sum(axis=1, keepdims=True)
+    mean = (2 * total + c) // (2 * c)
+    d = x - mean
+    var = (d * d).sum(axis=1, keepdims=True) // c + params.eps
+    std = np.maximum(isqrt(var), 1)
+    inv = (np.int64(1) << P.NORM_INV_BITS) // std
+    z = shift_round(d * inv, P.NORM_INV_BITS - P.NORM_FRAC)
+    y = shift_round(z * params.gamma + params.beta, P.NORM_FRAC + P.GAMMA_FRAC)
+    return np.clip(y, params.low, params.high)
+
+
+def softmax(logits: np.ndarray, block: QBlock, heads: int, log_size: np.ndarray | None) -> np.ndarray:
+    z = logits if log_size is None else logits + log_size[None, None, :]
+    d = z - z.max(axis=-1, keepdims=True)
+    exponent = P.softmax_exponent(block, heads)
+    t = np.maximum(shift_round(d * exponent.mult, exponent.shift), -(P.EXP_MIN << P.EXP_FRAC))
+    u = -t
+    whole, frac = u >> P.EXP_FRAC, u & ((1 << P.EXP_FRAC) - 1)
+    c1, c2 = P.exp2_poly()
+    poly = shift_round(frac * c1, P.EXP_FRAC) + shift_round(shift_round(frac * frac, P.EXP_FRAC) * c2, P.EXP_FRAC)
+    e = (poly + (1 << P.EXP_FRAC)) >> whole
+    inv = (np.int64(1) << P.PROB_RECIP_BITS) // e.sum(axis=-1, keepdims=True)
+    return np.clip(shift_round(e * 255 * inv, P.PROB_RECIP_BITS), 0, 255)
+
+
+def gelu_to_int8(y: np.ndarray, fc1: QLinear, fc2: QLinear) -> np.ndarray:
+    g = requant(y, P.gelu_in(fc1), -P.GELU_CLAMP, P.GELU_CLAMP)
+    u = shift_round(np.abs(g) * P.INV_SQRT2, 15)
+    c = np.minimum(u, P.ERF_B) - P.ERF_B
+    magnitude = shift_round(shift_round(c * c, P.GELU_FRAC) * P.ERF_A, 15) + (1 << P.GELU_FRAC)
+    erf = np.where(g < 0, -magnitude, magnitude)
+    gelu = shift_round(g * (erf + (1 << P.GELU_FRAC)), P.GELU_FRAC + 1)
+    return requant(gelu, P.gelu_out(fc2)[0], -127, 127)
+
+
+def tome_merge(keys: np.ndarray, x: np.ndarray, size: np.ndarray, r: int, protected: int):
+    """Bipartite soft matching on int8 keys [heads, N, D], integer size-weighted merge of x [N, C]."""
+    ksum = keys.sum(axis=0)
+    norm = np.maximum(isqrt((ksum * ksum).sum(axis=1, keepdims=True)), 1)
+    unit = (ksum << NORM_BITS) // norm
+    a, b = unit[0::2], unit[1::2]
+    scores = imatmul(a, b.T)
+    scores = np.where(protection_mask(len(a), len(b), protected), -(2**31) + 1, scores)
+    best, partner = scores.max(axis=1), scores.argmax(axis=1)
+    order = np.argsort(-best, kind="stable")
+    merged, unmerged = order[:r], np.sort(order[r:])
+    onehot = (np.arange(len(b))[:, None] == partner[merged][None, :]).astype(np.int64)
+
+    def apply(t: np.ndarray) -> np.ndarray:
+        src, dst = t[0::2], t[1::2]
+        kept, dst = src[unmerged], dst + onehot @ src[merged]
+        keep_a, keep_b = (protected + 1) // 2, protected // 2
+        return np.concatenate([kept[:keep_a], dst[:keep_b], kept[keep_a:], dst[keep_b:]])
+
+    total, size = apply(x * size), apply(size)
+    return (2 * total + size) // (2 * size), size
+
+
+def run(qvit: QuantizedViT, pixels: np.ndarray) -> np.ndarray:
+    """uint8 pixels [1, 3, H, W] -> float32 logits [1, classes], exactly as int8-full computes them."""
+    p, g = qvit.patch_size, qvit.image_size // qvit.patch_size
+    patches = pixels.reshape(3, g, p, g, p).transpose(1, 3, 0, 2, 4).reshape(g * g, 3 * p * p).astype(np.int64)
+    prefix, pos = P.embedding(qvit)
+    x = requant(linear(patches, qvit.patch), P.to_residual(qvit.patch, qvit), -P.RESIDUAL_CLAMP, P.RESIDUAL_CLAMP)
+    x = np.concatenate([prefix, x + pos]).astype(np.int64)
+    size = None
+    heads = qvit.num_heads
+    tokens_total = len(x)
+    for block in qvit.blocks:
+        h = layer_norm(x, P.layer_norm(block.ln1, block.qkv, qvit))
+        qkv = requant(linear(h, block.qkv), P.qkv_requant(block), -127, 127)
+        n, width = qkv.shape
+        q, k, v = qkv.reshape(n, 3, heads, width // 3 // heads).transpose(1, 2, 0, 3)
+        log_size = None if size is None else P.log_size_table(block, heads, tokens_total)[size[:, 0]]
+        probs = softmax(imatmul(q, k.transpose(0, 2, 1)), block, heads, log_size)
+        o = requant(imatmul(probs, v), P.attention_out_requant(block), -127, 127)
+        o = o.transpose(1, 0, 2).reshape(n, width // 3)
+        x = x + requant(linear(o, block.proj), P.to_residual(block.proj, qvit), -P.RESIDUAL_CLAMP, P.RESIDUAL_CLAMP)
+        if block.tome_r:
+            x, size = tome_merge(k, x, np.ones((n, 1), np.int64) if size is None else size, block.tome_r,
+                                 qvit.num_prefix)
+        h = layer_norm(x, P.layer_norm(block.ln2, block.fc1, qvit))
+        hidden = gelu_to_int8(linear(h, block.fc1), block.fc1, block.fc2)
+        x = x + requant(linear(hidden, block.fc2), P.to_residual(block.fc2, qvit), -P.RESIDUAL_CLAMP, P.RESIDUAL_CLAMP)
+    outs = []
+    for i, head in enumerate(qvit.heads):
+        h = layer_norm(x[i:i + 1], P.layer_norm(qvit.norm, head, qvit))
+        outs.append(linear(h, head).astype(np.float32) * P.head_scale(head))
+    out = outs[0]
+    for y in outs[1:]:
+        out = out + y
+    if len(outs) > 1:
+        out = out * np.float32(1.0 / len(outs))
+    return out
