@@ -74,6 +74,36 @@ def rpi5_bundle(data) -> Path:
 
 
 @pytest.fixture(scope="session")
+def int8_bundle(data) -> Path:
+    """int8 DeiT-tiny (integer GEMMs, float nonlinearities) calibrated on the default split, for this machine."""
+    return cached_bundle("deit_tiny-host-int8", "--target", "host", "--quant", "int8")
+
+
+@pytest.fixture(scope="session")
+def int8_full_bundle(data) -> Path:
+    """int8-full (integer only) DeiT-tiny for this machine."""
+    return cached_bundle("deit_tiny-host-int8-full", "--target", "host", "--quant", "int8-full")
+
+
+@pytest.fixture(scope="session")
+def int8_tome_bundle(data) -> Path:
+    """int8 DeiT-tiny with ToMe r=8 for this machine."""
+    return cached_bundle("deit_tiny-host-int8-tome8", "--target", "host", "--quant", "int8", "--tome-r", "8")
+
+
+@pytest.fixture(scope="session")
+def rpi5_int8_bundle(data) -> Path:
+    """int8 DeiT-tiny for a Raspberry Pi 5 (sdot kernels)."""
+    return cached_bundle("deit_tiny-rpi5-int8", "--target", "rpi5", "--quant", "int8")
+
+
+@pytest.fixture(scope="session")
+def rpi4_int8_bundle(data) -> Path:
+    """int8 DeiT-tiny for a Raspberry Pi 4 (Cortex-A72: no dot product instructions)."""
+    return cached_bundle("deit_tiny-rpi4-int8", "--target", "rpi4", "--quant", "int8")
+
+
+@pytest.fixture(scope="session")
 def labels_csv(data) -> Path:
     return data / "imagenet_val_1300" / "labels.csv"
 

@@ -1,0 +1,41 @@
+"""Integer bundles on the real evaluation images (labels.csv rows after the 256 calibration rows):
+top-1 drops against the compiled FP32 bundle, measured here, and the int8 bundle's size."""
+
+import json
+
+import pytest
+
+from results.sweep import CALIBRATION_ROWS
+from tests.conftest import run_module
+
+# Issue #5: top-1 drop (percentage points) allowed against compiled FP32
+ALLOWED_DROP = {"int8": 1.0, "int8-full": 1.5, "int8 + ToMe r=8": 2.0}
+
+
+def evaluation_top1(bundle, images_dir, labels_csv) -> tuple[float, int]:
+    result = run_module("runtime", "eval", bundle, "--images", images_dir, "--labels", labels_csv,
+                        "--skip", str(CALIBRATION_ROWS), "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    return summary["top1"] * 100, summary["n"]
+
+
+@pytest.mark.slow
+def test_integer_top1_drops_against_fp32(host_bundle, int8_bundle, int8_full_bundle, int8_tome_bundle, images_dir,
+                                         labels_csv):
+    fp32, n = evaluation_top1(host_bundle, images_dir, labels_csv)
+    assert n == 1300 - CALIBRATION_ROWS
+    bundles = {"int8": int8_bundle, "int8-full": int8_full_bundle, "int8 + ToMe r=8": int8_tome_bundle}
+    drops = {}
+    for name, bundle in bundles.items():
+        top1, _ = evaluation_top1(bundle, images_dir, labels_csv)
+        drops[name] = fp32 - top1
+        print(f"{name}: top-1 {top1:.2f}% (FP32 {fp32:.2f}%, drop {drops[name]:.2f})")
+    assert all(drops[name] <= ALLOWED_DROP[name] for name in bundles), drops
+
+
+def test_int8_bundle_is_under_30_percent_of_fp32(host_bundle, int8_bundle):
+    fp32 = (host_bundle / "model.so").stat().st_size
+    int8 = (int8_bundle / "model.so").stat().st_size
+    print(f"model.so: FP32 {fp32 / 1e6:.2f} MB, int8 {int8 / 1e6:.2f} MB ({int8 / fp32:.1%})")
+    assert int8 <= 0.30 * fp32
