@@ -17,6 +17,10 @@ def _int_list(text: str) -> tuple[int, ...]:
     return values
 
 
+def _str_list(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m results", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -29,13 +33,34 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--limit", type=int, default=None, help="evaluate only the first N evaluation images")
     sweep.add_argument("--out", type=Path, default=Path("results/tome_sweep"), help="folder for JSONL, table and plot")
     sweep.add_argument("--build-dir", type=Path, default=Path("build/sweep"))
-    bench = sub.add_parser("bench", help="edgevit bundles vs PyTorch eager and ONNX Runtime FP32, one run")
-    bench.add_argument("bundles", type=Path, nargs="+", help="host bundles of the model")
+    bench = sub.add_parser("bench", help="edgevit vs PyTorch, ONNX Runtime, ExecuTorch, LiteRT: latency, memory, top-1")
+    bench.add_argument("bundles", type=Path, nargs="*", help="host bundles of the model, included as they are")
+    bench.add_argument("--edgevit", type=_str_list, default=(), help="edgevit modes to compile here, e.g. fp32,int8,int8-full")
+    bench.add_argument("--tome-r", type=_int_list, default=(0,), help="ToMe r for each --edgevit mode, e.g. 0,8")
+    bench.add_argument("--peers", default="default",
+                       help="comma list of peers, 'default', 'all' (adds every ONNX Runtime recipe) or 'none'")
     bench.add_argument("--model", default="deit_tiny_patch16_224")
     bench.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     bench.add_argument("--rounds", type=int, default=20, help="interleaved rounds (5 runs each)")
     bench.add_argument("--limit", type=int, default=None, help="evaluate only the first N evaluation images")
+    bench.add_argument("--calib-images", type=int, default=128,
+                       help="calibration images (labels.csv rows 1..N, N <= 256)")
+    bench.add_argument("--memory-runs", type=int, default=20,
+                       help="runs of each fresh-process peak-RSS probe (0: skip)")
+    bench.add_argument("--spin-wait", action="store_true",
+                       help="let ONNX Runtime, TVM and OpenMP pools spin between operators as they do by default "
+                            "(faster alone; on a busy machine a spinning pool steals the next contender's cores)")
+    bench.add_argument("--build-dir", type=Path, default=Path("build/bench"),
+                       help="prepared peers and compiled bundles")
     bench.add_argument("--out", type=Path, default=Path("results/bench"))
+    ptq = sub.add_parser("ptq", help="PTQ recipes x ToMe r: top-1 against compiled FP32 on the evaluation images")
+    ptq.add_argument("--tome-r", type=_int_list, default=(0, 8), help="constant r values, e.g. 0,8")
+    ptq.add_argument("--variants", default="all", help="recipe names separated by ; (see results/ptq.py) or all")
+    ptq.add_argument("--model", default="deit_tiny_patch16_224")
+    ptq.add_argument("--calib-count", type=int, default=256)
+    ptq.add_argument("--limit", type=int, default=None, help="evaluate only the first N evaluation images")
+    ptq.add_argument("--out", type=Path, default=Path("results/ptq"))
+    ptq.add_argument("--build-dir", type=Path, default=Path("build/ptq"))
     report = sub.add_parser("report", help="markdown tables + plots from farm JSONL results")
     report.add_argument("results", type=Path, nargs="+")
     report.add_argument("--out", type=Path, default=Path("results/farm_report"))
@@ -48,24 +73,50 @@ def cmd_report(args) -> None:
     print(write_report(args.results, args.out))
 
 
+def _peer_names(text: str) -> tuple[str, ...]:
+    from results.peers import DEFAULT_PEERS, PEERS
+
+    presets = {"default": DEFAULT_PEERS, "all": tuple(PEERS), "none": ()}
+    names = presets[text] if text in presets else _str_list(text)
+    unknown = [n for n in names if n not in PEERS]
+    if unknown:
+        raise EdgevitError(f"unknown peer '{unknown[0]}'; known peers: {', '.join(PEERS)}")
+    return names
+
+
 def cmd_bench(args) -> None:
     from rich.console import Console
 
-    if args.threads < 1 or args.rounds < 1:
-        raise EdgevitError("--threads and --rounds must be at least 1")
-    os.environ["TVM_NUM_THREADS"] = str(args.threads)  # before TVM starts its thread pool
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # PyTorch's OpenMP pool must not spin between turns
-    from results.bench import BenchArgs, markdown_table, run_bench
+    if args.threads < 1 or args.rounds < 1 or args.memory_runs < 0:
+        raise EdgevitError("--threads and --rounds must be at least 1, --memory-runs at least 0")
+    if not 1 <= args.calib_images <= 256:
+        raise EdgevitError("--calib-images must be 1..256 (the calibration split is labels.csv rows 1..256)")
+    peers = _peer_names(args.peers)
+    if not (peers or args.edgevit or args.bundles):
+        raise EdgevitError("nothing to measure: give bundles, --edgevit modes or --peers")
+    # before TVM and OpenMP start their pools, here and in the memory probes: contenders take turns,
+    # so no pool may spin after its turn unless asked for (ONNX Runtime: a session option)
+    os.environ["TVM_NUM_THREADS"] = str(args.threads)
+    if not args.spin_wait:
+        os.environ["TVM_THREAD_POOL_SPIN_COUNT"] = "0"
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    from results.bench import BenchArgs, run_bench
+    from results.bench_report import markdown_table, plot
+    from results.edgevit_contenders import check_build_request
     from results.records import write_atomic, write_jsonl
     from runtime.bundle import open_bundle
 
     for bundle in args.bundles:
         open_bundle(bundle)  # refuse corrupt or foreign bundles before measuring anything
-    records = run_bench(BenchArgs(args.model, tuple(args.bundles), args.threads, args.rounds, args.limit),
+    check_build_request(args.model, args.edgevit, args.tome_r)
+    records = run_bench(BenchArgs(args.model, tuple(args.bundles), args.edgevit, args.tome_r, peers, args.threads,
+                                  args.rounds, args.limit, args.calib_images, args.memory_runs, args.build_dir,
+                                  args.spin_wait),
                         Console(stderr=True))
     write_jsonl(args.out / "bench.jsonl", records)
+    plot(records, args.out / "bench.png")
     table = markdown_table(records)
-    write_atomic(args.out / "bench.md", table)
+    write_atomic(args.out / "bench.md", table + "\n![latency vs top-1](bench.png)\n")
     print(table)
     print(args.out / "bench.md")
 
@@ -93,9 +144,29 @@ def cmd_sweep(args) -> None:
     print(args.out / "sweep.md")
 
 
+def cmd_ptq(args) -> None:
+    from rich.console import Console
+
+    from results.ptq import VARIANTS, PtqArgs, markdown_table, plot, run_ptq
+    from results.records import write_atomic, write_jsonl
+
+    names = tuple(VARIANTS) if args.variants == "all" else tuple(v.strip() for v in args.variants.split(";"))
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise EdgevitError(f"unknown PTQ variant '{unknown[0]}'; known (separate with ';'): {'; '.join(VARIANTS)}")
+    records = run_ptq(PtqArgs(args.model, args.tome_r, names, args.build_dir, args.calib_count, args.limit),
+                      Console(stderr=True))
+    write_jsonl(args.out / "ptq.jsonl", records)
+    table = markdown_table(records)
+    write_atomic(args.out / "ptq.md", table + "\n![top-1 per recipe](ptq.png)\n")
+    plot(records, args.out / "ptq.png")
+    print(table)
+    print(args.out / "ptq.md")
+
+
 def main() -> None:
     args = _parser().parse_args()
-    {"sweep": cmd_sweep, "bench": cmd_bench, "report": cmd_report}[args.command](args)
+    {"sweep": cmd_sweep, "bench": cmd_bench, "ptq": cmd_ptq, "report": cmd_report}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-CALIBRATION_ROWS = 256
+from compile.quant.calibration import CALIBRATION_ROWS  # noqa: F401 - the evaluation split starts after it
 
 
 @dataclass(frozen=True)

@@ -10,37 +10,62 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Callable
 
 from compile.quant.config import QuantConfig
 from compile.quant.qvit import QuantizedViT
 
 
-def quantize(model, spec, schedule: list[int], config: QuantConfig, log: Callable[[str], None] = print) -> QuantizedViT:
-    """Calibrate `model` (a float timm ViT, left unchanged) on real images and quantize it."""
+_STATS_CACHE: dict[tuple, dict] = {}  # one calibration per model / schedule / image set in a process
+
+
+def calibrate(model, spec, schedule: list[int], config: QuantConfig, log: Callable[[str], None] = print) -> dict:
+    """Statistics of every activation to quantize, from the float model (ToMe-patched copy) on real images.
+
+    They do not depend on the recipe (observer, outliers, groups, ...), so a process that builds several
+    recipes of one model (python -m results ptq) calibrates once.
+    """
     from rich.progress import Progress
 
     from compile.models import data_dir
-    from compile.quant.calibration import calibration_files, collect_stats, load_images
-    from compile.quant.qvit import degenerate_sites, quantize_vit
-    from compile.quant.sensitivity import choose_float_layers
+    from compile.quant.calibration import CALIBRATION_ROWS, calibration_files, collect_stats, load_images
     from compile.tome_patch import apply_tome
     from runtime.preprocess import Preprocess
-    from results.sweep import CALIBRATION_ROWS
 
     files = calibration_files(config, data_dir(), CALIBRATION_ROWS)
+    key = (spec.name, _weights_digest(model), tuple(schedule), tuple(map(str, files)))
+    if key in _STATS_CACHE:
+        return _STATS_CACHE[key]
     preprocess = Preprocess(spec.image_size, int(spec.image_size / spec.crop_pct), spec.mean, spec.std,
                             spec.interpolation)
     calibrated = copy.deepcopy(model)
     if any(schedule):
         apply_tome(calibrated, schedule)
-    log(f"      calibrating on {len(files)} images ({config.observer} observer)")
+    log(f"      calibrating on {len(files)} images")
     with Progress(transient=True) as progress:
         task = progress.add_task("loading calibration images", total=len(files))
         images = load_images(files, preprocess, lambda: progress.advance(task))
-        batches = 2 * -(-len(images) // 32)
-        task = progress.add_task("calibrating (2 passes)", total=batches)
+        task = progress.add_task("calibrating (2 passes)", total=2 * -(-len(images) // 32))
         stats = collect_stats(calibrated, images, progress=lambda: progress.advance(task))
+    _STATS_CACHE[key] = stats
+    return stats
+
+
+def _weights_digest(model) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def quantize(model, spec, schedule: list[int], config: QuantConfig, log: Callable[[str], None] = print) -> QuantizedViT:
+    """Calibrate `model` (a float timm ViT, left unchanged) on real images and quantize it."""
+    from compile.quant.qvit import degenerate_sites, quantize_vit
+    from compile.quant.sensitivity import choose_float_layers
+
+    stats = calibrate(model, spec, schedule, config, log)
     for note in degenerate_sites(stats):
         log(f"      note: {note} in calibration; it gets a stand-in scale")
     qvit = quantize_vit(model, stats, config, schedule, spec.mean, spec.std)

@@ -18,6 +18,7 @@ import torch
 from compile.quant.config import MIN_CALIB_IMAGES, QuantConfig
 from runtime.errors import EdgevitError
 
+CALIBRATION_ROWS = 256  # default calibration split: the first rows of the data's labels.csv (the rest evaluate)
 BINS = 2048  # per-tensor histograms
 CHANNEL_BINS = 256  # per-channel histograms (one per channel)
 CHANNEL_HIST_ROWS = 2048  # rows per batch that feed the per-channel histograms (tokens are alike)
