@@ -21,14 +21,24 @@ def _parser() -> argparse.ArgumentParser:
     quant.add_argument("--calib-count", type=int, default=256, help="calibration images to use (default 256)")
     quant.add_argument("--observer", default="mse", help="activation range observer: minmax | percentile | mse (default)")
     quant.add_argument("--outliers", choices=("on", "off"), default="on",
-                       help="outlier channels: per-channel LayerNorm scales folded into weights, power-of-two groups for fc2 (default on)")
+                       help="outlier channels of LayerNorm outputs: per-channel scales folded into the next weights (default on)")
+    quant.add_argument("--fc2-groups", type=int, default=1, metavar="G",
+                       help="power-of-two channel groups for fc2 inputs, partial sums combined by shifts (Tender); 1: off")
     quant.add_argument("--weight-scales", choices=("channel", "tensor"), default="channel",
                        help="int8 weight scales per output channel (default) or per tensor")
     quant.add_argument("--keep-float", type=int, default=0, metavar="K", help="keep the K most sensitive layers in float32")
     quant.add_argument("--keep-float-error", type=float, default=None, metavar="E",
                        help="keep every layer whose relative quantization error exceeds E in float32")
-    parser.add_argument("--tune", type=int, default=0, metavar="N",
-                        help="run N MetaSchedule trials before building and add them to the target's database")
+    tune = parser.add_argument_group("tuning (MetaSchedule; stored per target, applied by every later compile)")
+    tune.add_argument("--tune", type=int, default=0, metavar="N",
+                      help="run about N more trials before building and add them to the target's database "
+                           "(targets/tuning/<target>); re-running continues from it")
+    tune.add_argument("--tune-rpc", default=None, metavar="KEY",
+                      help="measure on the board registered at the RPC tracker with KEY (default: on this machine)")
+    tune.add_argument("--tracker", default="127.0.0.1:9190", metavar="HOST:PORT", help="RPC tracker for --tune-rpc")
+    tune.add_argument("--tuning-db", type=Path, default=None, metavar="DIR",
+                      help="use (and with --tune, extend) the database in DIR instead of the target's; "
+                           "a DIR without one builds with the hand schedules only")
     parser.add_argument(
         "--tome-r", default="0",
         help="token merging per block: an int (e.g. 8), a comma list with one value per block, or 'R:decrease'",
@@ -57,13 +67,16 @@ def main() -> None:
         _list_targets()
         return
     from compile.pipeline import CompileArgs, compile_bundle
+    from compile.tuning.settings import TuneSettings
+    from remote.rpc import Tracker
 
     compile_args = CompileArgs(
         target=args.target, model=args.model, weights=args.weights, quant=args.quant, tome_r=args.tome_r, out=args.out,
         random_init=args.random_init, dump_ir=args.dump_ir, calib_images=args.calib_images,
-        calib_count=args.calib_count, observer=args.observer, outliers=args.outliers == "on",
+        calib_count=args.calib_count, observer=args.observer, outliers=args.outliers == "on", fc2_groups=args.fc2_groups,
         weight_scales=args.weight_scales, keep_float=args.keep_float, keep_float_error=args.keep_float_error,
-        tune_trials=args.tune,
+        tuning=TuneSettings(trials=args.tune, rpc_key=args.tune_rpc, tracker=Tracker.parse(args.tracker),
+                            database_dir=args.tuning_db),
     )
     bundle = compile_bundle(compile_args, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(bundle)

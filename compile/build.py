@@ -1,6 +1,7 @@
 """Build: a Relax IRModule + a target preset -> model.so (a Relax VM executable as a shared library).
 
-CPU presets are scheduled by compile.schedule (the default pipeline leaves compute unscheduled);
+CPU presets are scheduled by compile.schedule (the default pipeline leaves compute unscheduled), with
+the preset's tuning database where it has faster schedules (compile.tuning);
 CUDA presets use TVM's GPU pipeline (dlight rules) and nvcc for device code (compile.cuda).
 """
 
@@ -37,8 +38,10 @@ def check_toolchain(preset: TargetPreset) -> None:
         require_nvcc(preset)
 
 
-def build_library(mod, preset: TargetPreset, out_path: Path) -> dict[str, bytes]:
+def build_library(mod, preset: TargetPreset, out_path: Path, tuning_dir: Path | None = None) -> dict[str, bytes]:
     """Compile `mod` for `preset`, write the shared library to `out_path`.
+
+    CPU presets apply the tuning database in `tuning_dir` (default: the preset's, targets/tuning/<preset>).
 
     Returns the other files the bundle needs (CUDA presets: nvcc-compiled kernels by name).
     """
@@ -54,8 +57,10 @@ def build_library(mod, preset: TargetPreset, out_path: Path) -> dict[str, bytes]
         extra_files = compile_device_code(executable, preset)
     else:
         from compile.schedule import lower_for_cpu
+        from compile.tuning.database import database_dir, existing_database
 
-        executable = relax.build(lower_for_cpu(mod, target), target=target)
+        database = existing_database(tuning_dir or database_dir(preset))
+        executable = relax.build(lower_for_cpu(mod, target, database), target=target)
         extra_files = {}
     executable.export_library(str(out_path), fcompile=fcompile)
     return extra_files

@@ -125,6 +125,10 @@ def compile_bundle(args: CompileArgs, log=print) -> Path:
         mod = emit_relax(qvit, preset.target())
         quant = {"mode": args.quant, "recipe": qvit.recipe, "layers": layer_report(qvit.linears())}
     _dump(args.dump_ir, "relax_import", mod)
+    if args.tuning.trials:
+        from compile.tuning.tune import tune_model
+
+        tune_model(mod, preset, args.tuning, log=log)
 
     log(f"[3/4] building for {preset.name} ({preset.tvm_target.get('mcpu', preset.tvm_target.get('arch'))})")
     from compile.build import build_library
@@ -153,7 +157,8 @@ def compile_bundle(args: CompileArgs, log=print) -> Path:
         "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     log(f"[4/4] writing bundle {out}")
-    return write_bundle(out, lambda path: build_library(mod, preset, path), _labels(model.num_classes), manifest)
+    return write_bundle(out, lambda path: build_library(mod, preset, path, args.tuning.database_dir),
+                        _labels(model.num_classes), manifest)
 
 
 def _dump(directory: Path | None, phase: str, mod) -> None:

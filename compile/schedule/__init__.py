@@ -1,39 +1,53 @@
 """CPU lowering: the Relax module legalized, fused, and every TIR function given a real schedule.
 
 TVM's default CPU pipeline leaves compute unscheduled (DeiT-tiny: ~1.1 s per image). Here each
-fused function goes to the first rule that applies: GEMM (dense layers and attention matmuls),
+fused function goes to the first rule that applies: packed int8 GEMM and its correction sums
+(compile.kernels), GEMM (dense layers and attention matmuls),
 dlight's CPU reduction rule (softmax, LayerNorm), and a parallel + vectorized fallback for the
-elementwise / layout functions.
+elementwise / layout functions. A tuning database (compile.tuning) takes precedence for the
+functions where a tuned schedule measured faster than these rules.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import tvm
-from tvm import relax, tirx
+from tvm import relax, s_tir, tirx
 from tvm.target import Target
 
 from compile.schedule.elementwise import schedule_elementwise
 from compile.schedule.gemm import schedule_gemm
+from compile.schedule.int8_correction import schedule_int8_correction
+from compile.schedule.int8_gemm import schedule_int8_gemm
+
+if TYPE_CHECKING:
+    from tvm.s_tir.meta_schedule.database import Database
 
 
-def _schedule_func(func: tirx.PrimFunc, target: Target) -> tirx.PrimFunc:
+def hand_schedule(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:
+    """The schedule of the first rule that applies to `func`, None when none does.
+
+    Returned as a Schedule because its trace is what tuning measures and records as the hand
+    schedule of a function (compile.tuning compares tuned candidates against it).
+    """
     import tvm.s_tir.dlight as dl
 
-    for rule in (schedule_gemm,):
+    for rule in (schedule_int8_gemm, schedule_int8_correction, schedule_gemm):
         sch = rule(func, target)
         if sch is not None:
-            return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+            return sch
     for dl_rule in (dl.cpu.Reduction(), dl.cpu.GEMV()):
         sch = dl_rule.apply(func, target, False)
         if sch is not None:
-            sch = sch[0] if isinstance(sch, list) else sch
-            return sch.mod["main"].with_attr("tirx.is_scheduled", True)
-    sch = schedule_elementwise(func, target)
-    if sch is not None:
-        return sch.mod["main"].with_attr("tirx.is_scheduled", True)
-    return func
+            return sch[0] if isinstance(sch, list) else sch
+    return schedule_elementwise(func, target)
+
+
+def _schedule_func(func: tirx.PrimFunc, target: Target) -> tirx.PrimFunc:
+    sch = hand_schedule(func, target)
+    return func if sch is None else sch.mod["main"].with_attr("tirx.is_scheduled", True)
 
 
 @tvm.transform.module_pass(opt_level=0, name="ScheduleForCPU")
@@ -65,8 +79,8 @@ def _legalize_gelu(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
     return bb.call_te(gelu, call.args[0], primfunc_name_hint="gelu")
 
 
-def lower_for_cpu(mod: tvm.IRModule, target: Target) -> tvm.IRModule:
-    """Legalize, fuse and schedule `mod` for an llvm target; returns a module for relax.build.
+def fuse_for_cpu(mod: tvm.IRModule, target: Target) -> tvm.IRModule:
+    """Legalize and fuse `mod` for an llvm target: the unscheduled TIR functions rules and tuning see.
 
     FastMathTransform and the GELU legalization use TOPI's polynomial exp / erf (float32-accurate
     and vectorizable; libm's erff is a scalar call per element and made GELU a third of the runtime).
@@ -83,7 +97,21 @@ def lower_for_cpu(mod: tvm.IRModule, target: Target) -> tvm.IRModule:
                 relax.transform.FoldConstant(),
                 relax.transform.FuseOps(),
                 relax.transform.FuseTIR(),
-                ScheduleForCPU(target),
             ]
         )
         return seq(mod)
+
+
+def lower_for_cpu(mod: tvm.IRModule, target: Target, database: Database | None = None) -> tvm.IRModule:
+    """Fuse and schedule `mod` for an llvm target; returns a module for relax.build.
+
+    `database` (a MetaSchedule database, see compile.tuning) schedules the functions whose best
+    record for this target is a tuned one; the hand rules schedule everything else.
+    """
+    mod = fuse_for_cpu(mod, target)
+    if database is not None:
+        from compile.tuning.apply import ApplyTuningDatabase
+
+        mod = ApplyTuningDatabase(database, target)(mod)
+    with target:
+        return ScheduleForCPU(target)(mod)

@@ -1,0 +1,60 @@
+"""Where tuning candidates are built and timed: this machine, or a board behind an RPC tracker.
+
+Candidates are built by worker processes with remote.tuning's build function, which skips TVM's
+default `import tvm.s_tir.tensor_intrin` (45-100 s per worker, longer than the build timeout).
+For a board they are cross compiled into shared libraries, so the board needs no compiler.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+
+from tvm.s_tir import meta_schedule as ms
+
+from compile.tuning.settings import TuneSettings
+from runtime.cpu_features import cpu_features, machine_arch
+from runtime.errors import EdgevitError
+from targets import TargetPreset
+
+BUILD_TIMEOUT_S = 120
+RUN_TIMEOUT_S = 60
+RPC_SESSION_TIMEOUT_S = 300
+# 5 repeats of at least 20 ms of back-to-back calls each; builds rank records by the fastest repeat
+EVALUATOR = ms.runner.EvaluatorConfig(number=1, repeat=5, min_repeat_ms=20, enable_cpu_cache_flush=False)
+
+
+def export_candidate(module, cross_compiler: str | None) -> str:
+    """Write a built candidate as a shared library (cross compiled when a compiler is named); its path."""
+    from tvm.support import cc
+
+    path = os.path.join(tempfile.mkdtemp(prefix="edgevit-candidate-"), "candidate.so")
+    module.export_library(path, fcompile=cc.cross_compiler(cross_compiler) if cross_compiler else None)
+    return path
+
+
+def candidate_builder(preset: TargetPreset) -> ms.builder.LocalBuilder:
+    """Candidate builds in parallel worker processes on this machine, one per core."""
+    from remote.tuning import build_candidate
+
+    return ms.builder.LocalBuilder(f_build=build_candidate,
+                                   f_export=functools.partial(export_candidate, cross_compiler=preset.cross_compiler),
+                                   timeout_sec=BUILD_TIMEOUT_S, max_workers=len(os.sched_getaffinity(0)))
+
+
+def candidate_runner(preset: TargetPreset, settings: TuneSettings) -> ms.runner.Runner:
+    """Times candidates one at a time: locally when this machine can run the preset's code, else on a board."""
+    if settings.rpc_key is not None:
+        from remote.rpc import wait_for_key
+
+        tracker = settings.tracker
+        wait_for_key(tracker, settings.rpc_key, timeout_s=60)
+        config = ms.runner.RPCConfig(tracker_host=tracker.host, tracker_port=tracker.port,
+                                     tracker_key=settings.rpc_key, session_timeout_sec=RPC_SESSION_TIMEOUT_S)
+        return ms.runner.RPCRunner(config, EVALUATOR, max_workers=1)
+    missing = sorted(set(preset.required_cpu_features) - cpu_features())
+    if preset.cross_compiler is not None or preset.arch != machine_arch() or missing:
+        raise EdgevitError(f"kernels for {preset.name} cannot run on this machine ({', '.join(missing) or preset.arch}); "
+                           "measure them on the board: --tune-rpc KEY --tracker HOST:PORT")
+    return ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S, evaluator_config=EVALUATOR)
