@@ -1,6 +1,6 @@
 """Where tuning candidates are built and timed: this machine, or a board behind an RPC tracker.
 
-Candidates are built by worker processes with remote.tuning's build function, which skips TVM's
+Candidates are built by worker processes with `build_candidate`, which skips TVM's
 default `import tvm.s_tir.tensor_intrin` (45-100 s per worker, longer than the build timeout).
 For a board they are cross compiled into shared libraries, so the board needs no compiler.
 """
@@ -25,6 +25,13 @@ RPC_SESSION_TIMEOUT_S = 300
 EVALUATOR = ms.runner.EvaluatorConfig(number=1, repeat=5, min_repeat_ms=20, enable_cpu_cache_flush=False)
 
 
+def build_candidate(mod, target, _params):
+    """Compile one candidate schedule (no tensor-intrinsic registration: see the module docstring)."""
+    import tvm
+
+    return tvm.compile(mod, target=target)
+
+
 def export_candidate(module, cross_compiler: str | None) -> str:
     """Write a built candidate as a shared library (cross compiled when a compiler is named); its path."""
     from tvm.support import cc
@@ -36,8 +43,6 @@ def export_candidate(module, cross_compiler: str | None) -> str:
 
 def candidate_builder(preset: TargetPreset) -> ms.builder.LocalBuilder:
     """Candidate builds in parallel worker processes on this machine, one per core."""
-    from remote.tuning import build_candidate
-
     return ms.builder.LocalBuilder(f_build=build_candidate,
                                    f_export=functools.partial(export_candidate, cross_compiler=preset.cross_compiler),
                                    timeout_sec=BUILD_TIMEOUT_S, max_workers=len(os.sched_getaffinity(0)))
