@@ -12,7 +12,7 @@ from tvm import relax
 
 from compile.quant.graph import Emitter
 from compile.quant.qvit import PROB_SCALE, QBlock, QLayerNorm, QLinear, QuantizedViT
-from compile.quant.tome_graph import Match, apply_merge
+from compile.quant.tome_graph import Match, merged_sums
 
 
 class FloatNumerics:
@@ -93,18 +93,8 @@ class FloatNumerics:
 
     def merge(self, match: Match, x: relax.Expr, size: relax.Expr | None) -> tuple[relax.Expr, relax.Expr]:
         """Size-weighted average of merged tokens (ToMe's merge_wavg)."""
-        em = self.em
-        if size is None:
-            size = em.const(np.ones((em.shape(x)[0], 1), np.float32))
-        total = apply_merge(em, match, em.emit(relax.op.multiply(x, size)))
-        size = apply_merge(em, match, size)
-        return em.emit(relax.op.divide(total, size)), size
+        total, size = merged_sums(self.em, match, x, size)
+        return self.em.emit(relax.op.divide(total, size)), size
 
-    def logits(self, ys: list[relax.Expr], heads: list[QLinear]) -> relax.Expr:
-        em = self.em
-        out = ys[0]
-        for y in ys[1:]:
-            out = em.emit(relax.op.add(out, y))
-        if len(ys) > 1:
-            out = em.emit(relax.op.multiply(out, em.const(1.0 / len(ys), "float32")))
-        return out
+    def head_logits(self, y: relax.Expr, head: QLinear) -> relax.Expr:
+        return y  # already real-valued

@@ -70,7 +70,7 @@ class Numerics(Protocol):
     def residual_add(self, x: relax.Expr, y: relax.Expr, linear: QLinear) -> relax.Expr: ...
     def mlp_hidden(self, y: relax.Expr, fc1: QLinear, fc2: QLinear) -> relax.Expr: ...
     def merge(self, match: Match, x: relax.Expr, size: relax.Expr | None) -> tuple[relax.Expr, relax.Expr]: ...
-    def logits(self, ys: list[relax.Expr], heads: list[QLinear]) -> relax.Expr: ...
+    def head_logits(self, y: relax.Expr, head: QLinear) -> relax.Expr: ...
 
 
 def _patches(em: Emitter, pixels: relax.Expr, image: int, patch: int) -> relax.Expr:
@@ -90,6 +90,14 @@ def _attention(em: Emitter, num: Numerics, h: relax.Expr, block: QBlock, heads: 
     q, k, v = (em.emit(relax.op.squeeze(em.rows(qkv, i, i + 1), [0])) for i in range(3))
     probs = num.attention_probs(em.batch_matmul(q, k, transpose_b=True), block, size)  # uint8 [heads, N, N]
     return num.attention_out(em.batch_matmul(probs, v), block), k
+
+
+def _mean(em: Emitter, values: list[relax.Expr]) -> relax.Expr:
+    """The mean of the heads' logits (distilled models have two heads; one head is returned as it is)."""
+    out = values[0]
+    for value in values[1:]:
+        out = em.emit(relax.op.add(out, value))
+    return out if len(values) == 1 else em.emit(relax.op.multiply(out, em.const(1.0 / len(values), "float32")))
 
 
 def emit_quantized_vit(qvit: QuantizedViT, numerics_cls, target: Target) -> tvm.IRModule:
@@ -112,9 +120,8 @@ def emit_quantized_vit(qvit: QuantizedViT, numerics_cls, target: Target) -> tvm.
                                         block.fc2)
                 x = num.residual_add(x, num.linear(hidden, block.fc2), block.fc2)
             prefix = em.rows(x, 0, qvit.num_prefix)
-            ys = []
-            for i, head in enumerate(qvit.heads):
-                ys.append(num.linear(num.norm_for(em.rows(prefix, i, i + 1), qvit.norm, head), head))
-            out = bb.emit_output(num.logits(ys, qvit.heads))
+            logits = [num.head_logits(num.linear(num.norm_for(em.rows(prefix, i, i + 1), qvit.norm, head), head), head)
+                      for i, head in enumerate(qvit.heads)]
+            out = bb.emit_output(_mean(em, logits))
         bb.emit_func_output(out)
     return bb.get()

@@ -21,7 +21,7 @@ from compile.quant import integer_params as P
 from compile.quant.graph import Emitter
 from compile.quant.integer_ops import emit_isqrt
 from compile.quant.qvit import QBlock, QLayerNorm, QLinear, QuantizedViT
-from compile.quant.tome_graph import Match, apply_merge
+from compile.quant.tome_graph import Match, merged_sums
 
 
 class IntegerNumerics:
@@ -137,21 +137,10 @@ class IntegerNumerics:
     def merge(self, match: Match, x: relax.Expr, size: relax.Expr | None) -> tuple[relax.Expr, relax.Expr]:
         """Integer size-weighted average: round((sum of x * size) / (sum of size)), half up."""
         em = self.em
-        if size is None:
-            size = em.const(np.ones((em.shape(x)[0], 1), np.int32))
-        total = apply_merge(em, match, em.emit(relax.op.multiply(x, size)))
-        size = apply_merge(em, match, size)
+        total, size = merged_sums(em, match, x, size)
         x = em.emit(relax.op.floor_divide(relax.op.add(relax.op.multiply(total, em.const(np.int32(2))), size),
                                           relax.op.multiply(size, em.const(np.int32(2)))))
         return x, size
 
-    def logits(self, ys: list[relax.Expr], heads: list[QLinear]) -> relax.Expr:
-        em = self.em
-        outs = [em.emit(relax.op.multiply(relax.op.astype(y, "float32"), em.const(P.head_scale(h))))
-                for y, h in zip(ys, heads)]
-        out = outs[0]
-        for y in outs[1:]:
-            out = em.emit(relax.op.add(out, y))
-        if len(outs) > 1:
-            out = em.emit(relax.op.multiply(out, em.const(1.0 / len(outs), "float32")))
-        return out
+    def head_logits(self, y: relax.Expr, head: QLinear) -> relax.Expr:
+        return self.em.emit(relax.op.multiply(relax.op.astype(y, "float32"), self.em.const(P.head_scale(head))))

@@ -76,3 +76,11 @@ def apply_merge(em, match: Match, x: relax.Expr) -> relax.Expr:
     parts = [em.rows(kept, 0, keep_a), em.rows(dst, 0, keep_b), em.rows(kept, keep_a, em.shape(kept)[0]),
              em.rows(dst, keep_b, match.num_b)]
     return em.emit(relax.op.concat(parts, axis=0))
+
+
+def merged_sums(em, match: Match, x: relax.Expr, size: relax.Expr | None) -> tuple[relax.Expr, relax.Expr]:
+    """(sum of x * size, sum of size) over each merged group; size [N, 1] (all ones before the first merge)
+    has x's dtype. The numerics divide the two their own way (float, or integer rounding)."""
+    if size is None:
+        size = em.const(np.ones((em.shape(x)[0], 1), str(x.ty.dtype)))
+    return apply_merge(em, match, em.emit(relax.op.multiply(x, size))), apply_merge(em, match, size)
