@@ -35,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--build-dir", type=Path, default=Path("build/sweep"))
     bench = sub.add_parser("bench", help="edgevit vs PyTorch, ONNX Runtime, ExecuTorch, LiteRT: latency, memory, top-1")
     bench.add_argument("bundles", type=Path, nargs="*", help="host bundles of the model, included as they are")
-    bench.add_argument("--edgevit", type=_str_list, default=(), help="edgevit modes to compile here, e.g. fp32,int8,int8-full")
+    bench.add_argument("--edgevit", type=_str_list, default=(),
+                       help="edgevit modes to compile here, e.g. fp32,int8,int8-full")
     bench.add_argument("--tome-r", type=_int_list, default=(0,), help="ToMe r for each --edgevit mode, e.g. 0,8")
     bench.add_argument("--peers", default="default",
                        help="comma list of peers, 'default', 'all' (adds every ONNX Runtime recipe) or 'none'")
@@ -44,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--rounds", type=int, default=20, help="interleaved rounds (5 runs each)")
     bench.add_argument("--limit", type=int, default=None, help="evaluate only the first N evaluation images")
     bench.add_argument("--calib-images", type=int, default=128,
-                       help="calibration images (labels.csv rows 1..N, N <= 256)")
+                       help="calibration images for every contender that calibrates (labels.csv rows 1..N, 8..256)")
     bench.add_argument("--memory-runs", type=int, default=20,
                        help="runs of each fresh-process peak-RSS probe (0: skip)")
     bench.add_argument("--spin-wait", action="store_true",
@@ -89,17 +90,21 @@ def cmd_bench(args) -> None:
 
     if args.threads < 1 or args.rounds < 1 or args.memory_runs < 0:
         raise EdgevitError("--threads and --rounds must be at least 1, --memory-runs at least 0")
-    if not 1 <= args.calib_images <= 256:
-        raise EdgevitError("--calib-images must be 1..256 (the calibration split is labels.csv rows 1..256)")
-    peers = _peer_names(args.peers)
-    if not (peers or args.edgevit or args.bundles):
-        raise EdgevitError("nothing to measure: give bundles, --edgevit modes or --peers")
-    # before TVM and OpenMP start their pools, here and in the memory probes: contenders take turns,
-    # so no pool may spin after its turn unless asked for (ONNX Runtime: a session option)
+    # before torch (OpenMP) and TVM load, here and in the memory probes: contenders take turns, so
+    # no pool may spin after its turn unless asked for (ONNX Runtime: a session option)
     os.environ["TVM_NUM_THREADS"] = str(args.threads)
     if not args.spin_wait:
         os.environ["TVM_THREAD_POOL_SPIN_COUNT"] = "0"
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    from compile.quant.calibration import CALIBRATION_ROWS
+    from compile.quant.config import MIN_CALIB_IMAGES
+
+    if not MIN_CALIB_IMAGES <= args.calib_images <= CALIBRATION_ROWS:
+        raise EdgevitError(f"--calib-images must be {MIN_CALIB_IMAGES}..{CALIBRATION_ROWS} "
+                           f"(the calibration split is labels.csv rows 1..{CALIBRATION_ROWS})")
+    peers = _peer_names(args.peers)
+    if not (peers or args.edgevit or args.bundles):
+        raise EdgevitError("nothing to measure: give bundles, --edgevit modes or --peers")
     from results.bench import BenchArgs, run_bench
     from results.bench_report import markdown_table, plot
     from results.edgevit_contenders import check_build_request

@@ -1,84 +1,152 @@
-"""Latency and accuracy of edgevit bundles and their peers, measured in one run on one machine.
+"""edgevit against its real alternatives: latency, peak memory and accuracy, in one run on one machine.
 
-Contenders are timed interleaved (results.timing) so a noisy, shared machine slows them alike;
-each also gets its top-1 on the evaluation split, computed here from its own outputs.
+Phases: prepare every contender from the same model and weights (peers: results.peers; edgevit:
+bundles given or compiled), load them all into this process, time them interleaved (each takes
+its turn in every round, in a new random order, so a noisy, shared machine slows them alike),
+score each on the evaluation split from its own outputs, then measure each one's peak RSS alone
+in a fresh process.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import platform
-import tempfile
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-from results.sweep import CALIBRATION_ROWS
+from results.peers import Unavailable
+from results.runners import Artifact
+
+VERSIONED = ("edgevit", "torch", "timm", "onnx", "onnxruntime", "apache-tvm", "executorch", "torchao",
+             "litert-torch", "ai-edge-litert", "numpy")
 
 
 @dataclass(frozen=True)
 class BenchArgs:
     model: str
-    bundles: tuple[Path, ...]
+    bundles: tuple[Path, ...]  # edgevit bundles to include as they are
+    edgevit_modes: tuple[str, ...]  # ... and bundles to compile here: each mode with each ToMe r
+    tome_r: tuple[int, ...]
+    peers: tuple[str, ...]  # names in results.peers.PEERS
     threads: int
     rounds: int
     eval_limit: int | None
+    calib_count: int
+    memory_runs: int  # runs in each fresh-process peak-RSS probe; 0 skips the probes
+    build_dir: Path
+    spin_wait: bool  # thread pools spin between operators (ORT option; TVM / OpenMP: env set by the caller)
 
 
 def run_bench(args: BenchArgs, console) -> list[dict]:
-    """One record per contender: latency statistics, top-1 / top-5, machine facts."""
+    """One record per contender (unavailable ones included, with their reason)."""
     from rich.progress import Progress
 
-    from compile.models import data_dir, load_model, model_spec
-    from results import peers
+    from results.calibration import evaluation_rows, images_dir
+    from results.peak_memory import measure_peak_rss
+    from results.runners import load_runner
     from results.timing import interleaved_latency_ms
-    from runtime.bench import machine_facts
-    from runtime.evaluate import read_labels
-    from runtime.preprocess import Preprocess
 
-    model = load_model(args.model)
-    spec = model_spec(args.model)
-    with tempfile.TemporaryDirectory() as tmp:
-        contenders = {
-            "pytorch-eager-fp32": peers.pytorch_eager(model, args.threads),
-            "onnxruntime-fp32": peers.onnxruntime_fp32(model, args.threads, Path(tmp)),
-            **{f"edgevit:{b.name}": peers.edgevit_bundle(b) for b in args.bundles},
-        }
-        images = data_dir() / "imagenet_val_1300"
-        rows = read_labels(images / "labels.csv", skip=CALIBRATION_ROWS, limit=args.eval_limit)
-        preprocess = Preprocess(spec.image_size, int(spec.image_size / spec.crop_pct), spec.mean, spec.std)
-        labels = np.array([label for _, label in rows])
-        top5 = {name: np.empty((len(rows), 5), dtype=np.int64) for name in contenders}
-        x = np.random.default_rng(0).standard_normal((1, 3, spec.image_size, spec.image_size)).astype(np.float32)
-        with Progress(console=console) as progress:
-            task = progress.add_task("latency (interleaved)", total=args.rounds)
-            latency = interleaved_latency_ms({n: (lambda f=f: f(x)) for n, f in contenders.items()},
-                                             rounds=args.rounds, progress=lambda: progress.advance(task))
-            task = progress.add_task("evaluate", total=len(rows))
-            for i, (name, _) in enumerate(rows):
-                batch = preprocess.load(images / "images" / name)[None]
-                for contender, run in contenders.items():
-                    top5[contender][i] = np.argsort(-run(batch)[0])[:5]
+    rows = evaluation_rows(args.eval_limit)  # a bad labels file fails before anything is prepared
+    contenders = _prepare(args, console)
+    artifacts = [c for c in contenders if isinstance(c, Artifact)]
+    runners = {a.name: load_runner(a, args.threads, args.spin_wait) for a in artifacts}
+
+    labels = np.array([label for _, label in rows])
+    top5 = {name: np.empty((len(rows), 5), dtype=np.int64) for name in runners}
+    inputs = {name: r.example() for name, r in runners.items()}
+    memory: dict[str, dict] = {}
+    with Progress(console=console) as progress:
+        task = progress.add_task("latency (interleaved)", total=args.rounds)
+        latency = interleaved_latency_ms({n: (lambda r=r, x=inputs[n]: r.run(x)) for n, r in runners.items()},
+                                         rounds=args.rounds, progress=lambda: progress.advance(task), shuffle_seed=0)
+        task = progress.add_task("evaluate", total=len(rows))
+        for i, (file, _) in enumerate(rows):
+            path = images_dir() / "images" / file
+            batches = {p: p.load(path)[None] for p in {r.preprocess for r in runners.values()}}
+            for name, runner in runners.items():
+                top5[name][i] = np.argsort(-runner.run(batches[runner.preprocess])[0])[:5]
+            progress.advance(task)
+        if args.memory_runs:
+            task = progress.add_task("peak RSS (fresh process each)", total=len(artifacts))
+            for artifact in artifacts:
+                memory[artifact.name] = measure_peak_rss(artifact.to_json(), args.threads, args.memory_runs,
+                                                         args.spin_wait)
                 progress.advance(task)
+    return _records(args, contenders, latency, top5, labels, memory)
+
+
+def _prepare(args: BenchArgs, console) -> list[Artifact | Unavailable]:
+    """Peers first, then edgevit bundles compiled here, then the bundles given; names made unique."""
+    from results.edgevit_contenders import build_bundles, bundle_artifact
+    from results.peers import PeerContext, prepare_peer
+
+    ctx = PeerContext(args.model, args.build_dir / "peers", args.calib_count)
+    contenders: list[Artifact | Unavailable] = []
+    for name in args.peers:
+        with console.status(f"preparing {name}"):
+            contenders.append(prepare_peer(name, ctx))
+        console.print(f"{name}: " + (f"not available: {contenders[-1].reason}"
+                                     if isinstance(contenders[-1], Unavailable) else "ready"))
+    contenders += build_bundles(args.model, args.edgevit_modes, args.tome_r, args.build_dir / "edgevit",
+                                args.calib_count, console.print)
+    contenders += [bundle_artifact(path, args.model) for path in args.bundles]
+    return _unique_names(contenders)
+
+
+def _unique_names(contenders: list[Artifact | Unavailable]) -> list[Artifact | Unavailable]:
+    """Two bundles of the same mode and r keep both, told apart by their folder names."""
+    from dataclasses import replace
+
+    names = [c.name for c in contenders]
+    return [replace(c, name=f"{c.name} ({c.path.name})") if names.count(c.name) > 1 and isinstance(c, Artifact) else c
+            for c in contenders]
+
+
+def _records(args: BenchArgs, contenders, latency, top5, labels, memory) -> list[dict]:
+    from compile.quant.calibration import CALIBRATION_ROWS
+    from runtime.bench import machine_facts
+
     facts = machine_facts()
-    return [
-        {"contender": name, "model": args.model, **latency[name],
-         "top1": float((top5[name][:, 0] == labels).mean()), "top5": float((top5[name] == labels[:, None]).any(1).mean()),
-         "n_images": len(rows), "threads": args.threads, "cpu": facts["cpu"], "machine": platform.machine()}
-        for name in contenders
-    ]
+    common = {"model": args.model, "batch": 1, "threads": args.threads, "spin_wait": args.spin_wait,
+              "cpu": facts["cpu"], "machine": platform.machine(), "hostname": facts["hostname"],
+              "n_images": len(labels), "split": f"labels.csv rows {CALIBRATION_ROWS + 1}..",
+              "versions": _versions(), "time_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    records = []
+    for c in contenders:
+        if isinstance(c, Unavailable):
+            records.append({"contender": c.name, "status": "unavailable", "reason": c.reason, **common})
+            continue
+        hits = top5[c.name] == labels[:, None]
+        records.append({"contender": c.name, "status": "ok", "runtime": c.kind, "recipe": c.recipe, **latency[c.name],
+                        **memory.get(c.name, {}), "top1": float(hits[:, 0].mean()), "top5": float(hits.any(1).mean()),
+                        **common})
+    return _with_speedups(records)
 
 
-def markdown_table(records: list[dict]) -> str:
-    ort = next(r for r in records if r["contender"] == "onnxruntime-fp32")["median_ms"]
-    lines = [
-        f"{records[0]['model']}, batch 1, {records[0]['threads']} threads, {records[0]['cpu']} ({records[0]['machine']}); "
-        f"accuracy on {records[0]['n_images']} evaluation images (labels.csv rows {CALIBRATION_ROWS + 1}..)",
-        "",
-        "| contender | median ms | p90 ms | vs ONNX Runtime FP32 | top-1 | top-5 |",
-        "|---|---|---|---|---|---|",
-    ]
+def _with_speedups(records: list[dict]) -> list[dict]:
+    """Add speed-ups (median latency ratios) vs ONNX Runtime FP32 and vs the fastest ONNX Runtime INT8 recipe."""
+    from results.bench_report import best_ort_int8, ort_fp32
+
+    fp32, int8 = ort_fp32(records), best_ort_int8(records)
     for r in records:
-        lines.append(f"| {r['contender']} | {r['median_ms']:.2f} | {r['p90_ms']:.2f} | {r['median_ms'] / ort:.2f}x | "
-                     f"{r['top1'] * 100:.2f}% | {r['top5'] * 100:.2f}% |")
-    return "\n".join(lines) + "\n"
+        if r["status"] == "ok":
+            if fp32:
+                r["speedup_vs_ort_fp32"] = fp32["median_ms"] / r["median_ms"]
+            if int8:
+                r["speedup_vs_best_ort_int8"] = int8["median_ms"] / r["median_ms"]
+                r["best_ort_int8"] = int8["contender"]
+    return records
+
+
+def _versions() -> dict[str, str]:
+    """Versions of every runtime and converter involved that is installed."""
+    found = {}
+    for name in VERSIONED:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found

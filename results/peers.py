@@ -1,48 +1,202 @@
-"""The alternatives edgevit is measured against, each as a batch-1 callable on the same model and weights."""
+"""The alternatives edgevit is measured against, each prepared from the same timm model and weights.
+
+A peer is a function PeerContext -> Artifact (results.runners loads it into a batch-1 callable);
+PEERS names them all. Peers that calibrate use the calibration split only (results.calibration).
+ExecuTorch and LiteRT are optional installs: when one is missing, or a converter or quantizer
+fails on the model, the peer comes back as Unavailable with a one-line reason instead of a number.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property, partial
 from pathlib import Path
 
 import numpy as np
 
+from results import ort_recipes
+from results.runners import Artifact
 
-def pytorch_eager(model, threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    """PyTorch eager FP32 under inference_mode with `threads` intra-op threads."""
+INSTALL_HINTS = {
+    "executorch": "pip install -e '.[peers]'",
+    "litert_torch": "pip install --no-deps -r results/litert-requirements.txt",
+    "ai_edge_litert": "pip install --no-deps -r results/litert-requirements.txt",
+}
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """A contender that could not be prepared here, and why (one line)."""
+
+    name: str
+    reason: str
+
+
+class PeerContext:
+    """What every peer is prepared from: one timm model with its weights, calibration images, a work folder."""
+
+    def __init__(self, model_name: str, work_dir: Path, calib_count: int):
+        self.model_name = model_name
+        self.work_dir = work_dir
+        self.calib_count = calib_count
+        self._onnx: dict[bool, Path] = {}  # made in this run; files left by an earlier run are not trusted
+        work_dir.mkdir(parents=True, exist_ok=True)
+
+    @cached_property
+    def model(self):
+        from compile.models import load_model
+
+        return load_model(self.model_name)
+
+    @cached_property
+    def image_size(self) -> int:
+        from compile.models import model_spec
+
+        return model_spec(self.model_name).image_size
+
+    @cached_property
+    def calibration(self) -> list[np.ndarray]:
+        """Calibration images [1, 3, H, W] float32, preprocessed as the FP32 bundle's runtime does."""
+        from results.calibration import calibration_batches, model_preprocess
+
+        return calibration_batches(model_preprocess(self.model_name), self.calib_count)
+
+    def example(self) -> tuple:
+        import torch
+
+        return (torch.zeros(1, 3, self.image_size, self.image_size),)
+
+    def onnx(self, fused: bool) -> Path:
+        """The exported FP32 ONNX graph, optionally through ORT's transformer optimizer (made once per run)."""
+        if fused not in self._onnx:
+            path = self.work_dir / ("model_fp32_fused.onnx" if fused else "model_fp32.onnx")
+            if fused:
+                ort_recipes.fuse_transformer(self.onnx(False), path, self.model.blocks[0].attn.num_heads,
+                                             self.model.embed_dim)
+            else:
+                ort_recipes.export_onnx(self.model, self.image_size, path)
+            self._onnx[fused] = path
+        return self._onnx[fused]
+
+
+def pytorch_eager(ctx: PeerContext) -> Artifact:
+    """PyTorch eager FP32: the timm model itself, loaded from the same weights file."""
+    from compile.models import resolve_weights
+
+    return Artifact("pytorch-eager-fp32", "pytorch", resolve_weights(ctx.model_name, None), ctx.model_name,
+                    {"precision": "fp32", "mode": "eager, inference_mode"})
+
+
+def onnxruntime(recipe_name: str, ctx: PeerContext) -> Artifact:
+    """ONNX Runtime with one of results.ort_recipes.RECIPES (FP32, static or dynamic INT8)."""
+    recipe = ort_recipes.RECIPES[recipe_name]
+    src = ctx.onnx(recipe.fused)
+    path = src
+    details = {"exporter": "torch.onnx (TorchScript), opset 17", **recipe.describe()}
+    if recipe.quant != "none":
+        path = ort_recipes.quantize(recipe, src, ctx.work_dir / f"model_{recipe_name}.onnx",
+                                    ctx.calibration if recipe.quant == "static" else [])
+    if recipe.quant == "static":
+        details["calibration_images"] = len(ctx.calibration)
+    return Artifact(f"onnxruntime-{recipe_name}", "onnxruntime", path, ctx.model_name, details)
+
+
+def _pt2e(ctx: PeerContext, quantizer, *, fold: bool):
+    """PT2E post-training quantization: export, insert observers, calibrate, convert (Q/DQ graph module)."""
     import torch
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    torch.set_num_threads(threads)
-
-    def run(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return model(torch.from_numpy(x)).numpy()
-
-    return run
+    module = prepare_pt2e(torch.export.export(ctx.model, ctx.example()).module(), quantizer)
+    with torch.no_grad():
+        for batch in ctx.calibration:
+            module(torch.from_numpy(batch))
+    return convert_pt2e(module, fold_quantize=fold)
 
 
-def onnxruntime_fp32(model, threads: int, work_dir: Path) -> Callable[[np.ndarray], np.ndarray]:
-    """ONNX Runtime FP32 (CPU execution provider, all graph optimizations) on the exported model."""
-    import onnxruntime as ort
+@contextlib.contextmanager
+def _explicit_attention(model):
+    """timm attention as q @ k^T, softmax, @ v instead of F.scaled_dot_product_attention (same math).
+
+    ExecuTorch decomposes SDPA into a masked "safe softmax" XNNPACK does not take, which leaves
+    portable kernels between the delegated parts: DeiT-tiny INT8 ran 2x slower that way here.
+    """
+    attentions = [m for m in model.modules() if hasattr(m, "fused_attn")]
+    saved = [m.fused_attn for m in attentions]
+    for m in attentions:
+        m.fused_attn = False
+    try:
+        yield model
+    finally:
+        for m, fused in zip(attentions, saved, strict=True):
+            m.fused_attn = fused
+
+
+def executorch_xnnpack(quantized: bool, ctx: PeerContext) -> Artifact:
+    """ExecuTorch with the XNNPACK delegate; INT8 via PT2E XNNPACKQuantizer (static, per-channel)."""
     import torch
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
 
-    path = work_dir / "model_fp32.onnx"
-    torch.onnx.export(model, (torch.zeros(1, 3, 224, 224),), str(path), dynamo=False, opset_version=17,
-                      input_names=["x"], output_names=["logits"])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    # contenders take turns in one process: a pool that keeps spinning after its run steals the
-    # cores of the next one, so every pool here sleeps when idle
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return lambda x: session.run(None, {"x": x})[0]
+    details = {"precision": "fp32", "delegate": "XNNPACK", "attention": "explicit (timm fused_attn=False)"}
+    with _explicit_attention(ctx.model) as module:
+        if quantized:
+            from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+                XNNPACKQuantizer,
+                get_symmetric_quantization_config,
+            )
+
+            quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+            module = _pt2e(ctx, quantizer, fold=True)
+            details |= {"precision": "int8", "quantizer": "PT2E XNNPACKQuantizer",
+                        "scheme": "static, symmetric, per-channel weights", "calibration_images": len(ctx.calibration)}
+        program = to_edge_transform_and_lower(torch.export.export(module, ctx.example()),
+                                              partitioner=[XnnpackPartitioner()]).to_executorch()
+    path = ctx.work_dir / f"model_{details['precision']}.pte"
+    path.write_bytes(program.buffer)
+    return Artifact(f"executorch-xnnpack-{details['precision']}", "executorch", path, ctx.model_name, details)
 
 
-def edgevit_bundle(bundle: Path) -> Callable[[np.ndarray], np.ndarray]:
-    """A compiled bundle through the runtime's InferenceSession (TVM_NUM_THREADS set by the caller)."""
-    from runtime.bundle import open_bundle
-    from runtime.session import InferenceSession
+def litert_int8(ctx: PeerContext) -> Artifact:
+    """LiteRT via litert-torch: PT2E static per-channel INT8 (its PT2EQuantizer), int8 model I/O."""
+    import litert_torch
+    from litert_torch.quantize import pt2e_quantizer
+    from litert_torch.quantize.quant_config import QuantConfig
 
-    session = InferenceSession(open_bundle(bundle))
-    return session.run
+    quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
+        pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
+    module = _pt2e(ctx, quantizer, fold=False)
+    path = ctx.work_dir / "model_int8.tflite"
+    litert_torch.convert(module, ctx.example(), quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(path))
+    return Artifact("litert-int8", "litert", path, ctx.model_name,
+                    {"precision": "int8", "converter": "litert-torch", "quantizer": "PT2E (litert_torch)",
+                     "scheme": "static, symmetric, per-channel weights", "delegate": "XNNPACK",
+                     "calibration_images": len(ctx.calibration)})
+
+
+PEERS: dict[str, Callable[[PeerContext], Artifact]] = {
+    "pytorch-eager-fp32": pytorch_eager,
+    **{f"onnxruntime-{name}": partial(onnxruntime, name) for name in ort_recipes.RECIPES},
+    "executorch-xnnpack-fp32": partial(executorch_xnnpack, False),
+    "executorch-xnnpack-int8": partial(executorch_xnnpack, True),
+    "litert-int8": litert_int8,
+}
+DEFAULT_PEERS = ("pytorch-eager-fp32", "onnxruntime-fp32", "onnxruntime-int8-static", "onnxruntime-int8-dynamic",
+                 "executorch-xnnpack-fp32", "executorch-xnnpack-int8", "litert-int8")
+
+
+def prepare_peer(name: str, ctx: PeerContext) -> Artifact | Unavailable:
+    """Prepare one peer; one that cannot be had here (not installed, conversion or quantization fails)
+    becomes Unavailable with a one-line reason, so the rest of the run goes on."""
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # converters and calibrators print progress; stdout is the table's
+            return PEERS[name](ctx)
+    except ModuleNotFoundError as err:
+        top = (err.name or "").split(".")[0]
+        hint = f" ({INSTALL_HINTS[top]})" if top in INSTALL_HINTS else ""
+        return Unavailable(name, f"{err.name} is not installed{hint}")
+    except Exception as err:  # noqa: BLE001 - converters and quantizers fail in many ways; report, go on
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        return Unavailable(name, f"preparation failed: {type(err).__name__}: {first}")

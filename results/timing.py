@@ -1,4 +1,8 @@
-"""Interleaved latency measurement: contenders take turns in rounds, so machine noise hits all alike."""
+"""Interleaved latency measurement: contenders take turns in rounds, so machine noise hits all alike.
+
+With `shuffle_seed`, each round visits the contenders in a new random order, so none always runs
+right after the same neighbour (whose caches or waking thread pool it would inherit).
+"""
 
 from __future__ import annotations
 
@@ -9,15 +13,19 @@ import numpy as np
 
 
 def interleaved_latency_ms(
-    contenders: dict[str, Callable[[], None]], *, rounds: int = 10, per_round: int = 5, warmup: int = 3, progress=None
+    contenders: dict[str, Callable[[], None]], *, rounds: int = 10, per_round: int = 5, warmup: int = 3, progress=None,
+    shuffle_seed: int | None = None,
 ) -> dict[str, dict[str, float]]:
     """Median / p90 / mean latency (ms) per contender over rounds x per_round timed calls each."""
     for run in contenders.values():
         for _ in range(warmup):
             run()
     samples: dict[str, list[float]] = {name: [] for name in contenders}
+    names = list(contenders)
+    rng = None if shuffle_seed is None else np.random.default_rng(shuffle_seed)
     for _ in range(rounds):
-        for name, run in contenders.items():
+        for name in names if rng is None else [names[i] for i in rng.permutation(len(names))]:
+            run = contenders[name]
             for _ in range(per_round):
                 start = time.perf_counter()
                 run()

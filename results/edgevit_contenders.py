@@ -1,0 +1,62 @@
+"""edgevit's own contenders: host bundles given on the command line or compiled here (mode x ToMe r)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from results.peers import Unavailable
+from results.runners import Artifact
+from runtime.errors import EdgevitError
+
+
+def bundle_artifact(path: Path, model: str) -> Artifact:
+    """A verified bundle of `model`, named by its quantization mode and ToMe schedule (edgevit-int8-tome8)."""
+    from runtime.bundle import open_bundle
+
+    manifest = open_bundle(path).manifest
+    if manifest["model"]["name"] != model:
+        raise EdgevitError(f"bundle {path} is of {manifest['model']['name']}, not {model}: "
+                           "contenders must share one model (pass --model)")
+    schedule = manifest["tome"]["schedule"]
+    mode = manifest["quant"]["mode"]
+    tome = "" if not any(schedule) else f"-tome{schedule[0]}" if len(set(schedule)) == 1 else f"-tome{sum(schedule)}tok"
+    return Artifact(f"edgevit-{mode}{tome}", "edgevit", path, model, {
+        "quant": mode, "input_dtype": manifest["input"].get("dtype", "float32"), "tome_schedule": schedule,
+        "gflops": manifest["tome"]["gflops"], "target": manifest["target"]["preset"], "bundle": str(path),
+    })
+
+
+def check_build_request(model: str, modes: tuple[str, ...], tome_rs: tuple[int, ...]) -> None:
+    """Refuse an unknown mode or an r the model cannot merge before anything is prepared."""
+    from compile.models import load_model
+    from compile.pipeline import QUANT_MODES
+    from compile.tome_patch import num_tokens, parse_tome_r
+
+    for mode in modes:
+        if mode not in QUANT_MODES:
+            raise EdgevitError(f"unknown edgevit mode '{mode}'; available: {', '.join(QUANT_MODES)}")
+    if modes:
+        timm_model = load_model(model, pretrained_required=False)
+        for r in tome_rs:
+            parse_tome_r(r, len(timm_model.blocks), num_tokens(timm_model), timm_model.num_prefix_tokens)
+
+
+def build_bundles(model: str, modes: tuple[str, ...], tome_rs: tuple[int, ...], build_dir: Path, calib_count: int,
+                  log: Callable[[str], None]) -> list[Artifact | Unavailable]:
+    """Compile a host bundle for every (mode, r); a mode the compiler refuses is reported, not fatal."""
+    from compile.pipeline import CompileArgs, compile_bundle
+
+    built: list[Artifact | Unavailable] = []
+    for mode in modes:
+        for r in tome_rs:
+            out = build_dir / f"{model}-host-{mode}-tome{r}"
+            log(f"compile edgevit {mode}, ToMe r={r} -> {out}")
+            try:
+                path = compile_bundle(CompileArgs(target="host", model=model, quant=mode, tome_r=str(r), out=out,
+                                                  calib_count=calib_count), log=lambda m: log("  " + m))
+            except (EdgevitError, NotImplementedError) as err:
+                built.append(Unavailable(f"edgevit-{mode}" + (f"-tome{r}" if r else ""), f"compile failed: {err}"))
+                continue
+            built.append(bundle_artifact(path, model))
+    return built

@@ -1,0 +1,58 @@
+"""Peak memory of one contender, measured alone in a fresh interpreter.
+
+Contenders timed in one process share its allocator, libraries and caches, so an RSS taken there
+says little about any one of them. Here a new `python -m results.peak_memory` loads the prepared
+artifact with its own runtime only, warms up, runs it N times, and reports its peak RSS and the
+growth over the interpreter as it started (before anything beyond the standard library).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _status_mb(field: str) -> float:
+    """A memory field of this process from /proc/self/status (VmRSS: now, VmHWM: peak), in MiB.
+
+    VmHWM belongs to the address space that exec created; getrusage's ru_maxrss would carry over
+    the peak of the (large) parent that forked this process.
+    """
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def measure_peak_rss(artifact_json: str, threads: int, runs: int, spin_wait: bool, timeout_s: float = 900) -> dict:
+    """{"peak_rss_mb", "rss_start_mb", "peak_rss_growth_mb"} of one artifact (Artifact.to_json()), or
+    {"peak_rss_error": ...} when the probe fails."""
+    proc = subprocess.run([sys.executable, "-m", "results.peak_memory", artifact_json, str(threads), str(runs),
+                           str(int(spin_wait))],
+                          cwd=REPO, capture_output=True, text=True, timeout=timeout_s)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"peak_rss_error": f"probe exited {proc.returncode}: {tail}"}
+    return json.loads(lines[-1])
+
+
+def _probe(artifact_json: str, threads: int, runs: int, spin_wait: bool) -> dict:
+    start_mb = _status_mb("VmRSS")
+    from results.runners import Artifact, load_runner
+
+    runner = load_runner(Artifact.from_json(artifact_json), threads, spin_wait)
+    x = runner.example()
+    for _ in range(3 + runs):  # 3 warm-up runs, then the measured ones
+        runner.run(x)
+    peak_mb = _status_mb("VmHWM")
+    return {"peak_rss_mb": peak_mb, "rss_start_mb": start_mb, "peak_rss_growth_mb": peak_mb - start_mb}
+
+
+if __name__ == "__main__":
+    print(json.dumps(_probe(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1")))

@@ -1,0 +1,140 @@
+"""Loading a prepared contender (an artifact on disk) into a batch-1 callable: numpy in, logits out.
+
+Preparing (export, quantization, compilation) is heavy and happens once (results.peers, compile);
+loading needs only the contender's own runtime, so the peak-memory probe (results.peak_memory)
+loads the same artifact in a fresh interpreter and measures what a deployment would hold.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from runtime.preprocess import Preprocess
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A contender ready to load: what runs it (`kind`), its file, the model and how it was made."""
+
+    name: str
+    kind: str  # pytorch | onnxruntime | executorch | litert | edgevit
+    path: Path  # weights (pytorch), .onnx, .pte, .tflite, or a bundle directory
+    model: str
+    recipe: dict = field(default_factory=dict, hash=False)
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "path": str(self.path)})
+
+    @classmethod
+    def from_json(cls, text: str) -> "Artifact":
+        fields = json.loads(text)
+        return cls(**{**fields, "path": Path(fields["path"])})
+
+
+@dataclass(frozen=True)
+class Runner:
+    """A loaded contender: `run` maps a batch [1, 3, H, W] of `preprocess.dtype` to logits [1, classes]."""
+
+    run: Callable[[np.ndarray], np.ndarray]
+    preprocess: Preprocess
+
+    def example(self) -> np.ndarray:
+        """A fixed pseudo-random input of the right shape and dtype (pixels for uint8), for timing."""
+        from runtime.session import example_input
+
+        size = self.preprocess.size
+        return example_input({"shape": [1, 3, size, size], "dtype": self.preprocess.dtype})
+
+
+def load_runner(artifact: Artifact, threads: int, spin_wait: bool) -> Runner:
+    """Load `artifact` with `threads` intra-op threads.
+
+    TVM and PyTorch read their thread count and spin policy from the environment, set by the caller
+    before they start (TVM_NUM_THREADS, TVM_THREAD_POOL_SPIN_COUNT, OMP_WAIT_POLICY); ONNX Runtime
+    takes `spin_wait` as a session option. XNNPACK's pool (ExecuTorch, LiteRT) has no such setting.
+    """
+    if artifact.kind == "edgevit":
+        return _edgevit(artifact.path)
+    from results.calibration import model_preprocess
+
+    load = {"pytorch": _pytorch, "onnxruntime": partial(_onnxruntime, spin_wait=spin_wait), "executorch": _executorch,
+            "litert": _litert}
+    return Runner(load[artifact.kind](artifact, threads), model_preprocess(artifact.model))
+
+
+def _pytorch(artifact: Artifact, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    """PyTorch eager FP32 under inference_mode (OMP_WAIT_POLICY, set by the caller, decides if its pool spins)."""
+    import torch
+
+    from compile.models import load_model
+
+    torch.set_num_threads(threads)
+    model = load_model(artifact.model, artifact.path)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(torch.from_numpy(x)).numpy()
+
+    return run
+
+
+def _onnxruntime(artifact: Artifact, threads: int, spin_wait: bool) -> Callable[[np.ndarray], np.ndarray]:
+    """ONNX Runtime, CPU execution provider, all graph optimizations (Q/DQ fused into integer kernels)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # contenders take turns in one process: a pool that keeps spinning after its run steals the
+    # cores of the next one, so unless asked for, every pool here sleeps when idle
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_wait else "0")
+    session = ort.InferenceSession(str(artifact.path), options, providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {"x": x})[0]
+
+
+def _executorch(artifact: Artifact, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    """An ExecuTorch program (XNNPACK delegate) through its Python runtime bindings."""
+    import torch
+    from executorch.extension.pybindings.portable_lib import _threadpool_get_thread_count, _unsafe_reset_threadpool
+    from executorch.runtime import Runtime
+
+    if _threadpool_get_thread_count() != threads:  # the process-wide pool XNNPACK runs on; resetting it
+        _unsafe_reset_threadpool(threads)  # once a program has run crashes, so only when it must change
+    method = Runtime.get().load_program(artifact.path).load_method("forward")
+    return lambda x: method.execute([torch.from_numpy(x)])[0].numpy()
+
+
+def _litert(artifact: Artifact, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    """A LiteRT flatbuffer in its interpreter (XNNPACK delegate); int8 I/O is (de)quantized here, timed."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(artifact.path), num_threads=threads)
+    runner = interpreter.get_signature_runner()
+    (name, inp), = runner.get_input_details().items()
+    (out,) = runner.get_output_details().values()
+    in_scale, in_zero = inp["quantization"]
+    out_scale, out_zero = out["quantization"]
+
+    def run(x: np.ndarray) -> np.ndarray:
+        if inp["dtype"] == np.int8:
+            x = np.clip(np.round(x / in_scale) + in_zero, -128, 127).astype(np.int8)
+        (y,) = runner(**{name: x}).values()
+        return (y.astype(np.float32) - out_zero) * out_scale if out["dtype"] == np.int8 else y
+
+    return run
+
+
+def _edgevit(bundle: Path) -> Runner:
+    """A compiled bundle through the runtime's InferenceSession; its manifest says what input it takes."""
+    from runtime.bundle import open_bundle
+    from runtime.session import InferenceSession
+
+    session = InferenceSession(open_bundle(bundle))
+    return Runner(session.run, Preprocess.from_manifest(session.bundle.manifest["input"]))
