@@ -124,10 +124,10 @@ def test_integer_tome_matching_agrees_with_compile_tome(model, images_dir, label
     target = load_preset("host").target()
     bb = relax.BlockBuilder()
     em = Emitter(bb, target)
-    k_var = relax.Var("k", relax.TensorType((heads, tokens, 64), "int8"))
-    with bb.function("main", [k_var]):
+    qkv_var = relax.Var("qkv", relax.TensorType((tokens, 3 * heads * 64), "int8"))
+    with bb.function("main", [qkv_var]):
         with bb.dataflow():
-            rows_out = apply_merge(em, match_tokens(em, k_var, r, 1),
+            rows_out = apply_merge(em, match_tokens(em, qkv_var, heads, r, 1),
                                    em.const(np.eye(tokens, dtype=np.int32)))
             out = bb.emit_output(rows_out)
         bb.emit_func_output(out)
@@ -141,13 +141,16 @@ def test_integer_tome_matching_agrees_with_compile_tome(model, images_dir, label
             k8 = torch.clamp(torch.round(k / (k.abs().max() / 127)), -127, 127).to(torch.int8)
             merge = bipartite_soft_matching(k8.float().mean(0)[None], r, protected=1)
             expected = merge(torch.eye(tokens)[None])[0].numpy()
-            got = vm["main"](tvm.runtime.tensor(k8.numpy())).numpy()
-            same_rows = (got == expected.astype(np.int32)).all(axis=1)
-            print(f"{name}: {same_rows.sum()} of {len(same_rows)} merged rows identical")
-            # scores differ by the fixed-point rounding of the unit keys, so a near-tie at the r-th
-            # best edge may pick another token (which also shifts the rows after it); anything else
-            # (sort order, protection, destinations) would change most rows
-            assert got.shape == expected.shape and same_rows[0] and same_rows.mean() >= 0.85, name
+            qkv = np.zeros((tokens, 3 * heads * 64), np.int8)
+            qkv[:, heads * 64:2 * heads * 64] = k8.permute(1, 0, 2).reshape(tokens, heads * 64).numpy()
+            got = vm["main"](tvm.runtime.tensor(qkv)).numpy()
+            groups = {frozenset(np.nonzero(row)[0]) for row in got}
+            expected_groups = {frozenset(np.nonzero(row)[0]) for row in expected}
+            same = len(groups & expected_groups) / len(expected_groups)
+            print(f"{name}: {same:.1%} of the merged token groups identical")
+            # scores differ by the int8 rounding of the unit keys, so near-ties may pick other tokens;
+            # anything else (sort order, protection, destinations) would change most groups
+            assert got.shape == expected.shape and np.array_equal(got[0], expected[0]) and same >= 0.9, name
     finally:
         hook.remove()
 

@@ -13,8 +13,10 @@ CUDA targets get plain Relax matmuls for dlight (compile.kernels.cuda_matmul).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
-from tvm import relax
+from tvm import relax, te
 from tvm.target import Target
 
 from compile.kernels import cuda_matmul, packed_gemm
@@ -37,17 +39,21 @@ def _check_dtype(x: relax.Expr, allowed: tuple[str, ...], what: str) -> None:
 
 
 def emit_int8_dense(bb: relax.BlockBuilder, x: relax.Expr, weight: np.ndarray, target: Target, *,
-                    x_columns: tuple[int, int] | None = None) -> relax.Expr:
+                    x_columns: tuple[int, int] | None = None, x_view: MergedHeads | None = None) -> relax.Expr:
     """x [..., M, K] int8 or uint8 @ weight [K, N] int8 (a constant) -> int32 [..., M, N].
 
     x_columns=(start, stop): multiply x[..., start:stop] instead (K = stop - start), read in place
     by the kernel rather than copied out by a slice first (a layer split into K segments).
+    x_view: x is read through this view (folded into the packing on CPUs, no copy).
     """
     _check_dtype(x, INT8_TYPES, "emit_int8_dense x")
     if weight.size and (weight.min() < -128 or weight.max() > 127):
         raise ValueError(f"emit_int8_dense: weight values outside int8 [{weight.min()}, {weight.max()}]")
     weight = np.ascontiguousarray(weight, dtype=np.int8)
-    *_, m, x_k = _static_shape(x, "emit_int8_dense x")
+    if x_view is not None and target.kind.name == "cuda":
+        x, x_view = x_view.relax(bb, x), None
+    x_shape = _static_shape(x, "emit_int8_dense x")
+    *_, m, x_k = x_view.shape(x_shape) if x_view else x_shape
     start, stop = x_columns if x_columns is not None else (0, x_k)
     if not 0 <= start < stop <= x_k:
         raise ValueError(f"emit_int8_dense: x_columns {x_columns} outside x [..., {m}, {x_k}]")
@@ -63,28 +69,86 @@ def emit_int8_dense(bb: relax.BlockBuilder, x: relax.Expr, weight: np.ndarray, t
     correction = packed_gemm.weight_correction(weight, plan)
     if correction is not None:
         args.append(relax.const(correction))
-    return bb.emit_te(lambda x, w, *c: packed_gemm.dense(x, w, c[0] if c else None, plan, start), *args,
+    view = _viewed(x_view)
+    return bb.emit_te(lambda x, w, *c: packed_gemm.dense(view(x), w, c[0] if c else None, plan, start), *args,
                       primfunc_name_hint="int8_dense")
 
 
+@dataclass(frozen=True)
+class MergedHeads:
+    """Read the attention output o [heads, N, D] as [N, heads * D] (the proj input), without a copy on CPUs."""
+
+    def shape(self, x_shape: list[int]) -> list[int]:
+        heads, tokens, dim = x_shape
+        return [tokens, heads * dim]
+
+    def te(self, x: te.Tensor) -> te.Tensor:
+        heads, tokens, dim = (int(d) for d in x.shape)
+        return te.compute((tokens, heads * dim), lambda n, c: x[c // dim, n, c % dim], name="merged_heads")
+
+    def relax(self, bb: relax.BlockBuilder, x: relax.Expr) -> relax.Expr:
+        tokens, width = self.shape(_static_shape(x, "MergedHeads"))
+        return bb.emit(relax.op.reshape(relax.op.permute_dims(x, [1, 0, 2]), (tokens, width)))
+
+
+@dataclass(frozen=True)
+class HeadView:
+    """Read an operand of a batch matmul as one part of a fused projection: x [N, parts * heads * D]
+    viewed as [heads, N, D] (part 0, 1, 2 of qkv are q, k, v). The view is folded into the matmul's
+    packing on CPUs, so the heads are never copied out of the projection's output."""
+
+    part: int
+    parts: int
+    heads: int
+
+    def shape(self, x_shape: list[int]) -> list[int]:
+        tokens, width = x_shape
+        return [self.heads, tokens, width // self.parts // self.heads]
+
+    def te(self, x: te.Tensor) -> te.Tensor:
+        heads, tokens, dim = self.shape([int(d) for d in x.shape])
+        offset = self.part * heads * dim
+        return te.compute((heads, tokens, dim), lambda h, n, d: x[n, offset + h * dim + d], name="head_view")
+
+    def relax(self, bb: relax.BlockBuilder, x: relax.Expr) -> relax.Expr:
+        heads, tokens, dim = self.shape(_static_shape(x, "HeadView"))
+        parts = bb.emit(relax.op.reshape(x, (tokens, self.parts, heads, dim)))
+        part = bb.emit(relax.op.strided_slice(parts, [1], [self.part], [self.part + 1]))
+        return bb.emit(relax.op.permute_dims(relax.op.squeeze(part, [1]), [1, 0, 2]))
+
+
+def _viewed(view: HeadView | MergedHeads | None):
+    return (lambda t: t) if view is None else view.te
+
+
 def emit_int8_batch_matmul(bb: relax.BlockBuilder, a: relax.Expr, b: relax.Expr, target: Target,
-                           transpose_b: bool = False) -> relax.Expr:
-    """a [B, M, K] int8/uint8 @ b [B, K, N] int8 (or b [B, N, K] with transpose_b) -> int32 [B, M, N]."""
+                           transpose_b: bool = False, a_view: HeadView | None = None,
+                           b_view: HeadView | None = None) -> relax.Expr:
+    """a [B, M, K] int8/uint8 @ b [B, K, N] int8 (or b [B, N, K] with transpose_b) -> int32 [B, M, N].
+
+    a_view / b_view: the operand is read through a HeadView of the tensor passed.
+    """
     _check_dtype(a, INT8_TYPES, "emit_int8_batch_matmul a")
     _check_dtype(b, ("int8",), "emit_int8_batch_matmul b")
-    *lead, m, k = _static_shape(a, "emit_int8_batch_matmul a")
-    *b_lead, b_k, n = _static_shape(b, "emit_int8_batch_matmul b")
+    a_shape = _static_shape(a, "emit_int8_batch_matmul a")
+    b_shape = _static_shape(b, "emit_int8_batch_matmul b")
+    *lead, m, k = a_view.shape(a_shape) if a_view else a_shape
+    *b_lead, b_k, n = b_view.shape(b_shape) if b_view else b_shape
     if transpose_b:
         b_k, n = n, b_k
     if b_lead != lead or b_k != k:
         raise ValueError(f"emit_int8_batch_matmul: shapes {a.ty.shape} and {b.ty.shape} "
-                         f"(transpose_b={transpose_b}) do not multiply")
+                         f"(transpose_b={transpose_b}, views {a_view}, {b_view}) do not multiply")
     if target.kind.name == "cuda":
+        a = a_view.relax(bb, a) if a_view else a
+        b = b_view.relax(bb, b) if b_view else b
         return cuda_matmul.batch_matmul(bb, a, b, transpose_b)
     plan = GemmPlan.make(dot_kernel_for(target), m, n, k, a.ty.dtype)
+    view_a, view_b = _viewed(a_view), _viewed(b_view)
     args = [a, b]
     if plan.shift:
-        args.append(bb.emit_te(lambda b: packed_gemm.rhs_correction(b, plan, transpose_b), b,
+        args.append(bb.emit_te(lambda b: packed_gemm.rhs_correction(view_b(b), plan, transpose_b), b,
                                primfunc_name_hint="int8_correction"))
-    return bb.emit_te(lambda a, b, *c: packed_gemm.batch_matmul(a, b, c[0] if c else None, plan, transpose_b), *args,
-                      primfunc_name_hint="int8_batch_matmul")
+    return bb.emit_te(
+        lambda a, b, *c: packed_gemm.batch_matmul(view_a(a), view_b(b), c[0] if c else None, plan, transpose_b),
+        *args, primfunc_name_hint="int8_batch_matmul")

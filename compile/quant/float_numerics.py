@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from tvm import relax
 
+from compile.kernels import MergedHeads
 from compile.quant.graph import Emitter
 from compile.quant.qvit import PROB_SCALE, QBlock, QLayerNorm, QLinear, QuantizedViT
 from compile.quant.tome_graph import Match, merged_sums
@@ -48,12 +49,13 @@ class FloatNumerics:
         h = em.emit(relax.op.nn.layer_norm(x, em.const(norm.gamma), em.const(norm.beta), axes=[-1], epsilon=norm.eps))
         return h if linear.kept_float else self._quantize(h, linear)
 
-    def linear(self, x: relax.Expr, linear: QLinear) -> relax.Expr:
+    def linear(self, x: relax.Expr, linear: QLinear, x_view: MergedHeads | None = None) -> relax.Expr:
         em = self.em
         if linear.kept_float:
+            x = x if x_view is None else x_view.relax(em.bb, x)
             y = em.emit(relax.op.matmul(x, em.const(linear.float_weight)))
             return em.emit(relax.op.add(y, em.const(linear.bias)))
-        acc = em.int8_accumulate(x, linear)
+        acc = em.int8_accumulate(x, linear, x_view)
         y = em.emit(relax.op.multiply(em.emit(relax.op.astype(acc, "float32")), em.const(linear.acc_scale)))
         return em.emit(relax.op.add(y, em.const(linear.bias)))
 
@@ -75,14 +77,10 @@ class FloatNumerics:
 
     def attention_out(self, o: relax.Expr, block: QBlock) -> relax.Expr:
         em = self.em
-        heads, tokens, head_dim = em.shape(o)
         real = PROB_SCALE * block.qkv_scales[2]
         if block.proj.kept_float:
-            y = em.emit(relax.op.multiply(em.emit(relax.op.astype(o, "float32")), em.const(real, "float32")))
-        else:
-            y = self._scale_round(o, real / block.proj.input_base, None, -127, 127, "int8")
-        y = em.emit(relax.op.permute_dims(y, [1, 0, 2]))
-        return em.emit(relax.op.reshape(y, (tokens, heads * head_dim)))
+            return em.emit(relax.op.multiply(em.emit(relax.op.astype(o, "float32")), em.const(real, "float32")))
+        return self._scale_round(o, real / block.proj.input_base, None, -127, 127, "int8")
 
     def residual_add(self, x: relax.Expr, y: relax.Expr, linear: QLinear) -> relax.Expr:
         return self.em.emit(relax.op.add(x, y))

@@ -15,7 +15,7 @@ import tvm
 from tvm import relax
 from tvm.target import Target
 
-from compile.kernels import emit_int8_batch_matmul, emit_int8_dense
+from compile.kernels import HeadView, MergedHeads, emit_int8_batch_matmul, emit_int8_dense
 from compile.quant.qvit import QBlock, QLayerNorm, QLinear, QuantizedViT
 from compile.quant.tome_graph import Match, match_tokens
 
@@ -40,18 +40,20 @@ class Emitter:
     def shape(self, x: relax.Expr) -> tuple[int, ...]:
         return tuple(int(d) for d in x.ty.shape)
 
-    def int8_accumulate(self, x: relax.Expr, linear: QLinear) -> relax.Expr:
-        """acc [N, out] int32 = sum over segments of (x[:, seg] @ weight[seg]) << shift."""
+    def int8_accumulate(self, x: relax.Expr, linear: QLinear, x_view: MergedHeads | None = None) -> relax.Expr:
+        """acc [N, out] int32 = sum over segments of (x[:, seg] @ weight[seg]) << shift (x read through x_view)."""
         acc = None
         for start, stop, shift in linear.segments:
-            part = emit_int8_dense(self.bb, x, linear.weight[start:stop], self.target, x_columns=(start, stop))
+            part = emit_int8_dense(self.bb, x, linear.weight[start:stop], self.target, x_columns=(start, stop),
+                                   x_view=x_view)
             if shift:
                 part = self.emit(relax.op.left_shift(part, self.const(shift, "int32")))
             acc = part if acc is None else self.emit(relax.op.add(acc, part))
         return acc
 
-    def batch_matmul(self, a: relax.Expr, b: relax.Expr, transpose_b: bool = False) -> relax.Expr:
-        return emit_int8_batch_matmul(self.bb, a, b, self.target, transpose_b=transpose_b)
+    def batch_matmul(self, a: relax.Expr, b: relax.Expr, transpose_b: bool = False, a_view: HeadView | None = None,
+                     b_view: HeadView | None = None) -> relax.Expr:
+        return emit_int8_batch_matmul(self.bb, a, b, self.target, transpose_b, a_view, b_view)
 
 
 class Numerics(Protocol):
@@ -63,7 +65,7 @@ class Numerics(Protocol):
 
     def embed(self, patch_out: relax.Expr) -> relax.Expr: ...
     def norm_for(self, x: relax.Expr, norm: QLayerNorm, linear: QLinear) -> relax.Expr: ...
-    def linear(self, x: relax.Expr, linear: QLinear) -> relax.Expr: ...
+    def linear(self, x: relax.Expr, linear: QLinear, x_view: MergedHeads | None = None) -> relax.Expr: ...
     def qkv_int8(self, y: relax.Expr, block: QBlock) -> relax.Expr: ...
     def attention_probs(self, logits: relax.Expr, block: QBlock, size: relax.Expr | None) -> relax.Expr: ...
     def attention_out(self, o: relax.Expr, block: QBlock) -> relax.Expr: ...
@@ -82,14 +84,14 @@ def _patches(em: Emitter, pixels: relax.Expr, image: int, patch: int) -> relax.E
 
 
 def _attention(em: Emitter, num: Numerics, h: relax.Expr, block: QBlock, heads: int, size) -> tuple:
-    """Multi-head self-attention up to proj's input; returns (proj input, int8 keys [heads, N, D])."""
+    """Multi-head self-attention up to proj's input; returns (proj input [heads, N, D], int8 qkv [N, 3C]).
+
+    q, k and v are read as head views of qkv by the matmuls themselves (no copies of them)."""
     qkv = num.qkv_int8(num.linear(h, block.qkv), block)  # int8 [N, 3C]
-    tokens, width = em.shape(qkv)
-    head_dim = width // 3 // heads
-    qkv = em.emit(relax.op.permute_dims(em.emit(relax.op.reshape(qkv, (tokens, 3, heads, head_dim))), [1, 2, 0, 3]))
-    q, k, v = (em.emit(relax.op.squeeze(em.rows(qkv, i, i + 1), [0])) for i in range(3))
-    probs = num.attention_probs(em.batch_matmul(q, k, transpose_b=True), block, size)  # uint8 [heads, N, N]
-    return num.attention_out(em.batch_matmul(probs, v), block), k
+    q, k, v = (HeadView(part, 3, heads) for part in range(3))
+    logits = em.batch_matmul(qkv, qkv, transpose_b=True, a_view=q, b_view=k)
+    probs = num.attention_probs(logits, block, size)  # uint8 [heads, N, N]
+    return num.attention_out(em.batch_matmul(probs, qkv, b_view=v), block), qkv
 
 
 def _mean(em: Emitter, values: list[relax.Expr]) -> relax.Expr:
@@ -112,10 +114,10 @@ def emit_quantized_vit(qvit: QuantizedViT, numerics_cls, target: Target) -> tvm.
             size = None
             for block in qvit.blocks:
                 attn_in = num.norm_for(x, block.ln1, block.qkv)
-                o, keys = _attention(em, num, attn_in, block, qvit.num_heads, size)
-                x = num.residual_add(x, num.linear(o, block.proj), block.proj)
+                o, qkv = _attention(em, num, attn_in, block, qvit.num_heads, size)
+                x = num.residual_add(x, num.linear(o, block.proj, MergedHeads()), block.proj)
                 if block.tome_r:
-                    x, size = num.merge(match_tokens(em, keys, block.tome_r, qvit.num_prefix), x, size)
+                    x, size = num.merge(match_tokens(em, qkv, qvit.num_heads, block.tome_r, qvit.num_prefix), x, size)
                 hidden = num.mlp_hidden(num.linear(num.norm_for(x, block.ln2, block.fc1), block.fc1), block.fc1,
                                         block.fc2)
                 x = num.residual_add(x, num.linear(hidden, block.fc2), block.fc2)

@@ -18,6 +18,7 @@ import numpy as np
 from tvm import relax
 
 from compile.quant import integer_params as P
+from compile.kernels import MergedHeads
 from compile.quant.graph import Emitter
 from compile.quant.integer_ops import emit_isqrt
 from compile.quant.qvit import QBlock, QLayerNorm, QLinear, QuantizedViT
@@ -78,9 +79,9 @@ class IntegerNumerics:
         y = self._shift_round(y, P.NORM_FRAC + P.GAMMA_FRAC)
         return em.emit(relax.op.astype(relax.op.clip(y, params.low, params.high), "int8"))
 
-    def linear(self, x: relax.Expr, linear: QLinear) -> relax.Expr:
+    def linear(self, x: relax.Expr, linear: QLinear, x_view: MergedHeads | None = None) -> relax.Expr:
         em = self.em
-        return em.emit(relax.op.add(em.int8_accumulate(x, linear), em.const(P.bias_int(linear))))
+        return em.emit(relax.op.add(em.int8_accumulate(x, linear, x_view), em.const(P.bias_int(linear))))
 
     def qkv_int8(self, y: relax.Expr, block: QBlock) -> relax.Expr:
         return self._requant(y, P.qkv_requant(block), -127, 127, "int8")
@@ -111,11 +112,7 @@ class IntegerNumerics:
         return em.emit(relax.op.astype(relax.op.clip(p, 0, 255), "uint8"))
 
     def attention_out(self, o: relax.Expr, block: QBlock) -> relax.Expr:
-        em = self.em
-        heads, tokens, head_dim = em.shape(o)
-        y = self._requant(o, P.attention_out_requant(block), -127, 127, "int8")
-        y = em.emit(relax.op.permute_dims(y, [1, 0, 2]))
-        return em.emit(relax.op.reshape(y, (tokens, heads * head_dim)))
+        return self._requant(o, P.attention_out_requant(block), -127, 127, "int8")
 
     def residual_add(self, x: relax.Expr, y: relax.Expr, linear: QLinear) -> relax.Expr:
         branch = self._requant(y, P.to_residual(linear, self.qvit), -P.RESIDUAL_CLAMP, P.RESIDUAL_CLAMP, "int32")

@@ -23,7 +23,7 @@ def _isqrt_func(rows: int, dtype: str, gpu: bool) -> tvm.tirx.PrimFunc:
         T.func_attr({"tirx.is_scheduled": True, "op_pattern": OPAQUE})
         with T.sblock("root"):
             root = T.sblock_alloc_buffer((rows,), "int64", scope="local")
-            for i in T.thread_binding(rows, thread="threadIdx.x") if gpu else T.parallel(rows):
+            for i in T.thread_binding(rows, thread="threadIdx.x") if gpu else T.serial(rows):
                 root[i] = T.int64(0)
                 for b in T.serial(top_bit + 1):
                     candidate = root[i] | (T.int64(1) << T.int64(top_bit - b))

@@ -2,8 +2,8 @@
 
 The same algorithm as compile.tome (which the float path exports from PyTorch), emitted directly
 as Relax for the integer graph, in integers so int8-full stays integer only: keys summed over heads
-(int32), each normalized to a fixed-point unit vector (<< NORM_BITS, divided by its integer norm),
-cosine scores as an int32 matmul, protected prefix tokens masked, stable descending argsort.
+(int32), each normalized to an int8 unit vector (<< UNIT_BITS, divided by its integer norm), cosine
+scores as an int8 matmul, protected prefix tokens masked, stable descending argsort.
 Static shapes: r is fixed per block.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from tvm import relax
 
-NORM_BITS = 11  # |unit key| <= 2^11, so 64-dim scores stay below 2^28
+UNIT_BITS = 7  # unit keys in int8: components round(2^7 * k / |k|), clipped to [-127, 127]
 MASKED = -(2**31) + 1
 
 
@@ -37,20 +37,26 @@ def protection_mask(num_a: int, num_b: int, protected: int) -> np.ndarray:
     return rows | cols
 
 
-def match_tokens(em, keys: relax.Expr, r: int, protected: int) -> Match:
-    """Bipartite soft matching of `keys` int8 [heads, N, D]: the r most similar A tokens merge into B."""
+def match_tokens(em, qkv: relax.Expr, heads: int, r: int, protected: int) -> Match:
+    """Bipartite soft matching on the keys of `qkv` int8 [N, 3 * heads * D]: the r most similar A tokens
+    merge into B. Metric: keys summed over heads, as int8 unit vectors (Q7) so the cosine scores are an
+    int8 matmul on the target's dot-product kernel."""
     from compile.quant.integer_ops import emit_isqrt
 
-    heads, tokens, dim = em.shape(keys)
+    tokens, width = em.shape(qkv)
+    dim = width // 3 // heads
     num_a, num_b = (tokens + 1) // 2, tokens // 2
-    ksum = em.emit(relax.op.sum(relax.op.astype(keys, "int32"), axis=0))  # [N, D]
+    keys = em.emit(relax.op.strided_slice(relax.op.reshape(qkv, (tokens, 3, heads, dim)), [1], [1], [2]))
+    ksum = em.emit(relax.op.sum(relax.op.astype(keys, "int32"), axis=[1, 2]))  # [N, D]
     norm = emit_isqrt(em, em.emit(relax.op.sum(relax.op.multiply(ksum, ksum), axis=1, keepdims=True)))
     norm = em.emit(relax.op.maximum(norm, em.const(1, "int32")))
-    unit = em.emit(relax.op.floor_divide(relax.op.left_shift(ksum, em.const(NORM_BITS, "int32")), norm))
+    unit = em.emit(relax.op.floor_divide(relax.op.left_shift(ksum, em.const(UNIT_BITS, "int32")), norm))
+    unit = em.emit(relax.op.astype(relax.op.clip(unit, -127, 127), "int8"))
     a, b = em.rows(unit, 0, tokens, step=2), em.rows(unit, 1, tokens, step=2)
-    scores = em.emit(relax.op.matmul(a, relax.op.permute_dims(b, [1, 0]), out_dtype="int32"))
+    scores = em.batch_matmul(em.emit(relax.op.expand_dims(a, 0)), em.emit(relax.op.expand_dims(b, 0)),
+                             transpose_b=True)
     scores = em.emit(relax.op.where(em.const(protection_mask(num_a, num_b, protected)),
-                                    em.const(MASKED, "int32"), scores))
+                                    em.const(MASKED, "int32"), relax.op.squeeze(scores, [0])))
     best = em.emit(relax.op.max(scores, axis=1))
     partner = em.emit(relax.op.astype(relax.op.argmax(scores, axis=1), "int32"))
     order = em.emit(relax.op.argsort(best, axis=0, descending=True, dtype="int32"))

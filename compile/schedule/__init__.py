@@ -19,6 +19,7 @@ from tvm.target import Target
 
 from compile.schedule.elementwise import schedule_elementwise
 from compile.schedule.gemm import schedule_gemm
+from compile.schedule.small_work import serial_if_small
 from compile.schedule.int8_correction import schedule_int8_correction
 from compile.schedule.int8_gemm import schedule_int8_gemm
 
@@ -47,7 +48,9 @@ def hand_schedule(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:
 
 def _schedule_func(func: tirx.PrimFunc, target: Target) -> tirx.PrimFunc:
     sch = hand_schedule(func, target)
-    return func if sch is None else sch.mod["main"].with_attr("tirx.is_scheduled", True)
+    if sch is None:
+        return func
+    return serial_if_small(func, sch).mod["main"].with_attr("tirx.is_scheduled", True)
 
 
 @tvm.transform.module_pass(opt_level=0, name="ScheduleForCPU")
