@@ -48,9 +48,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="calibration images for every contender that calibrates (labels.csv rows 1..N, 8..256)")
     bench.add_argument("--memory-runs", type=int, default=20,
                        help="runs of each fresh-process peak-RSS probe (0: skip)")
-    bench.add_argument("--spin-wait", action="store_true",
-                       help="let ONNX Runtime, TVM and OpenMP pools spin between operators as they do by default "
-                            "(faster alone; on a busy machine a spinning pool steals the next contender's cores)")
+    bench.add_argument("--no-spin", action="store_true",
+                       help="no thread pool spin-waits (ONNX Runtime allow_spinning=0, TVM_THREAD_POOL_SPIN_COUNT=0, "
+                            "OMP_WAIT_POLICY=PASSIVE) instead of each runtime's default spinning with a pause between turns")
     bench.add_argument("--build-dir", type=Path, default=Path("build/bench"),
                        help="prepared peers and compiled bundles")
     bench.add_argument("--out", type=Path, default=Path("results/bench"))
@@ -90,10 +90,10 @@ def cmd_bench(args) -> None:
 
     if args.threads < 1 or args.rounds < 1 or args.memory_runs < 0:
         raise EdgevitError("--threads and --rounds must be at least 1, --memory-runs at least 0")
-    # before torch (OpenMP) and TVM load, here and in the memory probes: contenders take turns, so
-    # no pool may spin after its turn unless asked for (ONNX Runtime: a session option)
+    # before torch (OpenMP) and TVM load, here and in the memory probes. By default every runtime keeps
+    # its spinning thread pool and turns start after a pause (results.timing); --no-spin stops all spinning
     os.environ["TVM_NUM_THREADS"] = str(args.threads)
-    if not args.spin_wait:
+    if args.no_spin:
         os.environ["TVM_THREAD_POOL_SPIN_COUNT"] = "0"
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     from compile.quant.calibration import CALIBRATION_ROWS
@@ -116,7 +116,7 @@ def cmd_bench(args) -> None:
     check_build_request(args.model, args.edgevit, args.tome_r)
     records = run_bench(BenchArgs(args.model, tuple(args.bundles), args.edgevit, args.tome_r, peers, args.threads,
                                   args.rounds, args.limit, args.calib_images, args.memory_runs, args.build_dir,
-                                  args.spin_wait),
+                                  not args.no_spin),
                         Console(stderr=True))
     write_jsonl(args.out / "bench.jsonl", records)
     plot(records, args.out / "bench.png")

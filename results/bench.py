@@ -24,6 +24,8 @@ VERSIONED = ("edgevit", "torch", "timm", "onnx", "onnxruntime", "apache-tvm", "e
              "litert-torch", "ai-edge-litert", "numpy")
 
 
+SETTLE_S = 0.05  # pause before each contender's turn: spinning pools of the previous one go to sleep
+
 @dataclass(frozen=True)
 class BenchArgs:
     model: str
@@ -61,7 +63,8 @@ def run_bench(args: BenchArgs, console) -> list[dict]:
     with Progress(console=console) as progress:
         task = progress.add_task("latency (interleaved)", total=args.rounds)
         latency = interleaved_latency_ms({n: (lambda r=r, x=inputs[n]: r.run(x)) for n, r in runners.items()},
-                                         rounds=args.rounds, progress=lambda: progress.advance(task), shuffle_seed=0)
+                                         rounds=args.rounds, progress=lambda: progress.advance(task), shuffle_seed=0,
+                                         settle_s=SETTLE_S if args.spin_wait else 0.0)
         task = progress.add_task("evaluate", total=len(rows))
         for i, (file, _) in enumerate(rows):
             path = images_dir() / "images" / file

@@ -23,7 +23,8 @@ def best_ort_int8(records: list[dict]) -> dict | None:
 
 def _spin_note(spin_wait: bool) -> str:
     if spin_wait:
-        return "thread pools spin-wait as by default"
+        return ("every runtime's default thread pool (spin-waiting), each turn after a 50 ms pause and an untimed "
+                "run so the previous contender's pool is asleep")
     return ("no thread pool spin-waits (ONNX Runtime allow_spinning=0, TVM_THREAD_POOL_SPIN_COUNT=0, "
             "OMP_WAIT_POLICY=PASSIVE; XNNPACK's pool has no such setting)")
 

@@ -1,7 +1,10 @@
 """Interleaved latency measurement: contenders take turns in rounds, so machine noise hits all alike.
 
 With `shuffle_seed`, each round visits the contenders in a new random order, so none always runs
-right after the same neighbour (whose caches or waking thread pool it would inherit).
+right after the same neighbour (whose caches or waking thread pool it would inherit). With
+`settle_s`, each turn starts after a pause and one untimed run: thread pools that spin-wait after
+their own turn (as ONNX Runtime and TVM do by default) have gone to sleep by then, so every runtime
+keeps its default, fast thread pool without taking cores from the next contender.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import numpy as np
 
 def interleaved_latency_ms(
     contenders: dict[str, Callable[[], None]], *, rounds: int = 10, per_round: int = 5, warmup: int = 3, progress=None,
-    shuffle_seed: int | None = None,
+    shuffle_seed: int | None = None, settle_s: float = 0.0,
 ) -> dict[str, dict[str, float]]:
     """Median / p90 / mean latency (ms) per contender over rounds x per_round timed calls each."""
     for run in contenders.values():
@@ -26,6 +29,9 @@ def interleaved_latency_ms(
     for _ in range(rounds):
         for name in names if rng is None else [names[i] for i in rng.permutation(len(names))]:
             run = contenders[name]
+            if settle_s:
+                time.sleep(settle_s)
+                run()
             for _ in range(per_round):
                 start = time.perf_counter()
                 run()
