@@ -13,7 +13,7 @@ import numpy as np
 
 from compile.quant import integer_params as P
 from compile.quant.qvit import QBlock, QLinear, QuantizedViT
-from compile.quant.tome_graph import UNIT_BITS, protection_mask
+from compile.quant.tome_graph import INVERSE_BITS, UNIT_BITS, protection_mask
 
 
 def shift_round(x: np.ndarray, shift) -> np.ndarray:
@@ -83,7 +83,8 @@ def tome_merge(keys: np.ndarray, x: np.ndarray, size: np.ndarray, r: int, protec
     """Bipartite soft matching on int8 keys [heads, N, D], integer size-weighted merge of x [N, C]."""
     ksum = keys.sum(axis=0)
     norm = np.maximum(isqrt((ksum * ksum).sum(axis=1, keepdims=True)), 1)
-    unit = np.clip((ksum << UNIT_BITS) // norm, -127, 127)
+    inverse = (np.int64(1) << INVERSE_BITS) // norm
+    unit = np.clip((ksum * inverse) >> (INVERSE_BITS - UNIT_BITS), -127, 127)
     a, b = unit[0::2], unit[1::2]
     scores = imatmul(a, b.T)
     scores = np.where(protection_mask(len(a), len(b), protected), -(2**31) + 1, scores)

@@ -103,11 +103,12 @@ def test_int8_full_equals_numpy_reference_bit_exactly(model, images_dir, labels_
 
 
 def test_integer_tome_matching_agrees_with_compile_tome(model, images_dir, labels_csv):
-    """The integer graph's matching (fixed-point unit keys) merges the tokens compile.tome merges."""
+    """The integer graph's matching (int8 unit keys, integer scores) merges the tokens compile.tome merges,
+    into the rows compile.tome puts them."""
     import tvm
 
     from compile.quant.graph import Emitter
-    from compile.quant.tome_graph import apply_merge, match_tokens
+    from compile.quant.tome_graph import match_tokens
     from compile.schedule import lower_for_cpu
     from compile.tome import bipartite_soft_matching
 
@@ -127,9 +128,7 @@ def test_integer_tome_matching_agrees_with_compile_tome(model, images_dir, label
     qkv_var = relax.Var("qkv", relax.TensorType((tokens, 3 * heads * 64), "int8"))
     with bb.function("main", [qkv_var]):
         with bb.dataflow():
-            rows_out = apply_merge(em, match_tokens(em, qkv_var, heads, r, 1),
-                                   em.const(np.eye(tokens, dtype=np.int32)))
-            out = bb.emit_output(rows_out)
+            out = bb.emit_output(match_tokens(em, qkv_var, heads, r, 1))
         bb.emit_func_output(out)
     vm = relax.VirtualMachine(relax.build(lower_for_cpu(bb.get(), target), target=target), tvm.cpu())
     try:
@@ -143,14 +142,15 @@ def test_integer_tome_matching_agrees_with_compile_tome(model, images_dir, label
             expected = merge(torch.eye(tokens)[None])[0].numpy()
             qkv = np.zeros((tokens, 3 * heads * 64), np.int8)
             qkv[:, heads * 64:2 * heads * 64] = k8.permute(1, 0, 2).reshape(tokens, heads * 64).numpy()
-            got = vm["main"](tvm.runtime.tensor(qkv)).numpy()
-            groups = {frozenset(np.nonzero(row)[0]) for row in got}
-            expected_groups = {frozenset(np.nonzero(row)[0]) for row in expected}
-            same = len(groups & expected_groups) / len(expected_groups)
+            dest = vm["main"](tvm.runtime.tensor(qkv)).numpy()  # output row of each token
+            got = {frozenset(np.nonzero(dest == row)[0]) for row in range(tokens - r)}
+            expected_groups = {frozenset(np.nonzero(sources)[0]) for sources in expected}
+            same = len(got & expected_groups) / len(expected_groups)
             print(f"{name}: {same:.1%} of the merged token groups identical")
-            # scores differ by the int8 rounding of the unit keys, so near-ties may pick other tokens;
-            # anything else (sort order, protection, destinations) would change most groups
-            assert got.shape == expected.shape and np.array_equal(got[0], expected[0]) and same >= 0.9, name
+            # scores differ by the int8 rounding of the unit keys, so a near-tie may pick another token;
+            # anything else (sort order, protection, destinations) would change most groups. The row
+            # layout itself is checked bit-exactly against the numpy reference (which follows compile.tome).
+            assert sorted(set(dest.tolist())) == list(range(tokens - r)) and dest[0] == 0 and same >= 0.9, name
     finally:
         hook.remove()
 

@@ -13,7 +13,6 @@ from tvm import relax
 from compile.kernels import MergedHeads
 from compile.quant.graph import Emitter
 from compile.quant.qvit import PROB_SCALE, QBlock, QLayerNorm, QLinear, QuantizedViT
-from compile.quant.tome_graph import Match, merged_sums
 
 
 class FloatNumerics:
@@ -88,11 +87,6 @@ class FloatNumerics:
     def mlp_hidden(self, y: relax.Expr, fc1: QLinear, fc2: QLinear) -> relax.Expr:
         g = self.em.emit(relax.op.nn.gelu(y))
         return g if fc2.kept_float else self._quantize(g, fc2)
-
-    def merge(self, match: Match, x: relax.Expr, size: relax.Expr | None) -> tuple[relax.Expr, relax.Expr]:
-        """Size-weighted average of merged tokens (ToMe's merge_wavg)."""
-        total, size = merged_sums(self.em, match, x, size)
-        return self.em.emit(relax.op.divide(total, size)), size
 
     def head_logits(self, y: relax.Expr, head: QLinear) -> relax.Expr:
         return y  # already real-valued

@@ -17,7 +17,8 @@ from tvm.target import Target
 
 from compile.kernels import HeadView, MergedHeads, emit_int8_batch_matmul, emit_int8_dense
 from compile.quant.qvit import QBlock, QLayerNorm, QLinear, QuantizedViT
-from compile.quant.tome_graph import Match, match_tokens
+from compile.quant.tome_graph import match_tokens
+from compile.quant.tome_kernels import emit_merge
 
 
 class Emitter:
@@ -71,7 +72,6 @@ class Numerics(Protocol):
     def attention_out(self, o: relax.Expr, block: QBlock) -> relax.Expr: ...
     def residual_add(self, x: relax.Expr, y: relax.Expr, linear: QLinear) -> relax.Expr: ...
     def mlp_hidden(self, y: relax.Expr, fc1: QLinear, fc2: QLinear) -> relax.Expr: ...
-    def merge(self, match: Match, x: relax.Expr, size: relax.Expr | None) -> tuple[relax.Expr, relax.Expr]: ...
     def head_logits(self, y: relax.Expr, head: QLinear) -> relax.Expr: ...
 
 
@@ -117,7 +117,8 @@ def emit_quantized_vit(qvit: QuantizedViT, numerics_cls, target: Target) -> tvm.
                 o, qkv = _attention(em, num, attn_in, block, qvit.num_heads, size)
                 x = num.residual_add(x, num.linear(o, block.proj, MergedHeads()), block.proj)
                 if block.tome_r:
-                    x, size = num.merge(match_tokens(em, qkv, qvit.num_heads, block.tome_r, qvit.num_prefix), x, size)
+                    dest = match_tokens(em, qkv, qvit.num_heads, block.tome_r, qvit.num_prefix)
+                    x, size = emit_merge(em, x, size, dest, block.tome_r)
                 hidden = num.mlp_hidden(num.linear(num.norm_for(x, block.ln2, block.fc1), block.fc1), block.fc1,
                                         block.fc2)
                 x = num.residual_add(x, num.linear(hidden, block.fc2), block.fc2)

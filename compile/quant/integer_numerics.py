@@ -7,7 +7,6 @@
 - softmax (Shiftmax-like): logits -> base-2 exponent by a dyadic multiply, 2^-integer part as a shift,
   2^-fraction by a second-order integer polynomial, normalization by one reciprocal per row -> uint8;
 - GELU (ShiftGELU-like, I-BERT's polynomial erf) in Q12, then a per-channel shift into fc2's groups;
-- ToMe merges with integer size-weighted averages (round half up).
 The last op multiplies the int32 logits by their float scales (the graph's output is float32 logits).
 Constants come from compile.quant.integer_params; the tests re-implement these steps in numpy.
 """
@@ -22,7 +21,6 @@ from compile.kernels import MergedHeads
 from compile.quant.graph import Emitter
 from compile.quant.integer_ops import emit_isqrt
 from compile.quant.qvit import QBlock, QLayerNorm, QLinear, QuantizedViT
-from compile.quant.tome_graph import Match, merged_sums
 
 
 class IntegerNumerics:
@@ -130,14 +128,6 @@ class IntegerNumerics:
                                  P.GELU_FRAC + 1)
         requant, _ = P.gelu_out(fc2)
         return self._requant(gelu, requant, -127, 127, "int8")
-
-    def merge(self, match: Match, x: relax.Expr, size: relax.Expr | None) -> tuple[relax.Expr, relax.Expr]:
-        """Integer size-weighted average: round((sum of x * size) / (sum of size)), half up."""
-        em = self.em
-        total, size = merged_sums(em, match, x, size)
-        x = em.emit(relax.op.floor_divide(relax.op.add(relax.op.multiply(total, em.const(np.int32(2))), size),
-                                          relax.op.multiply(size, em.const(np.int32(2)))))
-        return x, size
 
     def head_logits(self, y: relax.Expr, head: QLinear) -> relax.Expr:
         return self.em.emit(relax.op.multiply(relax.op.astype(y, "float32"), self.em.const(P.head_scale(head))))
