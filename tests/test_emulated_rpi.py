@@ -70,4 +70,8 @@ def test_int8_bundle_on_emulated_board_matches_host(cpu, bundle_fixture, int8_bu
     result = board.run(board.python_argv(["-m", "runtime", "run", str(bundle), *map(str, images), "--json"]),
                        cwd=REPO, env={"PYTHONPATH": str(REPO)}, timeout_s=1200)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert _top5(result.stdout) == _top5(host.stdout)
+    # the integer GEMMs are exact, but float softmax / LayerNorm vectorize differently on each ISA, so two
+    # near-tied classes inside the top-5 may swap places: same top-1 and the same five classes
+    board_top5, host_top5 = _top5(result.stdout), _top5(host.stdout)
+    assert {name: (top[0], sorted(top)) for name, top in board_top5.items()} == \
+        {name: (top[0], sorted(top)) for name, top in host_top5.items()}

@@ -71,8 +71,7 @@ def test_int8_full_graph_is_integer_only(model):
     qvit = small_qvit(model, "int8-full", r=4)
     mod = emit_relax(qvit, load_preset("host").target())
     bindings = main_bindings(mod)
-    dtypes = [str(b.var.ty.dtype) for b in bindings if hasattr(b.var.ty, "dtype")]
-    first_float = next(i for i, d in enumerate(dtypes) if d.startswith("float"))
+    first_float = next(i for i, b in enumerate(bindings) if str(getattr(b.var.ty, "dtype", "")).startswith("float"))
     last_matmul = max(i for i, b in enumerate(bindings) if isinstance(b.value, relax.Call)
                       and getattr(b.value.op, "name", "") == "relax.call_tir"
                       and b.value.args[0].name_hint.startswith("int8_dense"))
