@@ -108,7 +108,7 @@ def cmd_bench(args) -> None:
     from results.bench import BenchArgs, run_bench
     from results.bench_report import markdown_table, plot
     from results.edgevit_contenders import check_build_request
-    from results.records import write_atomic, write_jsonl
+    from results.records import write_report
     from runtime.bundle import open_bundle
 
     for bundle in args.bundles:
@@ -118,10 +118,8 @@ def cmd_bench(args) -> None:
                                   args.rounds, args.limit, args.calib_images, args.memory_runs, args.build_dir,
                                   not args.no_spin),
                         Console(stderr=True))
-    write_jsonl(args.out / "bench.jsonl", records)
-    plot(records, args.out / "bench.png")
     table = markdown_table(records)
-    write_atomic(args.out / "bench.md", table + "\n![latency vs top-1](bench.png)\n")
+    write_report(args.out, "bench", records, table, "latency vs top-1", plot)
     print(table)
     print(args.out / "bench.md")
 
@@ -132,7 +130,7 @@ def cmd_sweep(args) -> None:
     if args.threads < 1 or args.rounds < 1:
         raise EdgevitError("--threads and --rounds must be at least 1")
     os.environ["TVM_NUM_THREADS"] = str(args.threads)  # before TVM starts its thread pool
-    from results.records import write_atomic, write_jsonl
+    from results.records import write_report
     from results.sweep import SweepArgs, markdown_table, plot, run_sweep
 
     console = Console(stderr=True)
@@ -141,10 +139,8 @@ def cmd_sweep(args) -> None:
                   build_dir=args.build_dir, threads=args.threads, rounds=args.rounds, eval_limit=args.limit),
         console,
     )
-    write_jsonl(args.out / "sweep.jsonl", records)
     table = markdown_table(records)
-    write_atomic(args.out / "sweep.md", table + "\n![accuracy vs latency](sweep.png)\n")
-    plot(records, args.out / "sweep.png")
+    write_report(args.out, "sweep", records, table, "accuracy vs latency", plot)
     print(table)
     print(args.out / "sweep.md")
 
@@ -153,7 +149,7 @@ def cmd_ptq(args) -> None:
     from rich.console import Console
 
     from results.ptq import VARIANTS, PtqArgs, markdown_table, plot, run_ptq
-    from results.records import write_atomic, write_jsonl
+    from results.records import write_report
 
     names = tuple(VARIANTS) if args.variants == "all" else tuple(v.strip() for v in args.variants.split(";"))
     unknown = [n for n in names if n not in VARIANTS]
@@ -161,10 +157,8 @@ def cmd_ptq(args) -> None:
         raise EdgevitError(f"unknown PTQ variant '{unknown[0]}'; known (separate with ';'): {'; '.join(VARIANTS)}")
     records = run_ptq(PtqArgs(args.model, args.tome_r, names, args.build_dir, args.calib_count, args.limit),
                       Console(stderr=True))
-    write_jsonl(args.out / "ptq.jsonl", records)
     table = markdown_table(records)
-    write_atomic(args.out / "ptq.md", table + "\n![top-1 per recipe](ptq.png)\n")
-    plot(records, args.out / "ptq.png")
+    write_report(args.out, "ptq", records, table, "top-1 per recipe", plot)
     print(table)
     print(args.out / "ptq.md")
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from results.records import save_figure
+
 FAMILY_COLORS = {"edgevit": "tab:red", "onnxruntime": "tab:blue", "pytorch": "tab:gray", "executorch": "tab:green",
                  "litert": "tab:orange"}
 
@@ -91,7 +93,4 @@ def plot(records: list[dict], path: Path) -> None:
     ax.set_title(f"{records[0]['model']}: {records[0]['threads']} threads, {records[0]['cpu']}", fontsize=9)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    tmp.replace(path)
-    plt.close(fig)
+    save_figure(fig, path)

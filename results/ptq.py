@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from compile.quant.calibration import CALIBRATION_ROWS
+from results.records import save_figure
 
 
 @dataclass(frozen=True)
@@ -167,5 +168,4 @@ def plot(records: list[dict], path: Path) -> None:
     ax.set_title(f"PTQ recipes: {records[0]['model']}")
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from results.records import read_jsonl, write_atomic
+from results.records import read_jsonl, save_figure, write_atomic
 from runtime.errors import EdgevitError
 
 
@@ -71,12 +71,8 @@ def plots(records: list[dict], out_dir: Path) -> list[Path]:
         ax.set_ylabel(label)
         ax.tick_params(axis="x", labelsize=7)
         fig.tight_layout()
-        path = out_dir / name
-        tmp = path.with_name(f".{name}.tmp.png")
-        fig.savefig(tmp, dpi=110)
-        tmp.replace(path)
-        plt.close(fig)
-        written.append(path)
+        save_figure(fig, out_dir / name, dpi=110)
+        written.append(out_dir / name)
     return written
 
 

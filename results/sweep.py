@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from compile.quant.calibration import CALIBRATION_ROWS  # noqa: F401 - the evaluation split starts after it
+from results.records import save_figure
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,4 @@ def plot(records: list[dict], path: Path) -> None:
     ax.set_title(f"ToMe: {records[0]['model']} on {records[0]['target']}")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    tmp.replace(path)
-    plt.close(fig)
+    save_figure(fig, path)
