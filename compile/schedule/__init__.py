@@ -22,6 +22,7 @@ from compile.schedule.gemm import schedule_gemm
 from compile.schedule.small_work import serial_if_small
 from compile.schedule.int8_correction import schedule_int8_correction
 from compile.schedule.int8_gemm import schedule_int8_gemm
+from compile.schedule.row_reduction import schedule_row_reduction
 
 if TYPE_CHECKING:
     from tvm.s_tir.meta_schedule.database import Database
@@ -35,7 +36,7 @@ def hand_schedule(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:
     """
     import tvm.s_tir.dlight as dl
 
-    for rule in (schedule_int8_gemm, schedule_int8_correction, schedule_gemm):
+    for rule in (schedule_int8_gemm, schedule_int8_correction, schedule_gemm, schedule_row_reduction):
         sch = rule(func, target)
         if sch is not None:
             return sch
