@@ -30,8 +30,8 @@ def test_tegrastats_jetpack6_and_jetpack4():
 def test_vcgencmd_sums_current_times_voltage():
     text = (FIXTURES / "vcgencmd_pmic_read_adc_pi5.txt").read_text()
     lines = text.splitlines()
-    amps = {l.split()[0][:-2]: float(l.split("=")[1][:-1]) for l in lines if "current(" in l}
-    volts = {l.split()[0][:-2]: float(l.split("=")[1][:-1]) for l in lines if "volt(" in l}
+    amps = {line.split()[0][:-2]: float(line.split("=")[1][:-1]) for line in lines if "current(" in line}
+    volts = {line.split()[0][:-2]: float(line.split("=")[1][:-1]) for line in lines if "volt(" in line}
     expected = sum(a * volts[rail] for rail, a in amps.items())
     assert VcgencmdSampler().watts(text + "--\n") == [pytest.approx(expected)]
     assert 1.0 < expected < 3.0  # an idle Pi 5 draws a couple of watts on these rails

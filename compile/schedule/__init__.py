@@ -2,9 +2,9 @@
 
 TVM's default CPU pipeline leaves compute unscheduled (DeiT-tiny: ~1.1 s per image). Here each
 fused function goes to the first rule that applies: packed int8 GEMM and its correction sums
-(compile.kernels), GEMM (dense layers and attention matmuls),
-dlight's CPU reduction rule (softmax, LayerNorm), and a parallel + vectorized fallback for the
-elementwise / layout functions. A tuning database (compile.tuning) takes precedence for the
+(compile.kernels), GEMM (dense layers and attention matmuls), row reductions with an elementwise
+tail (softmax, LayerNorm), dlight's CPU reduction rule (other reductions), and a parallel +
+vectorized fallback for the elementwise / layout functions. A tuning database (compile.tuning) takes precedence for the
 functions where a tuned schedule measured faster than these rules.
 """
 
