@@ -68,8 +68,6 @@ def _versions() -> dict:
 
 
 def cmd_run(args) -> None:
-    import numpy as np
-
     from runtime.preprocess import Preprocess
     from runtime.session import top_k
 

@@ -26,6 +26,7 @@ def test_runtime_imports_only_its_dependencies():
 
 
 def test_runtime_requirements_are_small():
-    reqs = [l.split("=")[0].split(">")[0] for l in (REPO / "runtime" / "requirements.txt").read_text().splitlines()
-            if l and not l.startswith("#")]
+    reqs = [line.split("=")[0].split(">")[0]
+            for line in (REPO / "runtime" / "requirements.txt").read_text().splitlines()
+            if line and not line.startswith("#")]
     assert set(reqs) == {"numpy", "pillow", "apache-tvm", "apache-tvm-ffi"}
