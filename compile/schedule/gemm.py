@@ -14,8 +14,8 @@ from tvm.target import Target
 from compile.schedule.analysis import MatmulBlock, find_matmul, vector_lanes
 
 
-def _consumer_chain_inline(sch: s_tir.Schedule, block) -> None:
-    """Inline every elementwise consumer (bias, GELU, reshape...) into `block`, while possible.
+def inline_consumer_chain(sch: s_tir.Schedule, block) -> None:
+    """Inline every elementwise consumer (bias, GELU, requantize, reshape...) into `block`, while possible.
 
     A consumer that writes a buffer of another shape (a slice of the rows, say) is left alone:
     TVM accepts inlining it, but the write-back would then run over the whole tile range and write
@@ -68,7 +68,7 @@ def schedule_gemm(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:
 
     write_back = sch.cache_write(gemm.block, 0, "local")
     if not padded:
-        _consumer_chain_inline(sch, write_back)
+        inline_consumer_chain(sch, write_back)
     sch.reverse_compute_at(write_back, i_outer, preserve_unit_loops=True)
     outer = sch.fuse(*batch, j_outer) if batch else j_outer
     sch.parallel(outer)

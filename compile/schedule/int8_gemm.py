@@ -21,6 +21,7 @@ from tvm.target import Target
 from compile.kernels.dot_kernel import DotKernel, kernel_by_name
 from compile.kernels.packed_gemm import KERNEL, ROLE, TILE
 from compile.schedule.analysis import has_root, store_dtype, vector_lanes
+from compile.schedule.gemm import inline_consumer_chain
 
 PARALLEL_MIN_MACS = 1 << 20  # about 5 us on one core; a parallel region costs a few us to start and join
 
@@ -53,7 +54,7 @@ def schedule_int8_gemm(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | 
     out = _by_role(sch, "out")[0]
     parallel = math.prod(int(iv.dom.extent) for iv in sch.get(gemm).iter_vars) >= PARALLEL_MIN_MACS
 
-    _inline_epilogue(sch, out)
+    inline_consumer_chain(sch, out)
     _inline_prologue(sch)
     leftovers = [block for block in _blocks(sch) if _role(sch, block) is None]
     packs = [(block, _role(sch, block)) for block in _blocks(sch) if (_role(sch, block) or "").startswith("pack")]
@@ -63,26 +64,6 @@ def schedule_int8_gemm(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | 
     for block in leftovers:
         _parallel_vectorized(sch, block, target, parallel)
     return sch
-
-
-def _shape(sch: s_tir.Schedule, block) -> list[int]:
-    return [int(d) for d in sch.get(block).writes[0].source.shape]
-
-
-def _inline_epilogue(sch: s_tir.Schedule, out) -> None:
-    """Inline the chain of elementwise consumers (bias, scale, requantize...) into the write-back.
-
-    Only consumers writing a buffer of the write-back's shape: one of another shape would be
-    written over the tile's range.
-    """
-    while True:
-        consumers = sch.get_consumers(out)
-        if len(consumers) != 1 or _shape(sch, consumers[0]) != _shape(sch, out):
-            return
-        try:
-            sch.reverse_compute_inline(consumers[0])
-        except Exception:  # noqa: BLE001 - TVM raises ScheduleError subclasses for non-inlinable consumers
-            return
 
 
 def _inline_prologue(sch: s_tir.Schedule) -> None:
