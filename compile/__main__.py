@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from compile.quant.config import OBSERVERS, QUANT_MODES, WEIGHT_SCALES, QuantConfig
 from runtime.errors import run_cli
 
 
@@ -14,17 +15,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--target", default="host", help="target preset (see --list-targets); default: host")
     parser.add_argument("--model", default="deit_tiny_patch16_224", help="timm model name")
     parser.add_argument("--weights", type=Path, default=None, help="safetensors state dict of the model")
-    parser.add_argument("--quant", default="fp32", help="fp32 | int8 (integer GEMMs, float softmax/GELU/LayerNorm) | int8-full (integer only)")
+    parser.add_argument("--quant", default="fp32", metavar="|".join(QUANT_MODES),
+                        help="fp32 | int8 (integer GEMMs, float softmax/GELU/LayerNorm) | int8-full (integer only)")
     quant = parser.add_argument_group("post-training quantization (int8, int8-full)")
     quant.add_argument("--calib-images", type=Path, default=None,
                        help="folder of calibration images (default: the first 256 rows of the data directory's labels.csv)")
     quant.add_argument("--calib-count", type=int, default=256, help="calibration images to use (default 256)")
-    quant.add_argument("--observer", default="mse", help="activation range observer: minmax | percentile | mse (default)")
+    quant.add_argument("--observer", default="mse", metavar="|".join(OBSERVERS),
+                       help="activation range observer (default: mse, the clip with the least expected error)")
     quant.add_argument("--outliers", choices=("on", "off"), default="on",
                        help="outlier channels of LayerNorm outputs: per-channel scales folded into the next weights (default on)")
     quant.add_argument("--fc2-groups", type=int, default=1, metavar="G",
                        help="power-of-two channel groups for fc2 inputs, partial sums combined by shifts (Tender); 1: off")
-    quant.add_argument("--weight-scales", choices=("channel", "tensor"), default="channel",
+    quant.add_argument("--weight-scales", choices=WEIGHT_SCALES, default="channel",
                        help="int8 weight scales per output channel (default) or per tensor")
     quant.add_argument("--keep-float", type=int, default=0, metavar="K", help="keep the K most sensitive layers in float32")
     quant.add_argument("--keep-float-error", type=float, default=None, metavar="E",
@@ -68,13 +71,16 @@ def main() -> None:
         return
     from compile.pipeline import CompileArgs, compile_bundle
     from compile.tuning.settings import TuneSettings
-    from remote.rpc import Tracker
+    from compile.tuning.tracker import Tracker
 
+    quant = QuantConfig(
+        mode=args.quant, calib_images=args.calib_images, calib_count=args.calib_count, observer=args.observer,
+        outliers=args.outliers == "on", fc2_groups=args.fc2_groups, weight_scales=args.weight_scales,
+        keep_float=args.keep_float, keep_float_error=args.keep_float_error,
+    )
     compile_args = CompileArgs(
-        target=args.target, model=args.model, weights=args.weights, quant=args.quant, tome_r=args.tome_r, out=args.out,
-        random_init=args.random_init, dump_ir=args.dump_ir, calib_images=args.calib_images,
-        calib_count=args.calib_count, observer=args.observer, outliers=args.outliers == "on", fc2_groups=args.fc2_groups,
-        weight_scales=args.weight_scales, keep_float=args.keep_float, keep_float_error=args.keep_float_error,
+        target=args.target, model=args.model, weights=args.weights, quant=quant, tome_r=args.tome_r, out=args.out,
+        random_init=args.random_init, dump_ir=args.dump_ir,
         tuning=TuneSettings(trials=args.tune, rpc_key=args.tune_rpc, tracker=Tracker.parse(args.tracker),
                             database_dir=args.tuning_db),
     )

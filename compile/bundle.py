@@ -1,20 +1,20 @@
 """Writing a bundle directory atomically: everything goes into a temp directory that is renamed last.
 
-The manifest (format: runtime.bundle, DESIGN.md "Bundle") records what the runtime checks (sha256
+The manifest (runtime.manifest, schema in docs/manifest.md) records what the runtime checks (sha256
 of every file, architecture, CPU features) and what a reader needs to reproduce the build.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-from runtime.bundle import LABELS, LIBRARY, MANIFEST, SCHEMA_VERSION, sha256_file
+from runtime.bundle import LABELS, LIBRARY, MANIFEST, sha256_file
+from runtime.manifest import Manifest
 
 
 @contextmanager
@@ -41,7 +41,7 @@ def write_bundle(
     out: Path,
     write_library: Callable[[Path], dict[str, bytes]],
     labels: list[str],
-    manifest: dict[str, Any],
+    manifest: Manifest,
 ) -> Path:
     """Create bundle `out`: model.so (via `write_library`, which returns any further files such as
     device kernels), labels.txt, then manifest.json with the sha256 of every file."""
@@ -52,6 +52,5 @@ def write_bundle(
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             (tmp / name).write_bytes(data)
         files = {name: sha256_file(tmp / name) for name in (LIBRARY, LABELS, *sorted(extra_files))}
-        full = {"schema_version": SCHEMA_VERSION, **manifest, "files": files}
-        (tmp / MANIFEST).write_text(json.dumps(full, indent=2) + "\n")
+        (tmp / MANIFEST).write_text(dataclasses.replace(manifest, files=files).to_json())
     return out

@@ -12,6 +12,13 @@ import torch
 from torch import nn
 
 
+def image_patches(images: torch.Tensor, patch: int) -> torch.Tensor:
+    """[B, C, H, W] -> [B, (H/p)*(W/p), C*p*p], channel-major inside a patch (the conv weight's order)."""
+    b, c, h, w = images.shape
+    x = images.reshape(b, c, h // patch, patch, w // patch, patch).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(b, (h // patch) * (w // patch), c * patch * patch)
+
+
 class PatchifyLinear(nn.Module):
     """Conv2d(C, D, kernel=p, stride=p) as patches [B, C*p*p, (H/p)*(W/p)] -> linear -> [B, D, H/p, W/p]."""
 
@@ -23,10 +30,9 @@ class PatchifyLinear(nn.Module):
         self.bias = nn.Parameter(conv.bias.detach().clone()) if conv.bias is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
+        b, _, h, w = x.shape
         p = self.patch
-        patches = x.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5).reshape(b, (h // p) * (w // p), c * p * p)
-        out = patches @ self.weight
+        out = image_patches(x, p) @ self.weight
         if self.bias is not None:
             out = out + self.bias
         return out.transpose(1, 2).reshape(b, self.out_channels, h // p, w // p)

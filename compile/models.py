@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from compile.data import data_dir
 from runtime.errors import EdgevitError
+from runtime.manifest import InputSpec
+from runtime.preprocess import Preprocess
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,16 @@ class ModelSpec:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     interpolation: str = "bicubic"
+
+    def input_spec(self, dtype: str = "float32") -> InputSpec:
+        """The manifest's input section: timm's eval transform of this model, as the runtime applies it."""
+        return InputSpec(shape=[1, 3, self.image_size, self.image_size], dtype=dtype, layout="NCHW",
+                         mean=list(self.mean), std=list(self.std), resize=int(self.image_size / self.crop_pct),
+                         crop_pct=self.crop_pct, interpolation=self.interpolation)
+
+    def preprocess(self, dtype: str = "float32") -> Preprocess:
+        """The image transform a bundle of this model applies (float32 normalized, or raw uint8 pixels)."""
+        return Preprocess.from_manifest(self.input_spec(dtype))
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -71,14 +83,6 @@ def import_timm():
     return timm
 
 
-def data_dir() -> Path:
-    """The shared data directory: $EDGEVIT_DATA, else ../shared/data beside the repository."""
-    env = os.environ.get("EDGEVIT_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-
-
 def resolve_weights(name: str, weights: Path | None) -> Path | None:
     """Weights file for a model: --weights, else <data dir>/<name>.safetensors, else None (hub)."""
     if weights is not None:
@@ -112,7 +116,7 @@ def load_model(name: str, weights: Path | None = None, *, pretrained_required: b
         return timm.create_model(name, pretrained=False).eval()
     try:
         return timm.create_model(name, pretrained=True).eval()
-    except Exception:
+    except Exception:  # noqa: BLE001 - the hub download fails in many ways (offline, auth, missing file)
         raise EdgevitError(
             f"no weights for {name}: pass --weights FILE.safetensors, put {name}.safetensors in "
             f"{data_dir()} (or set EDGEVIT_DATA), or go online so timm can download them"

@@ -10,11 +10,9 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
+from compile.quant.config import QuantConfig
 from compile.tuning.settings import TuneSettings
-from runtime.errors import EdgevitError
-
-QUANT_MODES = ("fp32", "int8", "int8-full")
-OBSERVERS = ("minmax", "percentile", "mse")
+from runtime.manifest import Manifest, ModelInfo, QuantInfo, TargetInfo, TomeInfo
 
 
 @dataclass(frozen=True)
@@ -24,20 +22,11 @@ class CompileArgs:
     target: str = "host"
     model: str = "deit_tiny_patch16_224"
     weights: Path | None = None
-    quant: str = "fp32"
     tome_r: str = "0"  # constant r, a comma list per block, or "R:decrease" (compile.tome_patch.parse_tome_r)
     out: Path | None = None
     random_init: bool = False  # no weights needed: for tests of architectures without local weights
     dump_ir: Path | None = None
-    # post-training quantization (--quant int8 / int8-full); see compile.quant
-    calib_images: Path | None = None  # folder of calibration images; None: the data directory's calibration split
-    calib_count: int = 256
-    observer: str = "mse"  # activation ranges: minmax | percentile | mse
-    outliers: bool = True  # per-channel LayerNorm output scales folded into the next weights
-    fc2_groups: int = 1  # power-of-two channel groups for fc2 inputs (Tender); 1: off
-    weight_scales: str = "channel"  # channel | tensor (tensor: the naive baseline)
-    keep_float: int = 0  # keep the K most quantization-sensitive layers in float
-    keep_float_error: float | None = None  # ... or every layer whose relative error exceeds this
+    quant: QuantConfig = QuantConfig()  # fp32, or the post-training quantization recipe (compile.quant)
     # MetaSchedule: trials to tune before building (0: use the shipped database as it is)
     tuning: TuneSettings = TuneSettings()
 
@@ -45,12 +34,12 @@ class CompileArgs:
 def default_out_dir(args: CompileArgs, preset_name: str) -> Path:
     """build/<model>-<target>-<quant>[-tome<r>], relative to the working directory."""
     tome = "" if args.tome_r.strip() in ("", "0") else "-tome" + args.tome_r.replace(",", "_").replace(":", "-")
-    return Path("build") / f"{args.model}-{preset_name}-{args.quant}{tome}"
+    return Path("build") / f"{args.model}-{preset_name}-{args.quant.mode}{tome}"
 
 
 def _labels(num_classes: int) -> list[str]:
     """ImageNet class names from the data directory for 1000-class models, else class_<i>."""
-    from compile.models import data_dir
+    from compile.data import data_dir
 
     names = data_dir() / "imagenet_classes.txt"
     if num_classes == 1000 and names.is_file():
@@ -68,21 +57,6 @@ def _versions() -> dict[str, str]:
     return {"edgevit": runtime.__version__, "tvm": tvm.__version__, "torch": torch.__version__, "timm": timm.__version__}
 
 
-def quant_config(args: CompileArgs):
-    """The QuantConfig of an integer mode (validated here, before any heavy work), None for fp32."""
-    if args.quant not in QUANT_MODES:
-        raise EdgevitError(f"unknown quantization mode '{args.quant}'; available: {', '.join(QUANT_MODES)}")
-    if args.quant == "fp32":
-        return None
-    from compile.quant.config import QuantConfig
-
-    return QuantConfig(
-        mode=args.quant, calib_images=args.calib_images, calib_count=args.calib_count, observer=args.observer,
-        outliers=args.outliers, fc2_groups=args.fc2_groups, weight_scales=args.weight_scales,
-        keep_float=args.keep_float, keep_float_error=args.keep_float_error,
-    )
-
-
 def compile_bundle(args: CompileArgs, log=print) -> Path:
     """Compile one model for one target preset and write its bundle; returns the bundle path."""
     from compile.models import load_model, model_spec
@@ -90,7 +64,7 @@ def compile_bundle(args: CompileArgs, log=print) -> Path:
 
     preset = load_preset(args.target)
     spec = model_spec(args.model)
-    config = quant_config(args)
+    config = args.quant
     out = args.out or default_out_dir(args, preset.name)
     from compile.build import check_toolchain
 
@@ -98,7 +72,6 @@ def compile_bundle(args: CompileArgs, log=print) -> Path:
 
     log(f"[1/4] loading {args.model}")
     model = load_model(args.model, args.weights, pretrained_required=not args.random_init)
-    input_shape = (1, 3, spec.image_size, spec.image_size)
 
     from compile.tome import token_counts
     from compile.tome_patch import apply_tome, gflops, num_tokens, parse_tome_r
@@ -108,23 +81,24 @@ def compile_bundle(args: CompileArgs, log=print) -> Path:
     if any(schedule):
         log(f"      ToMe: merging {sum(schedule)} tokens over {len(schedule)} blocks {schedule}")
     flops = gflops(model, schedule)
-    if config is None:
+    if not config.is_integer:
         if any(schedule):
             apply_tome(model, schedule)
         log("[2/4] torch.export -> Relax")
         from compile.relax_import import to_relax
 
-        mod = to_relax(model, input_shape)
-        quant = {"mode": "fp32", "layers": {}}
+        mod = to_relax(model, (1, 3, spec.image_size, spec.image_size))
+        quant = QuantInfo(mode="fp32")
     else:
         from compile.quant import emit_relax, quantize
         from compile.quant.sensitivity import layer_report
 
-        log(f"[2/4] post-training quantization ({args.quant}) -> integer Relax graph")
+        log(f"[2/4] post-training quantization ({config.mode}) -> integer Relax graph")
         qvit = quantize(model, spec, schedule, config, log)
         mod = emit_relax(qvit, preset.target())
-        quant = {"mode": args.quant, "recipe": qvit.recipe, "layers": layer_report(qvit.linears())}
-    _dump(args.dump_ir, "relax_import", mod)
+        quant = QuantInfo(mode=config.mode, recipe=qvit.recipe, layers=layer_report(qvit.linears()))
+    dump = IRDump(args.dump_ir)
+    dump("imported", mod)
     if args.tuning.trials:
         from compile.tuning.tune import tune_model
 
@@ -134,35 +108,38 @@ def compile_bundle(args: CompileArgs, log=print) -> Path:
     from compile.build import build_library
     from compile.bundle import write_bundle
 
-    manifest = {
-        "model": {"name": args.model, "num_classes": model.num_classes, "embed_dim": model.embed_dim,
-                  "depth": depth},
-        "input": {
-            # integer bundles take uint8 pixels: mean / std are folded into the patch embedding
-            "shape": list(input_shape), "dtype": "float32" if config is None else "uint8", "layout": "NCHW",
-            "mean": list(spec.mean), "std": list(spec.std),
-            "resize": int(spec.image_size / spec.crop_pct), "crop_pct": spec.crop_pct,
-            "interpolation": spec.interpolation,
-        },
-        "tome": {
-            "schedule": schedule, "tokens_per_block": token_counts(schedule, num_tokens(model)),
-            "gflops": round(flops, 4),
-        },
-        "quant": quant,
-        "target": {
-            "preset": preset.name, "tvm_target": preset.tvm_target, "arch": preset.arch,
-            "device": preset.device, "required_cpu_features": list(preset.required_cpu_features),
-        },
-        "versions": _versions(),
-        "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+    manifest = Manifest(
+        model=ModelInfo(name=args.model, num_classes=model.num_classes, embed_dim=model.embed_dim, depth=depth),
+        # integer bundles take uint8 pixels: mean / std are folded into the patch embedding
+        input=spec.input_spec("uint8" if config.is_integer else "float32"),
+        tome=TomeInfo(schedule=schedule, tokens_per_block=token_counts(schedule, num_tokens(model)),
+                      gflops=round(flops, 4)),
+        quant=quant,
+        target=TargetInfo(preset=preset.name, tvm_target=preset.tvm_target, arch=preset.arch, device=preset.device,
+                          required_cpu_features=list(preset.required_cpu_features)),
+        versions=_versions(),
+        created_utc=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    )
     log(f"[4/4] writing bundle {out}")
-    return write_bundle(out, lambda path: build_library(mod, preset, path, args.tuning.database_dir),
+    return write_bundle(out, lambda path: build_library(mod, preset, path, args.tuning.database_dir, dump),
                         _labels(model.num_classes), manifest)
 
 
-def _dump(directory: Path | None, phase: str, mod) -> None:
-    """Write the IR after a phase when --dump-ir is given."""
-    if directory is not None:
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / f"{phase}.py").write_text(mod.script())
+class IRDump:
+    """--dump-ir DIR: the module after each phase as NN_<phase>.py (TVMScript to read) and NN_<phase>.json
+    (tvm.ir.load_json gives the module back, weights included); a no-op without DIR."""
+
+    def __init__(self, directory: Path | None):
+        self.directory = directory
+        self.count = 0
+
+    def __call__(self, phase: str, mod) -> None:
+        if self.directory is None:
+            return
+        import tvm
+
+        self.count += 1
+        self.directory.mkdir(parents=True, exist_ok=True)
+        stem = self.directory / f"{self.count:02d}_{phase}"
+        stem.with_suffix(".py").write_text(mod.script())
+        stem.with_suffix(".json").write_text(tvm.ir.save_json(mod))

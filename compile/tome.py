@@ -64,7 +64,8 @@ def bipartite_soft_matching(metric: torch.Tensor, r: int, protected: int = 1) ->
         dst = dst + dst_onehot.to(x.dtype).transpose(-1, -2) @ merged
         if keep_b == 0:
             return torch.cat([unmerged, dst], dim=-2)
-        return torch.cat([unmerged[..., :keep_a, :], dst[..., :keep_b, :], unmerged[..., keep_a:, :], dst[..., keep_b:, :]], dim=-2)
+        parts = [unmerged[..., :keep_a, :], dst[..., :keep_b, :], unmerged[..., keep_a:, :], dst[..., keep_b:, :]]
+        return torch.cat(parts, dim=-2)
 
     return merge
 

@@ -1,22 +1,36 @@
-"""python -m remote {status,deploy,bench,tracker,rpc-bench}: the board farm over SSH and TVM RPC (inventory: ./farm.toml)."""
+"""python -m remote {status,deploy,bench,tracker,rpc-bench}: the board farm over SSH and TVM RPC
+(inventory: ./farm.toml)."""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from pathlib import Path
 
 from runtime.errors import EdgevitError, run_cli
 
 
+def _common_options(after_command: bool) -> argparse.ArgumentParser:
+    """--inventory and --trust-new, for the parser (before the command) and each command (after it).
+    After the command they default to SUPPRESS: given there they win, left out they keep the value given before."""
+    def default(value):
+        return argparse.SUPPRESS if after_command else value
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--inventory", type=Path, default=default(Path("farm.toml")))
+    common.add_argument("--trust-new", action="store_true", default=default(False),
+                        help="record host keys of boards not in known_hosts yet")
+    return common
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m remote", description=__doc__)
-    parser.add_argument("--inventory", type=Path, default=Path("farm.toml"))
-    parser.add_argument("--trust-new", action="store_true", help="record host keys of boards not in known_hosts yet")
+    parser = argparse.ArgumentParser(prog="python -m remote", description=__doc__, parents=[_common_options(False)])
     sub = parser.add_subparsers(dest="command", required=True)
-    status = sub.add_parser("status", help="reachability, arch, CPU features, runtime version, free disk")
-    deploy = sub.add_parser("deploy", help="copy the runtime (and a bundle) to boards")
-    bench = sub.add_parser("bench", help="deploy a bundle and benchmark it on boards in parallel")
+    command = functools.partial(sub.add_parser, parents=[_common_options(True)])
+    status = command("status", help="reachability, arch, CPU features, runtime version, free disk")
+    deploy = command("deploy", help="copy the runtime (and a bundle) to boards")
+    bench = command("bench", help="deploy a bundle and benchmark it on boards in parallel")
     for p in (status, deploy, bench):
         p.add_argument("--boards", default="", help="comma list of board names (default: all)")
     deploy.add_argument("bundle", type=Path, nargs="?")
@@ -29,10 +43,10 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--timeout", type=float, default=900.0, help="seconds per board and attempt")
     bench.add_argument("--attempts", type=int, default=2)
     bench.add_argument("--resume", action="store_true", help="skip boards that already measured this bundle")
-    tracker = sub.add_parser("tracker", help="run a TVM RPC tracker (boards register their rpc_key with it)")
+    tracker = command("tracker", help="run a TVM RPC tracker (boards register their rpc_key with it)")
     tracker.add_argument("--host", default="0.0.0.0")
     tracker.add_argument("--port", type=int, default=9190)
-    rpc_bench = sub.add_parser("rpc-bench", help="time a bundle on a board through the RPC tracker")
+    rpc_bench = command("rpc-bench", help="time a bundle on a board through the RPC tracker")
     rpc_bench.add_argument("bundle", type=Path)
     rpc_bench.add_argument("--key", required=True, help="the board's RPC key (rpc_key in farm.toml)")
     rpc_bench.add_argument("--tracker", default="127.0.0.1:9190", help="HOST:PORT")
@@ -69,7 +83,8 @@ def cmd_status(args) -> int:
         if row["reachable"]:
             power = ""
             if "power_sampler" in row:
-                power = f"  power {row['power_sampler']}: " + (f"{row['power_w']:.2f} W" if row["power_readable"] else "UNREADABLE")
+                reading = f"{row['power_w']:.2f} W" if row["power_readable"] else "UNREADABLE"
+                power = f"  power {row['power_sampler']}: {reading}"
             print(f"{row['board']:<16} up    {row['arch']:<8} runtime {row.get('runtime') or 'absent':<8} "
                   f"free {row['free_disk_mb']:.0f} MB  features {','.join(row.get('features', [])) or '?'}{power}")
         else:
@@ -108,7 +123,8 @@ def cmd_bench(args) -> int:
         raise EdgevitError("--attempts and --repeat must be >= 1 and --timeout > 0")
     console = Console(stderr=True)
     plan = BenchPlan(bundle=args.bundle, warmup=args.warmup, repeat=args.repeat, threads=args.threads,
-                     images=tuple(args.images), timeout_s=args.timeout, attempts=args.attempts, trust_new=args.trust_new)
+                     images=tuple(args.images), timeout_s=args.timeout, attempts=args.attempts,
+                     trust_new=args.trust_new)
 
     def show(record: dict) -> None:
         if record["status"] == "ok":

@@ -30,7 +30,7 @@ def runtime_files() -> dict[str, Path]:
 def bundle_files(bundle: Path) -> dict[str, Path]:
     """Every file of a bundle by its name in the manifest, plus the manifest itself."""
     manifest = read_manifest(bundle)
-    names = [*manifest["files"], "manifest.json"]
+    names = [*manifest.files, "manifest.json"]
     return {f"bundles/{bundle.name}/{name}": bundle / name for name in names}
 
 

@@ -20,10 +20,11 @@ A bad entry raises EdgevitError naming the board and the field.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from runtime.errors import EdgevitError
 from targets.preset import POWER_SAMPLERS

@@ -8,51 +8,23 @@ times it on the board with the Relax VM's time_evaluator.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from compile.tuning.tracker import Tracker
 from runtime.errors import EdgevitError
-
-
-@dataclass(frozen=True)
-class Tracker:
-    host: str = "127.0.0.1"
-    port: int = 9190
-
-    @classmethod
-    def parse(cls, text: str) -> "Tracker":
-        host, _, port = text.rpartition(":")
-        try:
-            return cls(host or "127.0.0.1", int(port))
-        except ValueError:
-            raise EdgevitError(f"--tracker must be HOST:PORT, got '{text}'") from None
 
 
 def tracker_command(tracker: Tracker) -> list[str]:
     """argv that runs a TVM RPC tracker in the foreground."""
     return [sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", tracker.host, "--port", str(tracker.port),
             "--port-end", str(tracker.port + 1)]
-
-
-def wait_for_key(tracker: Tracker, key: str, timeout_s: float = 120.0) -> None:
-    """Block until a server with `key` has registered at the tracker."""
-    from tvm import rpc
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            summary = rpc.connect_tracker(tracker.host, tracker.port).summary()
-            if summary["queue_info"].get(key, {}).get("free", 0) > 0:
-                return
-        except (RuntimeError, OSError, ConnectionError):
-            pass
-        time.sleep(0.5)
-    raise EdgevitError(f"no RPC server with key '{key}' registered at {tracker.host}:{tracker.port} within {timeout_s:.0f} s")
 
 
 def session(tracker: Tracker, key: str, timeout_s: float = 600.0):
@@ -62,7 +34,8 @@ def session(tracker: Tracker, key: str, timeout_s: float = 600.0):
     try:
         return rpc.connect_tracker(tracker.host, tracker.port).request(key, priority=1, session_timeout=int(timeout_s))
     except (RuntimeError, OSError, ConnectionError) as err:
-        raise EdgevitError(f"RPC: no session for key '{key}' at {tracker.host}:{tracker.port} ({str(err).splitlines()[0]})") from None
+        reason = str(err).splitlines()[0]
+        raise EdgevitError(f"RPC: no session for key '{key}' at {tracker.host}:{tracker.port} ({reason})") from None
 
 
 def rpc_bench(tracker: Tracker, key: str, bundle: Path, *, number: int = 1, repeat: int = 5) -> dict:
@@ -80,7 +53,7 @@ def rpc_bench(tracker: Tracker, key: str, bundle: Path, *, number: int = 1, repe
     vm = VirtualMachine(library, device)
     from runtime.session import example_input
 
-    x = tvm.runtime.tensor(example_input(opened.manifest["input"]), device)
+    x = tvm.runtime.tensor(example_input(opened.manifest.input), device)
     vm.set_input("main", x)
     timer = vm.time_evaluator("invoke_stateful", device, number=number, repeat=repeat)
     times_ms = np.asarray(timer("main").results) * 1e3
@@ -98,7 +71,8 @@ def start_tracker(tracker: Tracker) -> subprocess.Popen:
     """Start a tracker process and wait until it accepts connections."""
     import socket
 
-    process = subprocess.Popen(tracker_command(tracker), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(tracker_command(tracker), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               start_new_session=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -106,7 +80,8 @@ def start_tracker(tracker: Tracker) -> subprocess.Popen:
             return process
         except OSError:
             if process.poll() is not None:
-                raise EdgevitError(f"RPC tracker failed to start: {process.stderr.read().decode()[-500:]}")
+                raise EdgevitError(f"RPC tracker failed to start: {process.stderr.read().decode()[-500:]}") from None
             time.sleep(0.2)
-    process.kill()
+    os.killpg(process.pid, signal.SIGKILL)  # the tracker serves from a worker child: end the whole group
+    process.wait()
     raise EdgevitError(f"RPC tracker did not listen on {tracker.host}:{tracker.port}")

@@ -9,14 +9,14 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from remote.rpc import Tracker
+from compile.tuning.tracker import Tracker
 
 
 def tune_on_board(mod, target, tracker: Tracker, key: str, work_dir: Path, trials: int):
     """Tune `mod` (TIR) for an aarch64 `target`, measuring on the board behind `key`; returns the JSON database."""
     from tvm.s_tir import meta_schedule as ms
 
-    from compile.tuning.measure import build_candidate, export_candidate
+    from compile.tuning.measure import build_candidate, close_runner, export_candidate
 
     export = functools.partial(export_candidate, cross_compiler="aarch64-linux-gnu-g++")
     builder = ms.builder.LocalBuilder(f_build=build_candidate, f_export=export, timeout_sec=120, max_workers=1)
@@ -26,5 +26,8 @@ def tune_on_board(mod, target, tracker: Tracker, key: str, work_dir: Path, trial
         ms.runner.EvaluatorConfig(number=1, repeat=2, min_repeat_ms=0),
         max_workers=1,
     )
-    return ms.tune_tir(mod, target, str(work_dir), max_trials_global=trials, num_trials_per_iter=min(trials, 4),
-                       builder=builder, runner=runner, num_tuning_cores=1)
+    try:
+        return ms.tune_tir(mod, target, str(work_dir), max_trials_global=trials, num_trials_per_iter=min(trials, 4),
+                           builder=builder, runner=runner, num_tuning_cores=1)
+    finally:
+        close_runner(runner)

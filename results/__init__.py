@@ -1,1 +1,2 @@
-"""edgevit results: measurement records (JSONL), reports and plots; stored results live beside the code."""
+"""edgevit results: measurement records (JSONL), reports and plots; peers/ compares edgevit with other runtimes,
+data/ keeps the measured results."""

@@ -1,4 +1,4 @@
-"""python -m results {sweep,bench,report}: measurements and reports (JSONL, markdown, PNG)."""
+"""python -m results {sweep,bench,ptq,report}: measurements and reports (JSONL, markdown, PNG)."""
 
 from __future__ import annotations
 
@@ -21,61 +21,112 @@ def _str_list(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
+DEFAULT_MODEL = "deit_tiny_patch16_224"
+DEFAULTS = {  # each command's values of the shared options it takes (SHARED), filled in after parsing
+    "sweep": {"out": Path("results/data/tome_sweep"), "build_dir": Path("build/sweep"), "model": DEFAULT_MODEL,
+              "limit": None, "threads": len(os.sched_getaffinity(0)), "rounds": 10},
+    "bench": {"out": Path("results/data/bench"), "build_dir": Path("build/bench"), "model": DEFAULT_MODEL,
+              "limit": None, "threads": len(os.sched_getaffinity(0)), "rounds": 20},
+    "ptq": {"out": Path("results/data/ptq"), "build_dir": Path("build/ptq"), "model": DEFAULT_MODEL, "limit": None},
+    "report": {"out": Path("results/data/farm_report")},
+}
+
+
+def _defaults_help(dest: str) -> str:
+    return "default: " + ", ".join(f"{cmd} {values[dest]}" for cmd, values in DEFAULTS.items() if dest in values)
+
+
+SHARED = {  # options accepted before and after the subcommand: flag -> add_argument keywords
+    "--out": {"type": Path, "help": f"folder for JSONL, table and plot ({_defaults_help('out')})"},
+    "--build-dir": {"type": Path, "help": f"bundles and prepared peers ({_defaults_help('build_dir')})"},
+    "--model": {"help": f"timm model ({DEFAULT_MODEL})"},
+    "--limit": {"type": int, "help": "evaluate only the first N evaluation images"},
+    "--threads": {"type": int, "help": "threads of every runtime (default: the CPUs this process may use)"},
+    "--rounds": {"type": int, "help": f"interleaved latency rounds, 5 runs each ({_defaults_help('rounds')})"},
+}
+
+
+def _shared_options(command: str | None) -> argparse.ArgumentParser:
+    """The shared options `command` takes (None: all of them, for the main parser), defined once and added as a
+    parent both to the main parser and to each subparser. No defaults here (SUPPRESS): a subparser's default
+    would overwrite the value given before the subcommand; parse_args fills in the command's defaults."""
+    parent = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    for flag, keywords in SHARED.items():
+        if command is None or _dest(flag) in DEFAULTS[command]:
+            parent.add_argument(flag, **keywords)
+    return parent
+
+
+def _dest(flag: str) -> str:
+    return flag.removeprefix("--").replace("-", "_")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m results", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m results", description=__doc__, parents=[_shared_options(None)])
     sub = parser.add_subparsers(dest="command", required=True)
-    sweep = sub.add_parser("sweep", help="ToMe sweep: accuracy, GFLOPs and latency for each r")
-    sweep.add_argument("--tome-r", type=_int_list, default=(0, 4, 8, 12, 13, 15), help="constant r values (the first is the baseline), e.g. 0,4,8,12,13,15")
-    sweep.add_argument("--model", default="deit_tiny_patch16_224")
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, parents=[_shared_options(name)])
+
+    sweep = add("sweep", "ToMe sweep: accuracy, GFLOPs and latency for each r")
+    sweep.add_argument("--tome-r", type=_int_list, default=(0, 4, 8, 12, 13, 15),
+                       help="constant r values (the first is the baseline), e.g. 0,4,8,12,13,15")
     sweep.add_argument("--target", default="host", help="a preset this machine can run (host)")
-    sweep.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    sweep.add_argument("--rounds", type=int, default=10, help="interleaved latency rounds (5 runs each)")
-    sweep.add_argument("--limit", type=int, default=None, help="evaluate only the first N evaluation images")
-    sweep.add_argument("--out", type=Path, default=Path("results/tome_sweep"), help="folder for JSONL, table and plot")
-    sweep.add_argument("--build-dir", type=Path, default=Path("build/sweep"))
-    bench = sub.add_parser("bench", help="edgevit vs PyTorch, ONNX Runtime, ExecuTorch, LiteRT: latency, memory, top-1")
+    bench = add("bench", "edgevit vs PyTorch, ONNX Runtime, ExecuTorch, LiteRT: latency, memory, top-1")
     bench.add_argument("bundles", type=Path, nargs="*", help="host bundles of the model, included as they are")
     bench.add_argument("--edgevit", type=_str_list, default=(),
                        help="edgevit modes to compile here, e.g. fp32,int8,int8-full")
     bench.add_argument("--tome-r", type=_int_list, default=(0,), help="ToMe r for each --edgevit mode, e.g. 0,8")
     bench.add_argument("--peers", default="default",
                        help="comma list of peers, 'default', 'all' (adds every ONNX Runtime recipe) or 'none'")
-    bench.add_argument("--model", default="deit_tiny_patch16_224")
-    bench.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    bench.add_argument("--rounds", type=int, default=20, help="interleaved rounds (5 runs each)")
-    bench.add_argument("--limit", type=int, default=None, help="evaluate only the first N evaluation images")
     bench.add_argument("--calib-images", type=int, default=128,
                        help="calibration images for every contender that calibrates (labels.csv rows 1..N, 8..256)")
     bench.add_argument("--memory-runs", type=int, default=20,
                        help="runs of each fresh-process peak-RSS probe (0: skip)")
     bench.add_argument("--no-spin", action="store_true",
                        help="no thread pool spin-waits (ONNX Runtime allow_spinning=0, TVM_THREAD_POOL_SPIN_COUNT=0, "
-                            "OMP_WAIT_POLICY=PASSIVE) instead of each runtime's default spinning with a pause between turns")
-    bench.add_argument("--build-dir", type=Path, default=Path("build/bench"),
-                       help="prepared peers and compiled bundles")
-    bench.add_argument("--out", type=Path, default=Path("results/bench"))
-    ptq = sub.add_parser("ptq", help="PTQ recipes x ToMe r: top-1 against compiled FP32 on the evaluation images")
+                            "OMP_WAIT_POLICY=PASSIVE) instead of each runtime's default spinning with a pause "
+                            "between turns")
+    ptq = add("ptq", "PTQ recipes x ToMe r: top-1 against compiled FP32 on the evaluation images")
     ptq.add_argument("--tome-r", type=_int_list, default=(0, 8), help="constant r values, e.g. 0,8")
     ptq.add_argument("--variants", default="all", help="recipe names separated by ; (see results/ptq.py) or all")
-    ptq.add_argument("--model", default="deit_tiny_patch16_224")
     ptq.add_argument("--calib-count", type=int, default=256)
-    ptq.add_argument("--limit", type=int, default=None, help="evaluate only the first N evaluation images")
-    ptq.add_argument("--out", type=Path, default=Path("results/ptq"))
-    ptq.add_argument("--build-dir", type=Path, default=Path("build/ptq"))
-    report = sub.add_parser("report", help="markdown tables + plots from farm JSONL results")
+    report = add("report", "markdown tables + plots from farm JSONL results")
     report.add_argument("results", type=Path, nargs="+")
-    report.add_argument("--out", type=Path, default=Path("results/farm_report"))
     return parser
 
 
-def cmd_report(args) -> None:
-    from results.report import write_report
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Shared options may come before or after the subcommand; those not given get the command's default."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    for flag in SHARED:
+        if hasattr(args, _dest(flag)) and _dest(flag) not in DEFAULTS[args.command]:
+            parser.error(f"{flag} does not apply to '{args.command}'")
+    for dest, value in DEFAULTS[args.command].items():
+        if not hasattr(args, dest):
+            setattr(args, dest, value)
+    return args
 
-    print(write_report(args.results, args.out))
+
+def cmd_report(args) -> None:
+    from results.farm_report import write_farm_report
+
+    print(write_farm_report(args.results, args.out))
+
+
+def _publish(out: Path, stem: str, records: list[dict], markdown_table, caption: str, plot) -> None:
+    """Write the results folder (JSONL, table, plot); print the table, then the table's path as the last line."""
+    from results.records import write_results_folder
+
+    table = markdown_table(records)
+    write_results_folder(out, stem, records, table, caption, plot)
+    print(table)
+    print(out / f"{stem}.md")
 
 
 def _peer_names(text: str) -> tuple[str, ...]:
-    from results.peers import DEFAULT_PEERS, PEERS
+    from results.peers.prepare import DEFAULT_PEERS, PEERS
 
     presets = {"default": DEFAULT_PEERS, "all": tuple(PEERS), "none": ()}
     names = presets[text] if text in presets else _str_list(text)
@@ -88,27 +139,26 @@ def _peer_names(text: str) -> tuple[str, ...]:
 def cmd_bench(args) -> None:
     from rich.console import Console
 
+    from compile.data import CALIBRATION_ROWS
+    from compile.quant.config import MIN_CALIB_IMAGES
+
     if args.threads < 1 or args.rounds < 1 or args.memory_runs < 0:
         raise EdgevitError("--threads and --rounds must be at least 1, --memory-runs at least 0")
+    if not MIN_CALIB_IMAGES <= args.calib_images <= CALIBRATION_ROWS:
+        raise EdgevitError(f"--calib-images must be {MIN_CALIB_IMAGES}..{CALIBRATION_ROWS} "
+                           f"(the calibration split is labels.csv rows 1..{CALIBRATION_ROWS})")
     # before torch (OpenMP) and TVM load, here and in the memory probes. By default every runtime keeps
     # its spinning thread pool and turns start after a pause (results.timing); --no-spin stops all spinning
     os.environ["TVM_NUM_THREADS"] = str(args.threads)
     if args.no_spin:
         os.environ["TVM_THREAD_POOL_SPIN_COUNT"] = "0"
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    from compile.quant.calibration import CALIBRATION_ROWS
-    from compile.quant.config import MIN_CALIB_IMAGES
-
-    if not MIN_CALIB_IMAGES <= args.calib_images <= CALIBRATION_ROWS:
-        raise EdgevitError(f"--calib-images must be {MIN_CALIB_IMAGES}..{CALIBRATION_ROWS} "
-                           f"(the calibration split is labels.csv rows 1..{CALIBRATION_ROWS})")
     peers = _peer_names(args.peers)
     if not (peers or args.edgevit or args.bundles):
         raise EdgevitError("nothing to measure: give bundles, --edgevit modes or --peers")
-    from results.bench import BenchArgs, run_bench
-    from results.bench_report import markdown_table, plot
-    from results.edgevit_contenders import check_build_request
-    from results.records import write_report
+    from results.peers.edgevit_contenders import check_build_request
+    from results.peers.suite import BenchArgs, run_bench
+    from results.peers.table import markdown_table, plot
     from runtime.bundle import open_bundle
 
     for bundle in args.bundles:
@@ -118,10 +168,7 @@ def cmd_bench(args) -> None:
                                   args.rounds, args.limit, args.calib_images, args.memory_runs, args.build_dir,
                                   not args.no_spin),
                         Console(stderr=True))
-    table = markdown_table(records)
-    write_report(args.out, "bench", records, table, "latency vs top-1", plot)
-    print(table)
-    print(args.out / "bench.md")
+    _publish(args.out, "bench", records, markdown_table, "latency vs top-1", plot)
 
 
 def cmd_sweep(args) -> None:
@@ -130,26 +177,20 @@ def cmd_sweep(args) -> None:
     if args.threads < 1 or args.rounds < 1:
         raise EdgevitError("--threads and --rounds must be at least 1")
     os.environ["TVM_NUM_THREADS"] = str(args.threads)  # before TVM starts its thread pool
-    from results.records import write_report
     from results.sweep import SweepArgs, markdown_table, plot, run_sweep
 
-    console = Console(stderr=True)
     records = run_sweep(
         SweepArgs(model=args.model, target=args.target, r_values=args.tome_r, out_dir=args.out,
                   build_dir=args.build_dir, threads=args.threads, rounds=args.rounds, eval_limit=args.limit),
-        console,
+        Console(stderr=True),
     )
-    table = markdown_table(records)
-    write_report(args.out, "sweep", records, table, "accuracy vs latency", plot)
-    print(table)
-    print(args.out / "sweep.md")
+    _publish(args.out, "sweep", records, markdown_table, "accuracy vs latency", plot)
 
 
 def cmd_ptq(args) -> None:
     from rich.console import Console
 
     from results.ptq import VARIANTS, PtqArgs, markdown_table, plot, run_ptq
-    from results.records import write_report
 
     names = tuple(VARIANTS) if args.variants == "all" else tuple(v.strip() for v in args.variants.split(";"))
     unknown = [n for n in names if n not in VARIANTS]
@@ -157,14 +198,11 @@ def cmd_ptq(args) -> None:
         raise EdgevitError(f"unknown PTQ variant '{unknown[0]}'; known (separate with ';'): {'; '.join(VARIANTS)}")
     records = run_ptq(PtqArgs(args.model, args.tome_r, names, args.build_dir, args.calib_count, args.limit),
                       Console(stderr=True))
-    table = markdown_table(records)
-    write_report(args.out, "ptq", records, table, "top-1 per recipe", plot)
-    print(table)
-    print(args.out / "ptq.md")
+    _publish(args.out, "ptq", records, markdown_table, "top-1 per recipe", plot)
 
 
 def main() -> None:
-    args = _parser().parse_args()
+    args = parse_args()
     {"sweep": cmd_sweep, "bench": cmd_bench, "ptq": cmd_ptq, "report": cmd_report}[args.command](args)
 
 

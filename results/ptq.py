@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compile.quant.calibration import CALIBRATION_ROWS
+from compile.data import CALIBRATION_ROWS
 from results.records import save_figure
 
 
@@ -23,7 +23,7 @@ class Variant:
 
     name: str
     quant: str = "int8"
-    options: dict = field(default_factory=dict)  # CompileArgs fields: observer, outliers, fc2_groups, ...
+    options: dict = field(default_factory=dict)  # QuantConfig fields: observer, outliers, fc2_groups, ...
 
 
 VARIANTS = {v.name: v for v in (
@@ -59,10 +59,11 @@ def run_ptq(args: PtqArgs, console) -> list[dict]:
     """Compile every (r, variant), evaluate all of them; one record each."""
     from rich.progress import Progress
 
-    from compile.models import data_dir
+    from compile.data import evaluation_rows, labelled_images
     from compile.pipeline import CompileArgs, compile_bundle
+    from compile.quant.config import QuantConfig
     from runtime.bundle import open_bundle
-    from runtime.evaluate import read_labels
+    from runtime.evaluate import top5_predictions
     from runtime.preprocess import Preprocess
     from runtime.session import InferenceSession
 
@@ -72,43 +73,36 @@ def run_ptq(args: PtqArgs, console) -> list[dict]:
             variant = VARIANTS[name]
             out = args.build_dir / f"{args.model}-tome{r}-{_slug(name)}"
             console.print(f"[bold]r={r} {name}[/bold] -> {out}")
-            compile_args = CompileArgs(target="host", model=args.model, quant=variant.quant, tome_r=str(r), out=out,
-                                       calib_count=args.calib_count, **variant.options)
+            quant = QuantConfig(mode=variant.quant, calib_count=args.calib_count, **variant.options)
+            compile_args = CompileArgs(target="host", model=args.model, quant=quant, tome_r=str(r), out=out)
             bundles[(r, name)] = compile_bundle(compile_args, log=lambda m: console.print("  " + m))
     sessions = {key: InferenceSession(open_bundle(path)) for key, path in bundles.items()}
-    images = data_dir() / "imagenet_val_1300"
-    rows = read_labels(images / "labels.csv", skip=CALIBRATION_ROWS, limit=args.eval_limit)
+    images = labelled_images()
+    rows = evaluation_rows(args.eval_limit)
     labels = np.array([label for _, label in rows])
-    preprocess = {key: Preprocess.from_manifest(s.bundle.manifest["input"]) for key, s in sessions.items()}
-    top5 = {key: np.empty((len(rows), 5), dtype=np.int64) for key in sessions}
+    models = {key: (s.run, Preprocess.from_manifest(s.bundle.manifest.input)) for key, s in sessions.items()}
     with Progress(console=console) as progress:
         task = progress.add_task("evaluate", total=len(rows))
-        for i, (file, _) in enumerate(rows):
-            inputs = {}
-            for key, session in sessions.items():
-                spec = preprocess[key]
-                if spec not in inputs:
-                    inputs[spec] = spec.load(images / "images" / file)[None]
-                top5[key][i] = np.argsort(-session.run(inputs[spec])[0])[:5]
-            progress.advance(task)
+        top5 = top5_predictions(models, images / "images", rows, lambda: progress.advance(task))
     return _records(args, bundles, sessions, top5, labels)
 
 
 def _records(args: PtqArgs, bundles, sessions, top5, labels) -> list[dict]:
     from runtime.bench import machine_facts
+    from runtime.evaluate import accuracy
 
     fp32_r0 = top5.get((args.r_values[0], "fp32")) if "fp32" in args.variants else None
     records = []
     for (r, name), predictions in top5.items():
         fp32_same_r = top5.get((r, "fp32"))
-        top1 = float((predictions[:, 0] == labels).mean())
+        top1, top5_rate = accuracy(predictions, labels)
         manifest = sessions[(r, name)].bundle.manifest
         records.append({
-            "model": args.model, "tome_r": r, "variant": name, "quant": manifest["quant"]["mode"],
-            "recipe": manifest["quant"].get("recipe", {}),
-            "float_layers": [n for n, layer in manifest["quant"]["layers"].items() if layer["format"] != "int8"],
-            "top1": top1, "top5": float((predictions == labels[:, None]).any(1).mean()),
-            "drop_vs_fp32": None if fp32_r0 is None else float((fp32_r0[:, 0] == labels).mean()) - top1,
+            "model": args.model, "tome_r": r, "variant": name, "quant": manifest.quant.mode,
+            "recipe": manifest.quant.recipe,
+            "float_layers": [n for n, layer in manifest.quant.layers.items() if layer["format"] != "int8"],
+            "top1": top1, "top5": top5_rate,
+            "drop_vs_fp32": None if fp32_r0 is None else accuracy(fp32_r0, labels)[0] - top1,
             "agreement_with_fp32_same_r": None if fp32_same_r is None else float(
                 (predictions[:, 0] == fp32_same_r[:, 0]).mean()),
             "model_so_bytes": (bundles[(r, name)] / "model.so").stat().st_size,
@@ -124,10 +118,11 @@ def markdown_table(records: list[dict]) -> str:
     variants = list(dict.fromkeys(rec["variant"] for rec in records))
     first = records[0]
     lines = [
-        f"PTQ: {first['model']} on the host; top-1 on {first['n_images']} evaluation images ({first['split']}), "
-        f"calibration on {first['calib_images']} other images; drop = compiled FP32 (r=0) top-1 minus this top-1",
+        (f"PTQ: {first['model']} on the host; top-1 on {first['n_images']} evaluation images ({first['split']}), "
+         f"calibration on {first['calib_images']} other images; drop = compiled FP32 (r=0) top-1 minus this top-1"),
         "",
-        "| recipe | " + " | ".join(f"r={r} top-1 | r={r} drop | r={r} agree w/ FP32" for r in r_values) + " | model.so MB |",
+        "| recipe | " + " | ".join(f"r={r} top-1 | r={r} drop | r={r} agree w/ FP32" for r in r_values)
+        + " | model.so MB |",
         "|---|" + "---|---|---|" * len(r_values) + "---|",
     ]
     for name in variants:
@@ -138,7 +133,8 @@ def markdown_table(records: list[dict]) -> str:
                 cells.append("- | - | -")
                 continue
             drop = "-" if rec["drop_vs_fp32"] is None else f"{rec['drop_vs_fp32'] * 100:+.2f}"
-            agree = "-" if rec["agreement_with_fp32_same_r"] is None else f"{rec['agreement_with_fp32_same_r'] * 100:.1f}%"
+            agreement = rec["agreement_with_fp32_same_r"]
+            agree = "-" if agreement is None else f"{agreement * 100:.1f}%"
             cells.append(f"{rec['top1'] * 100:.2f}% | {drop} | {agree}")
         size = by_key.get((r_values[0], name), next(rec for rec in records if rec["variant"] == name))["model_so_bytes"]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {size / 1e6:.1f} |")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -37,7 +38,7 @@ def save_figure(fig, path: Path, dpi: int = 120) -> None:
     plt.close(fig)
 
 
-def write_report(out_dir: Path, stem: str, records: list[dict[str, Any]], table: str, caption: str,
+def write_results_folder(out_dir: Path, stem: str, records: list[dict[str, Any]], table: str, caption: str,
                  plot: Callable[[list[dict[str, Any]], Path], None]) -> None:
     """The three files of a results folder: `stem`.jsonl, `stem`.png and `stem`.md (table, then the plot)."""
     write_jsonl(out_dir / f"{stem}.jsonl", records)

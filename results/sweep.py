@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compile.quant.calibration import CALIBRATION_ROWS  # noqa: F401 - the evaluation split starts after it
+from compile.data import CALIBRATION_ROWS  # the evaluation split starts after it
 from results.records import save_figure
 
 
@@ -33,11 +33,11 @@ def run_sweep(args: SweepArgs, console) -> list[dict]:
     """Build one bundle per r, evaluate and benchmark them; returns one record per r."""
     from rich.progress import Progress
 
-    from compile.models import data_dir
+    from compile.data import evaluation_rows, labelled_images
     from compile.pipeline import CompileArgs, compile_bundle
     from results.timing import interleaved_latency_ms
     from runtime.bundle import open_bundle
-    from runtime.evaluate import read_labels
+    from runtime.evaluate import accuracy, top5_predictions
     from runtime.preprocess import Preprocess
     from runtime.session import InferenceSession
 
@@ -50,21 +50,17 @@ def run_sweep(args: SweepArgs, console) -> list[dict]:
                                     log=lambda m: console.print("  " + m))
     sessions = {r: InferenceSession(open_bundle(path)) for r, path in bundles.items()}
 
-    images = data_dir() / "imagenet_val_1300"
-    rows = read_labels(images / "labels.csv", skip=CALIBRATION_ROWS, limit=args.eval_limit)
-    preprocess = Preprocess.from_manifest(next(iter(sessions.values())).bundle.manifest["input"])
+    images = labelled_images()
+    rows = evaluation_rows(args.eval_limit)
     labels = np.array([label for _, label in rows])
-    top5 = {r: np.empty((len(rows), 5), dtype=np.int64) for r in sessions}
+    models = {r: (s.run, Preprocess.from_manifest(s.bundle.manifest.input)) for r, s in sessions.items()}
     with Progress(console=console) as progress:
         task = progress.add_task("evaluate", total=len(rows))
-        for i, (name, _) in enumerate(rows):
-            batch = preprocess.load(images / "images" / name)[None]
-            for r, session in sessions.items():
-                top5[r][i] = np.argsort(-session.run(batch)[0])[:5]
-            progress.advance(task)
+        top5 = top5_predictions(models, images / "images", rows, lambda: progress.advance(task))
         task = progress.add_task("latency (interleaved)", total=args.rounds)
+        inputs = {r: s.example_batch() for r, s in sessions.items()}
         latency = interleaved_latency_ms(
-            {r: (lambda s=s, x=s.example_batch(): s.run_device(x) and s.device.sync()) for r, s in sessions.items()},
+            {r: (lambda s=s, x=inputs[r]: s.run_device(x) and s.device.sync()) for r, s in sessions.items()},
             rounds=args.rounds, progress=lambda: progress.advance(task),
         )
     base = latency[args.r_values[0]]["median_ms"]
@@ -72,9 +68,9 @@ def run_sweep(args: SweepArgs, console) -> list[dict]:
     for r, session in sessions.items():
         manifest = session.bundle.manifest
         records.append({
-            "model": args.model, "target": args.target, "tome_r": r, "schedule": manifest["tome"]["schedule"],
-            "gflops": manifest["tome"]["gflops"],
-            "top1": float((top5[r][:, 0] == labels).mean()), "top5": float((top5[r] == labels[:, None]).any(1).mean()),
+            "model": args.model, "target": args.target, "tome_r": r, "schedule": manifest.tome.schedule,
+            "gflops": manifest.tome.gflops,
+            **dict(zip(("top1", "top5"), accuracy(top5[r], labels))),
             "n_images": len(rows), "split": f"labels.csv rows {CALIBRATION_ROWS + 1}..",
             **latency[r], "speedup_vs_first": base / latency[r]["median_ms"], "threads": args.threads,
             "cpu": _cpu_name(), "machine": platform.machine(),
@@ -101,8 +97,9 @@ def _cpu_name() -> str:
 def markdown_table(records: list[dict]) -> str:
     """The sweep as a markdown table."""
     lines = [
-        f"ToMe sweep: {records[0]['model']} on {records[0]['target']} ({records[0]['cpu']}, {records[0]['threads']} threads); "
-        f"accuracy on {records[0]['n_images']} evaluation images ({records[0]['split']})",
+        (f"ToMe sweep: {records[0]['model']} on {records[0]['target']} ({records[0]['cpu']}, "
+         f"{records[0]['threads']} threads); accuracy on {records[0]['n_images']} evaluation images "
+         f"({records[0]['split']})"),
         "",
         "| r | GFLOPs | top-1 | top-5 | median ms | p90 ms | speed-up |",
         "|---|---|---|---|---|---|---|",

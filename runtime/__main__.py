@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -17,27 +18,34 @@ for _name in ("torch", "timm", "onnx", "onnxruntime", "compile"):
 from runtime.errors import run_cli  # noqa: E402
 
 
+def _session_options(in_command: bool) -> argparse.ArgumentParser:
+    """--threads and --json, taken before the command or after it: the copy a command carries defaults to
+    SUPPRESS, so it overrides a value given before the command only when given itself."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--threads", type=int, default=argparse.SUPPRESS if in_command else None,
+                        help="TVM worker threads (default: every CPU this process may use)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS if in_command else False,
+                        help="also print a JSON object as the last line")
+    return common
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m runtime", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m runtime", description=__doc__, parents=[_session_options(False)])
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="top-5 labels with scores for each image")
+    command = functools.partial(sub.add_parser, parents=[_session_options(True)])
+    run = command("run", help="top-5 labels with scores for each image")
     run.add_argument("bundle", type=Path)
     run.add_argument("images", type=Path, nargs="+")
-    run.add_argument("--json", action="store_true", help="also print a JSON object as the last line")
-    ev = sub.add_parser("eval", help="top-1 / top-5 accuracy over a labelled folder")
+    ev = command("eval", help="top-1 / top-5 accuracy over a labelled folder")
     ev.add_argument("bundle", type=Path)
     ev.add_argument("--images", type=Path, required=True, help="folder of images")
     ev.add_argument("--labels", type=Path, required=True, help="CSV with columns file,label")
     ev.add_argument("--skip", type=int, default=0, help="skip the first N rows (e.g. the calibration split)")
     ev.add_argument("--limit", type=int, default=None, help="evaluate at most N rows")
-    ev.add_argument("--json", action="store_true")
-    bench = sub.add_parser("bench", help="batch-1 latency statistics and peak RSS")
+    bench = command("bench", help="batch-1 latency statistics and peak RSS")
     bench.add_argument("bundle", type=Path)
     bench.add_argument("--warmup", type=int, default=10)
     bench.add_argument("--repeat", type=int, default=50)
-    bench.add_argument("--json", action="store_true")
-    for p in (run, ev, bench):
-        p.add_argument("--threads", type=int, default=None, help="TVM worker threads (default: every CPU this process may use)")
     return parser
 
 
@@ -73,7 +81,7 @@ def cmd_run(args) -> None:
 
     session = _open_session(args)
     labels = session.bundle.labels()
-    preprocess = Preprocess.from_manifest(session.bundle.manifest["input"])
+    preprocess = Preprocess.from_manifest(session.bundle.manifest.input)
     batch = session.new_batch()
     results = {}
     for image in args.images:
@@ -125,10 +133,10 @@ def cmd_bench(args) -> None:
         manifest = session.bundle.manifest
         record = {
             **result.to_dict(),
-            "model": manifest["model"]["name"],
-            "target": manifest["target"]["preset"],
-            "quant": manifest["quant"]["mode"],
-            "tome": manifest["tome"]["schedule"],
+            "model": manifest.model.name,
+            "target": manifest.target.preset,
+            "quant": manifest.quant.mode,
+            "tome": manifest.tome.schedule,
             **_versions(),
             **machine_facts(),
         }

@@ -13,12 +13,11 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from runtime.cpu_features import cpu_features, machine_arch
 from runtime.errors import EdgevitError
+from runtime.manifest import Manifest
 
-SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 LIBRARY = "model.so"
 LABELS = "labels.txt"
@@ -38,7 +37,7 @@ class Bundle:
     """A verified bundle directory and its manifest."""
 
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
 
     @property
     def library(self) -> Path:
@@ -46,7 +45,7 @@ class Bundle:
 
     @property
     def device(self) -> str:
-        return self.manifest["target"].get("device", "cpu")
+        return self.manifest.target.device
 
     def labels(self) -> list[str]:
         return (self.path / LABELS).read_text().splitlines()
@@ -64,25 +63,20 @@ def _unpack_tar(path: Path) -> Path:
     return entries[0] if len(entries) == 1 and entries[0].is_dir() else out
 
 
-def read_manifest(path: Path) -> dict[str, Any]:
+def read_manifest(path: Path) -> Manifest:
     """The manifest of a bundle directory, with its schema checked."""
     try:
-        manifest = json.loads((path / MANIFEST).read_text())
+        data = json.loads((path / MANIFEST).read_text())
     except FileNotFoundError:
         raise EdgevitError(f"{path} is not an edgevit bundle (no {MANIFEST})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise EdgevitError(f"bundle {path}: {MANIFEST} is corrupt ({err})") from None
-    if not isinstance(manifest, dict) or manifest.get("schema_version") != SCHEMA_VERSION:
-        raise EdgevitError(
-            f"bundle {path}: manifest schema {manifest.get('schema_version') if isinstance(manifest, dict) else '?'}"
-            f" is not the supported version {SCHEMA_VERSION}"
-        )
-    return manifest
+    return Manifest.from_dict(data, where=f"bundle {path}")
 
 
-def verify_files(path: Path, manifest: dict[str, Any]) -> None:
+def verify_files(path: Path, manifest: Manifest) -> None:
     """Every file the manifest lists exists and has the recorded sha256."""
-    for name, expected in manifest["files"].items():
+    for name, expected in manifest.files.items():
         file = path / name
         if not file.is_file():
             raise EdgevitError(f"bundle {path}: {name} is missing")
@@ -90,18 +84,18 @@ def verify_files(path: Path, manifest: dict[str, Any]) -> None:
             raise EdgevitError(f"bundle {path}: {name} is corrupt or truncated (sha256 mismatch)")
 
 
-def verify_device(path: Path, manifest: dict[str, Any]) -> None:
+def verify_device(path: Path, manifest: Manifest) -> None:
     """The bundle's architecture and required CPU features match this machine."""
-    target = manifest["target"]
+    target = manifest.target
     arch = machine_arch()
-    if target["arch"] != arch:
+    if target.arch != arch:
         raise EdgevitError(
-            f"bundle {path} was built for {target['arch']} (target {target['preset']}); this machine is {arch}"
+            f"bundle {path} was built for {target.arch} (target {target.preset}); this machine is {arch}"
         )
-    missing = sorted(set(target.get("required_cpu_features", ())) - cpu_features())
+    missing = sorted(set(target.required_cpu_features) - cpu_features())
     if missing:
         raise EdgevitError(
-            f"bundle {path} (target {target['preset']}) needs CPU feature(s) {', '.join(missing)} "
+            f"bundle {path} (target {target.preset}) needs CPU feature(s) {', '.join(missing)} "
             "that this CPU does not have; compile for a matching target (e.g. rpi4 or aarch64 instead of rpi5)"
         )
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from runtime.errors import EdgevitError
+from runtime.manifest import InputSpec
 
 RESAMPLING = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
@@ -32,15 +32,9 @@ class Preprocess:
     dtype: str = "float32"  # "uint8": raw pixels, normalization folded into the model
 
     @classmethod
-    def from_manifest(cls, input_spec: dict[str, Any]) -> "Preprocess":
-        return cls(
-            size=input_spec["shape"][-1],
-            resize=input_spec["resize"],
-            mean=tuple(input_spec["mean"]),
-            std=tuple(input_spec["std"]),
-            interpolation=input_spec.get("interpolation", "bicubic"),
-            dtype=input_spec.get("dtype", "float32"),
-        )
+    def from_manifest(cls, spec: InputSpec) -> "Preprocess":
+        return cls(size=spec.shape[-1], resize=spec.resize, mean=tuple(spec.mean), std=tuple(spec.std),
+                   interpolation=spec.interpolation, dtype=spec.dtype)
 
     def load(self, path: str | Path, out: np.ndarray | None = None) -> np.ndarray:
         """Read one image into `out` ([3, size, size] of self.dtype, allocated when None)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from runtime.bundle import Bundle
+from runtime.manifest import InputSpec
 
 
 class InferenceSession:
@@ -21,9 +22,9 @@ class InferenceSession:
         from tvm.runtime.vm import VirtualMachine
 
         self.bundle = bundle
-        spec = bundle.manifest["input"]
-        self.input_shape = tuple(spec["shape"])
-        self.input_dtype = spec.get("dtype", "float32")
+        spec = bundle.manifest.input
+        self.input_shape = tuple(spec.shape)
+        self.input_dtype = spec.dtype
         self.device = tvm.cuda(0) if bundle.device == "cuda" else tvm.cpu(0)
         if bundle.device == "cuda":
             from runtime.cuda_kernels import use_precompiled_kernels
@@ -40,7 +41,7 @@ class InferenceSession:
 
     def example_batch(self, seed: int = 0) -> np.ndarray:
         """A fixed pseudo-random input of the right shape and dtype, for latency measurements."""
-        return example_input(self.bundle.manifest["input"], seed)
+        return example_input(self.bundle.manifest.input, seed)
 
     def run_device(self, batch: np.ndarray):
         """Infer one batch ([N, 3, H, W] of the manifest's dtype); the output stays on the device."""
@@ -53,10 +54,10 @@ class InferenceSession:
         return self.run_device(batch).numpy()
 
 
-def example_input(input_spec: dict, seed: int = 0) -> np.ndarray:
+def example_input(input_spec: InputSpec, seed: int = 0) -> np.ndarray:
     """A fixed pseudo-random batch as the manifest's input spec describes (pixels for uint8 inputs)."""
     rng = np.random.default_rng(seed)
-    shape, dtype = tuple(input_spec["shape"]), input_spec.get("dtype", "float32")
+    shape, dtype = tuple(input_spec.shape), input_spec.dtype
     if dtype == "uint8":
         return rng.integers(0, 256, shape, dtype=np.uint8)
     return rng.standard_normal(shape).astype(dtype)

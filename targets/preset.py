@@ -8,11 +8,12 @@ sampler reads it. `host` is filled in from this machine when loaded.
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from runtime.cpu_features import cpu_features, machine_arch
 from runtime.errors import EdgevitError
@@ -38,9 +39,7 @@ class TargetPreset:
     required_cpu_features: tuple[str, ...] = ()
     cross_compiler: str | None = None  # None: the host's own compiler
     device: str = "cpu"  # "cpu" | "cuda"
-    power_sampler: str = "none"
     runtime_requirements: str = ""
-    notes: str = ""
     aliases: tuple[str, ...] = field(default=())
 
     def target(self):
@@ -78,9 +77,6 @@ def _from_toml(path: Path) -> TargetPreset:
         raise EdgevitError(f"target preset {path}: 'name' must be '{path.stem}'")
     if data["name"] == "host":
         data = _detect_host(data)
-    sampler = data.get("power_sampler", "none")
-    if sampler not in POWER_SAMPLERS:
-        raise EdgevitError(f"target preset {path.stem}: power_sampler '{sampler}' not one of {POWER_SAMPLERS}")
     runtime = data.get("runtime", {})
     return TargetPreset(
         name=data["name"],
@@ -90,9 +86,7 @@ def _from_toml(path: Path) -> TargetPreset:
         required_cpu_features=tuple(data.get("required_cpu_features", ())),
         cross_compiler=data.get("cross_compiler"),
         device=data.get("device", "cpu"),
-        power_sampler=sampler,
         runtime_requirements=runtime.get("requirements", ""),
-        notes=runtime.get("notes", ""),
         aliases=tuple(data.get("aliases", ())),
     )
 

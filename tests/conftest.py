@@ -1,18 +1,30 @@
-"""Shared fixtures: paths to the real data, CLI runner, and compiled bundles cached across runs."""
+"""Shared fixtures: paths to the real data and compiled bundles cached across runs (helpers: tests/helpers.py);
+the run fails when a process the tests started is still running at its end."""
 
 from __future__ import annotations
 
-import hashlib
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.cache import edgevit_cache_dir
+from tests.helpers import REPO, cached_bundle, run_module  # noqa: F401 - REPO, run_module: re-exported for old imports
+from tests.processes import leftover_processes
 
-REPO = Path(__file__).resolve().parent.parent
+
+@pytest.hookimpl(trylast=True)  # after the session fixtures are torn down
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run when a process it started outlives it (killed here after a short grace period)."""
+    leftovers = leftover_processes()
+    if leftovers:
+        report = session.config.pluginmanager.get_plugin("terminalreporter")
+        if report is not None:
+            report.write("\n")
+        write = report.write_line if report is not None else lambda line, **_: print(line, file=sys.stderr)
+        write("error: processes started by the tests were still running at the end (killed now):", red=True)
+        for line in leftovers:
+            write(f"  {line}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def data_dir() -> Path:
@@ -27,38 +39,6 @@ def data() -> Path:
     if not (path / "deit_tiny_patch16_224.safetensors").is_file():
         pytest.fail(f"real data not found at {path}: set EDGEVIT_DATA or put shared/data beside the repo")
     return path
-
-
-def run_module(module: str, *args: str | Path, env: dict | None = None, timeout_s: float = 1800) -> subprocess.CompletedProcess:
-    """Run `python -m module args...` from the repository root, capturing text output."""
-    return subprocess.run(
-        [sys.executable, "-m", module, *map(str, args)],
-        cwd=REPO, capture_output=True, text=True, timeout=timeout_s, env={**os.environ, **(env or {})},
-    )
-
-
-def _source_digest() -> str:
-    """Hash of everything that shapes a bundle, so cached bundles are rebuilt when the code changes."""
-    digest = hashlib.sha256()
-    for package in ("compile", "targets", "runtime"):
-        for path in sorted((REPO / package).rglob("*")):
-            if path.is_file() and path.suffix in {".py", ".toml", ".json"}:
-                digest.update(str(path.relative_to(REPO)).encode())
-                digest.update(path.read_bytes())
-    import tvm
-
-    digest.update(tvm.__version__.encode())
-    return digest.hexdigest()[:16]
-
-
-def cached_bundle(name: str, *compile_args: str) -> Path:
-    """Compile a bundle once per source version (python -m compile ... --out CACHE/...) and reuse it."""
-    out = edgevit_cache_dir() / "bundles" / _source_digest() / name
-    if not (out / "manifest.json").is_file():
-        result = run_module("compile", *compile_args, "--out", out)
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert result.stdout.strip().splitlines()[-1] == str(out)
-    return out
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests import processes
 from tests.emulated_board import SITE, EmulatedBoard
 
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
@@ -41,18 +42,7 @@ class SshBoard:
 
     def stop(self) -> None:
         """Kill the listener and every per-connection sshd it forked, as a board losing power would."""
-        import psutil
-
-        try:
-            victims = [psutil.Process(self.process.pid), *psutil.Process(self.process.pid).children(recursive=True)]
-        except psutil.NoSuchProcess:
-            victims = []
-        for proc in victims:
-            try:
-                proc.kill()
-            except psutil.NoSuchProcess:
-                pass
-        self.process.wait(timeout=10)
+        processes.stop(self.process)
 
 
 def _board_shell(root: Path, board: EmulatedBoard | None) -> Path:
@@ -95,8 +85,9 @@ def start_sshd(name: str, root: Path, authorized_key: str, board: EmulatedBoard 
         "KbdInteractiveAuthentication no", "PermitRootLogin prohibit-password", "StrictModes no", "UsePAM no",
         f"Subsystem sftp {SFTP_SERVER}", f"ForceCommand {_board_shell(root, board)}", "",
     ]))
-    process = subprocess.Popen([shutil.which("sshd") or "/usr/sbin/sshd", "-D", "-e", "-f", str(config)],
-                               stdout=subprocess.DEVNULL, stderr=open(root / "sshd.log", "w"))
+    with open(root / "sshd.log", "w") as log:
+        process = processes.start_group([shutil.which("sshd") or "/usr/sbin/sshd", "-D", "-e", "-f", str(config)],
+                                        stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
@@ -106,7 +97,7 @@ def start_sshd(name: str, root: Path, authorized_key: str, board: EmulatedBoard 
             if process.poll() is not None:
                 break
             time.sleep(0.1)
-    process.kill()
+    processes.stop(process)
     raise RuntimeError(f"sshd for {name} did not start: {(root / 'sshd.log').read_text()[-1000:]}")
 
 

@@ -5,16 +5,7 @@ import shutil
 
 import pytest
 
-from tests.conftest import run_module
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert "Traceback" not in result.stderr, result.stderr[-2000:]
-    assert lines and lines[-1].startswith("error: "), result.stderr[-2000:]
-    for fragment in fragments:
-        assert fragment in lines[-1], lines[-1]
+from tests.helpers import assert_one_line_error, run_module
 
 
 def test_unknown_target():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from results.bench_report import markdown_table
+from results.peers.table import markdown_table
 from results.records import read_jsonl
 from tests.conftest import run_module
 from tests.test_bad_input import assert_one_line_error
@@ -19,8 +19,9 @@ N_IMAGES = 20
 
 def _reference_top1(images_dir) -> float:
     """Top-1 of the timm model itself on the first evaluation images."""
+    from compile.data import evaluation_rows
     from compile.models import load_model
-    from results.calibration import evaluation_rows, model_preprocess
+    from results.peers.inputs import model_preprocess
     from tests.reference import load_batch, topk_hits, torch_logits
 
     rows = evaluation_rows(N_IMAGES)
@@ -74,7 +75,7 @@ def test_unavailable_contender_is_a_row_with_its_reason():
 
 
 def test_missing_runtime_makes_a_peer_unavailable(monkeypatch, tmp_path):
-    from results import peers
+    from results.peers import prepare as peers
 
     def needs_executorch(ctx):
         raise ModuleNotFoundError("No module named 'executorch'", name="executorch")
@@ -86,8 +87,7 @@ def test_missing_runtime_makes_a_peer_unavailable(monkeypatch, tmp_path):
 
 
 def test_calibration_and_evaluation_splits_are_disjoint(labels_csv):
-    from compile.quant.calibration import CALIBRATION_ROWS
-    from results.calibration import evaluation_rows
+    from compile.data import CALIBRATION_ROWS, evaluation_rows
     from runtime.evaluate import read_labels
 
     calibration = {name for name, _ in read_labels(labels_csv, limit=CALIBRATION_ROWS)}

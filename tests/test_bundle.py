@@ -3,7 +3,7 @@
 import json
 import tarfile
 
-from tests.conftest import run_module
+from tests.helpers import run_module
 
 
 def test_tar_bundle_runs(host_bundle, tmp_path, images_dir):

@@ -7,8 +7,7 @@ import shutil
 import pytest
 
 from runtime.cuda_kernels import FATBIN_MAGIC, fatbin_for
-from tests.conftest import cached_bundle, run_module
-from tests.test_bad_input import assert_one_line_error
+from tests.helpers import assert_one_line_error, cached_bundle, run_module
 
 needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc (CUDA toolkit) is not installed")
 
@@ -52,9 +51,9 @@ def test_jetson_bundle_carries_fatbins(data):
 
     manifest = read_manifest(bundle)
     verify_files(bundle, manifest)
-    kernels = [name for name in manifest["files"] if name.startswith("device/")]
+    kernels = [name for name in manifest.files if name.startswith("device/")]
     assert kernels and all((bundle / name).read_bytes()[:4] == FATBIN_MAGIC for name in kernels)
-    assert manifest["target"]["tvm_target"]["arch"] == "sm_87" and manifest["target"]["device"] == "cuda"
+    assert manifest.target.tvm_target["arch"] == "sm_87" and manifest.target.device == "cuda"
 
 
 def test_missing_nvcc_is_one_clear_error():

@@ -20,7 +20,7 @@ from tvm import relax
 
 from compile.kernels import emit_int8_batch_matmul, emit_int8_dense
 from compile.kernels.dot_kernel import dot_kernel_for
-from compile.schedule import lower_for_cpu
+from compile.lowering import lower_for_cpu
 from targets import load_preset
 
 RNG_SEED = 0
@@ -231,7 +231,7 @@ def test_segmented_layer_and_quantized_attention_are_exact():
 
 
 def test_float_matmuls_are_not_taken_by_the_int8_rule():
-    from compile.schedule import fuse_for_cpu
+    from compile.lowering import fuse_for_cpu
     from compile.schedule.int8_gemm import schedule_int8_gemm
 
     target = load_preset("host").target()

@@ -7,7 +7,7 @@ import torch
 from compile.models import import_timm
 from runtime.bundle import open_bundle
 from runtime.session import InferenceSession
-from tests.conftest import run_module
+from tests.helpers import run_module
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from remote.power.monitor import power_record
 from remote.power.rapl import RaplSampler
 from remote.power.tegrastats import TegrastatsSampler
 from remote.power.vcgencmd import VcgencmdSampler
+from tests.helpers import ina3221_tree
 
 FIXTURES = Path(__file__).parent / "fixtures" / "power"
 
@@ -37,18 +38,8 @@ def test_vcgencmd_sums_current_times_voltage():
     assert 1.0 < expected < 3.0  # an idle Pi 5 draws a couple of watts on these rails
 
 
-def _ina3221_tree(root: Path) -> str:
-    hwmon = root / "1-0040" / "hwmon" / "hwmon3"
-    hwmon.mkdir(parents=True)
-    for n, (label, mv, ma) in enumerate([("VDD_IN", 5000, 1200), ("VDD_CPU_GPU_CV", 5000, 300), ("VDD_SOC", 5000, 250)], 1):
-        (hwmon / f"in{n}_label").write_text(label + "\n")
-        (hwmon / f"in{n}_input").write_text(f"{mv}\n")
-        (hwmon / f"curr{n}_input").write_text(f"{ma}\n")
-    return str(root / "*" / "hwmon" / "hwmon*")
-
-
 def test_ina3221_command_on_a_sysfs_tree(tmp_path):
-    sampler = Ina3221Sampler(root_glob=_ina3221_tree(tmp_path))
+    sampler = Ina3221Sampler(root_glob=ina3221_tree(tmp_path))
     readings = sampler.watts(run_for(sampler.command(0.1)))
     assert readings and all(w == pytest.approx(6.0) for w in readings)  # 5.000 V x 1.200 A
     both = Ina3221Sampler(rails=["VDD_CPU_GPU_CV", "VDD_SOC"], root_glob=sampler.root_glob)

@@ -15,10 +15,8 @@ from compile.models import load_model, model_spec
 from compile.quant import emit_relax, quantize
 from compile.quant.config import QuantConfig
 from runtime.evaluate import read_labels
-from runtime.preprocess import Preprocess
 from targets import load_preset
-from tests.conftest import run_module
-from tests.test_bad_input import assert_one_line_error
+from tests.helpers import assert_one_line_error, run_module
 
 MODEL = "deit_tiny_patch16_224"
 
@@ -84,7 +82,7 @@ def test_int8_full_graph_is_integer_only(model):
 def test_int8_full_equals_numpy_reference_bit_exactly(model, images_dir, labels_csv, r, groups):
     import tvm
 
-    from compile.schedule import lower_for_cpu
+    from compile.lowering import lower_for_cpu
     from tests import integer_reference
 
     qvit = small_qvit(model, "int8-full", r=r, fc2_groups=groups)
@@ -92,7 +90,7 @@ def test_int8_full_equals_numpy_reference_bit_exactly(model, images_dir, labels_
     target = load_preset("host").target()
     vm = relax.VirtualMachine(relax.build(lower_for_cpu(emit_relax(qvit, target), target), target=target), tvm.cpu())
     spec = model_spec(MODEL)
-    preprocess = Preprocess(spec.image_size, int(spec.image_size / spec.crop_pct), spec.mean, spec.std, dtype="uint8")
+    preprocess = spec.preprocess("uint8")
     for name, _ in read_labels(labels_csv, skip=256, limit=3):
         pixels = preprocess.load(images_dir / name)[None]
         compiled = vm["main"](tvm.runtime.tensor(pixels)).numpy()
@@ -106,13 +104,13 @@ def test_integer_tome_matching_agrees_with_compile_tome(model, images_dir, label
     into the rows compile.tome puts them."""
     import tvm
 
+    from compile.lowering import lower_for_cpu
     from compile.quant.graph import Emitter
     from compile.quant.tome_graph import match_tokens
-    from compile.schedule import lower_for_cpu
     from compile.tome import bipartite_soft_matching
 
     spec = model_spec(MODEL)
-    preprocess = Preprocess(spec.image_size, int(spec.image_size / spec.crop_pct), spec.mean, spec.std)
+    preprocess = spec.preprocess()
     keys = {}
 
     def keep_keys(module, args, out) -> None:

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from results.sweep import CALIBRATION_ROWS
-from tests.conftest import run_module
+from tests.helpers import run_module
 
 # Issue #5: top-1 drop (percentage points) allowed against compiled FP32
 ALLOWED_DROP = {"int8": 1.0, "int8-full": 1.5, "int8 + ToMe r=8": 2.0}

@@ -12,8 +12,8 @@ from remote.deploy import deploy
 from remote.inventory import Board
 from remote.ssh import TMP_SUFFIX, BoardConnection
 from runtime.errors import EdgevitError
-from tests.conftest import run_module
 from tests.farm_fixtures import keygen, known_hosts_line, start_sshd
+from tests.helpers import ina3221_tree, run_module
 
 IMAGES = ["ILSVRC2012_val_00000347.JPEG", "ILSVRC2012_val_00000355.JPEG"]
 
@@ -26,23 +26,24 @@ def farm(tmp_path_factory):
     root = tmp_path_factory.mktemp("farm")
     user_key = root / "id_farm"
     public = keygen(user_key)
-    boards = {
-        "pi5-a": start_sshd("pi5-a", root / "pi5-a", public, emulated_board("cortex-a76")),
-        "pi5-b": start_sshd("pi5-b", root / "pi5-b", public, emulated_board("cortex-a76")),
-        "native": start_sshd("native", root / "native", public, None),
-    }
-    known_hosts = root / "known_hosts"
-    known_hosts.write_text("".join(known_hosts_line(b) + "\n" for b in boards.values()))
+    boards = {}
+    try:
+        boards["pi5-a"] = start_sshd("pi5-a", root / "pi5-a", public, emulated_board("cortex-a76"))
+        boards["pi5-b"] = start_sshd("pi5-b", root / "pi5-b", public, emulated_board("cortex-a76"))
+        boards["native"] = start_sshd("native", root / "native", public, None)
+        known_hosts = root / "known_hosts"
+        known_hosts.write_text("".join(known_hosts_line(b) + "\n" for b in boards.values()))
 
-    def record(sshd: str, preset: str, **overrides) -> Board:
-        """A Board reaching sshd `sshd`; overrides change any field (name, keys, remote_dir...)."""
-        fields = dict(name=sshd, host="127.0.0.1", port=boards[sshd].port, preset=preset, user="root",
-                      key_file=user_key, known_hosts=known_hosts, remote_dir=str(boards[sshd].root / "edgevit"))
-        return Board(**{**fields, **overrides})
+        def record(sshd: str, preset: str, **overrides) -> Board:
+            """A Board reaching sshd `sshd`; overrides change any field (name, keys, remote_dir...)."""
+            fields = dict(name=sshd, host="127.0.0.1", port=boards[sshd].port, preset=preset, user="root",
+                          key_file=user_key, known_hosts=known_hosts, remote_dir=str(boards[sshd].root / "edgevit"))
+            return Board(**{**fields, **overrides})
 
-    yield {"sshd": boards, "board": record, "root": root, "known_hosts": known_hosts, "user_key": user_key}
-    for board in boards.values():
-        board.stop()
+        yield {"sshd": boards, "board": record, "root": root, "known_hosts": known_hosts, "user_key": user_key}
+    finally:
+        for board in boards.values():
+            board.stop()
 
 
 @pytest.mark.slow
@@ -74,9 +75,7 @@ def test_deploy_and_bench_rpi5_bundle_on_emulated_boards(farm, rpi5_bundle, host
 
 @pytest.mark.slow
 def test_faults_become_error_records_and_the_rest_go_on(farm, host_bundle, tmp_path):
-    from tests.test_power import _ina3221_tree
-
-    sensors = _ina3221_tree(tmp_path / "ina3221")
+    sensors = ina3221_tree(tmp_path / "ina3221")
     good = farm["board"]("native", "host", python="python3", power={"sampler": "ina3221", "root_glob": sensors})
     wrong_key_file = tmp_path / "wrong_key"
     keygen(wrong_key_file)
@@ -127,10 +126,13 @@ def test_transfer_cut_halfway_leaves_no_half_written_file(farm, tmp_path, host_b
 
     cutter = threading.Thread(target=cut_when_upload_starts)
     cutter.start()
-    with pytest.raises(EdgevitError, match="board flaky"):
-        with BoardConnection(board_for(sshd)) as conn:
-            deploy(conn, host_bundle)
-    cutter.join()
+    try:
+        with pytest.raises(EdgevitError, match="board flaky"):
+            with BoardConnection(board_for(sshd)) as conn:
+                deploy(conn, host_bundle)
+    finally:
+        cutter.join()
+        sshd.stop()  # when the cut never came
     assert not library.exists()  # never a half-written file under the final name
     assert not partial.exists() or partial.stat().st_size < (host_bundle / "model.so").stat().st_size
 

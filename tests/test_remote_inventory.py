@@ -1,10 +1,12 @@
-"""farm.toml loading: the example loads; a bad entry names the board and the field."""
+"""farm.toml loading: the example loads; a bad entry names the board and the field; `python -m remote` reads it."""
+
+import json
 
 import pytest
 
 from remote.inventory import load_inventory, select
 from runtime.errors import EdgevitError
-from tests.conftest import REPO
+from tests.helpers import REPO, run_module
 
 
 def test_example_inventory_loads():
@@ -33,3 +35,14 @@ def test_unknown_board_name(tmp_path):
     boards = load_inventory(REPO / "farm.example.toml")
     with pytest.raises(EdgevitError, match="unknown board"):
         select(boards, ["nope"])
+
+
+@pytest.mark.parametrize("inventory_first", [True, False])
+def test_status_cli_takes_the_inventory_before_or_after_the_command(tmp_path, inventory_first):
+    inventory = tmp_path / "farm.toml"
+    inventory.write_text('[[board]]\nname = "gone"\nhost = "127.0.0.1"\nport = 1\npreset = "rpi5"\n')
+    args = ["--inventory", inventory, "status"] if inventory_first else ["status", "--inventory", inventory]
+    result = run_module("remote", *args, timeout_s=120)
+    assert result.returncode == 1, result.stderr[-2000:]  # the one board is down, and the inventory was read
+    rows = json.loads(result.stdout.splitlines()[-1])
+    assert [(r["board"], r["reachable"]) for r in rows] == [("gone", False)]

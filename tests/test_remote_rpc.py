@@ -7,8 +7,10 @@ import subprocess
 
 import pytest
 
-from remote.rpc import Tracker, rpc_bench, start_server_argv, start_tracker, wait_for_key
+from compile.tuning.tracker import Tracker, wait_for_key
+from remote.rpc import rpc_bench, start_server_argv, start_tracker
 from tests.farm_fixtures import free_port
+from tests.processes import running, start_group
 
 KEY = "rpi5-emulated"
 
@@ -19,16 +21,11 @@ def rpc_board():
 
     board = emulated_board("cortex-a76")
     tracker = Tracker("127.0.0.1", free_port())
-    tracker_process = start_tracker(tracker)
-    server = subprocess.Popen(start_server_argv(board.python_argv([]), tracker, KEY),
-                              env=board.environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    server_argv = start_server_argv(board.python_argv([]), tracker, KEY)
+    with running(start_tracker(tracker)), running(start_group(server_argv, env=board.environment(),
+                                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)):
         wait_for_key(tracker, KEY, timeout_s=180)
         yield tracker
-    finally:
-        for process in (server, tracker_process):
-            process.kill()
-            process.wait(timeout=10)
 
 
 @pytest.mark.slow

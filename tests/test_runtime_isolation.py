@@ -4,7 +4,7 @@ import ast
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 ALLOWED_THIRD_PARTY = {"numpy", "PIL", "tvm"}
 

@@ -4,7 +4,7 @@ import pytest
 
 from runtime.errors import EdgevitError
 from targets import list_presets, load_preset
-from tests.conftest import run_module
+from tests.helpers import run_module
 
 EXPECTED = {"host", "x86-avx512", "rpi4", "rpi5", "aarch64", "jetson-orin-nano", "jetson-agx-orin", "jetson-xavier"}
 

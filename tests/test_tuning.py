@@ -5,6 +5,7 @@ trial counts."""
 from __future__ import annotations
 
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -13,13 +14,16 @@ import tvm_ffi
 from tvm import relax, tirx
 from tvm.s_tir.meta_schedule.database import TuningRecord
 
-from compile.schedule import fuse_for_cpu, hand_schedule, lower_for_cpu
+from compile.lowering import fuse_for_cpu, lower_for_cpu
+from compile.schedule import hand_schedule
 from compile.tuning.database import FILES, existing_database, open_database, records_for, workload_of
 from compile.tuning.hand import is_hand_trace
 from compile.tuning.settings import TuneSettings
 from compile.tuning.tune import tune_model
 from runtime.errors import EdgevitError
 from targets import load_preset
+from tests.helpers import run_module
+from tests.processes import leftover_processes, running_descendants
 
 TRIALS = 4
 M, K, N = 64, 96, 48
@@ -55,10 +59,23 @@ def kernel(host):
 
 @pytest.fixture(scope="module")
 def tuned_dir(host, tmp_path_factory):
-    """A database after one run of TRIALS trials."""
+    """A database after one run of TRIALS trials (a worker tune_model leaves behind is stopped here; the
+    test below reports it)."""
     directory = tmp_path_factory.mktemp("tuning") / "host"
-    tune_model(dense_relu()[0], host, TuneSettings(trials=TRIALS, database_dir=directory), log=lambda _: None)
-    return directory
+    before = frozenset(proc.pid for proc in running_descendants())
+    try:
+        tune_model(dense_relu()[0], host, TuneSettings(trials=TRIALS, database_dir=directory), log=lambda _: None)
+        yield directory
+    finally:
+        leftover_processes(grace_s=0, ignore=before)
+
+
+def test_tuning_leaves_no_worker_process_running(host, tmp_path):
+    """MetaSchedule's builder and runner work in PopenPool worker processes: none outlives tune_model."""
+    before = frozenset(proc.pid for proc in running_descendants())
+    tune_model(dense_relu()[0], host, TuneSettings(trials=TRIALS, database_dir=tmp_path), log=lambda _: None)
+    left = leftover_processes(grace_s=1.0, ignore=before)
+    assert not left, f"tune_model left worker processes running: {left}"
 
 
 def _copy(directory, tmp_path):
@@ -171,8 +188,6 @@ def test_tuning_settings_and_targets_that_cannot_be_measured_fail_with_one_line(
 
 
 def test_cli_tuning_for_a_board_without_its_rpc_key_fails_with_one_line(tmp_path):
-    from tests.conftest import run_module
-
     result = run_module("compile", "--target", "rpi5", "--random-init", "--tune", "4", "--tuning-db", tmp_path,
                         "--out", tmp_path / "bundle")
     assert result.returncode == 2, result.stderr[-2000:]
@@ -183,21 +198,17 @@ def test_cli_tuning_for_a_board_without_its_rpc_key_fails_with_one_line(tmp_path
 @pytest.mark.slow
 def test_trials_measured_on_a_board_through_the_rpc_tracker(host, kernel, tmp_path):
     """--tune-rpc against an RPC server on this machine: candidates built here, timed by the server."""
-    import subprocess
     import sys
 
-    from remote.rpc import Tracker, start_server_argv, start_tracker
+    from compile.tuning.tracker import Tracker
+    from remote.rpc import start_server_argv, start_tracker
     from tests.farm_fixtures import free_port
+    from tests.processes import running, start_group
 
     tracker = Tracker("127.0.0.1", free_port())
-    tracker_process = start_tracker(tracker)
-    server = subprocess.Popen(start_server_argv([sys.executable], tracker, "tuning-board"),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    server_argv = start_server_argv([sys.executable], tracker, "tuning-board")
+    with running(start_tracker(tracker)), running(start_group(server_argv, stdout=subprocess.DEVNULL,
+                                                               stderr=subprocess.DEVNULL)):
         settings = TuneSettings(trials=TRIALS, rpc_key="tuning-board", tracker=tracker, database_dir=tmp_path)
         tune_model(dense_relu()[0], host, settings, log=lambda _: None)
-    finally:
-        for process in (server, tracker_process):
-            process.kill()
-            process.wait(timeout=10)
     assert len(records_for(existing_database(tmp_path), workload_of(kernel[1]), host.target())) >= TRIALS

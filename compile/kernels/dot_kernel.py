@@ -15,7 +15,6 @@ from tvm.target import Target
 
 from compile.kernels.intrinsics import AVX2_8X2_INTRIN, NEON_8X2_INTRIN, SDOT_4X4_INTRIN, VNNI_16X4_INTRIN
 
-
 STACK_BYTES = 1024  # TVM's CPU lowering keeps buffers below this on the stack, larger ones cost a call
 
 

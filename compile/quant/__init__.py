@@ -12,9 +12,12 @@ from __future__ import annotations
 import copy
 import hashlib
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from compile.quant.config import QuantConfig
-from compile.quant.qvit import QuantizedViT
+
+if TYPE_CHECKING:
+    from compile.quant.qvit import QuantizedViT
 
 
 _STATS_CACHE: dict[tuple, dict] = {}  # one calibration per model / schedule / image set in a process
@@ -28,17 +31,14 @@ def calibrate(model, spec, schedule: list[int], config: QuantConfig, log: Callab
     """
     from rich.progress import Progress
 
-    from compile.models import data_dir
-    from compile.quant.calibration import CALIBRATION_ROWS, calibration_files, collect_stats, load_images
+    from compile.quant.calibration import calibration_files, collect_stats, load_images
     from compile.tome_patch import apply_tome
-    from runtime.preprocess import Preprocess
 
-    files = calibration_files(config, data_dir(), CALIBRATION_ROWS)
+    files = calibration_files(config)
     key = (spec.name, _weights_digest(model), tuple(schedule), tuple(map(str, files)))
     if key in _STATS_CACHE:
         return _STATS_CACHE[key]
-    preprocess = Preprocess(spec.image_size, int(spec.image_size / spec.crop_pct), spec.mean, spec.std,
-                            spec.interpolation)
+    preprocess = spec.preprocess()
     calibrated = copy.deepcopy(model)
     if any(schedule):
         apply_tome(calibrated, schedule)

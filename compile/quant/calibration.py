@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from compile.export_friendly import image_patches
 from compile.quant.config import MIN_CALIB_IMAGES, QuantConfig
 from runtime.errors import EdgevitError
 
-CALIBRATION_ROWS = 256  # default calibration split: the first rows of the data's labels.csv (the rest evaluate)
 BINS = 2048  # per-tensor histograms
 CHANNEL_BINS = 256  # per-channel histograms (one per channel)
 CHANNEL_HIST_ROWS = 2048  # rows per batch that feed the per-channel histograms (tokens are alike)
@@ -46,16 +46,15 @@ class SiteStats:
         return np.concatenate(self.samples) if self.samples else np.zeros((0, len(self.absmax)), np.float32)
 
 
-def calibration_files(config: QuantConfig, data_dir: Path, reserved_rows: int) -> list[Path]:
-    """The calibration images: --calib-images DIR (sorted), else the first rows of the data labels."""
+def calibration_files(config: QuantConfig) -> list[Path]:
+    """The calibration images: --calib-images DIR (sorted), else the data directory's calibration split."""
     if config.calib_images is None:
-        from runtime.evaluate import read_labels
+        from compile.data import CALIBRATION_ROWS, calibration_rows, labelled_images
 
-        if config.calib_count > reserved_rows:
-            raise EdgevitError(f"--calib-count {config.calib_count}: the default calibration split has {reserved_rows} "
+        if config.calib_count > CALIBRATION_ROWS:
+            raise EdgevitError(f"--calib-count {config.calib_count}: the default calibration split has {CALIBRATION_ROWS} "
                                "images (the rest are for evaluation); pass --calib-images DIR for more")
-        images = data_dir / "imagenet_val_1300"
-        return [images / "images" / name for name, _ in read_labels(images / "labels.csv", limit=config.calib_count)]
+        return [labelled_images() / "images" / name for name, _ in calibration_rows(config.calib_count)]
     folder = Path(config.calib_images)
     if not folder.is_dir():
         raise EdgevitError(f"calibration folder not found: {folder}")
@@ -96,7 +95,7 @@ class _Recorder:
             self._hook(block.mlp.fc2, lambda m, a, out, i=i: self._emit(f"blocks.{i}.fc2_in", a[0]))
         self._hook(model.norm, lambda m, a, out: (self._emit("residual", a[0]), self._emit("head_in", out[:, :prefix])))
         patch = model.patch_embed.patch_size[0]
-        self._hook(model.patch_embed, lambda m, a, out: self._emit("patch_in", _patches(a[0], patch)))
+        self._hook(model.patch_embed, lambda m, a, out: self._emit("patch_in", image_patches(a[0], patch)))
 
     def _hook(self, module, fn) -> None:
         """A forward hook that only observes (a hook returning a value would replace the output)."""
@@ -112,13 +111,6 @@ class _Recorder:
     def close(self) -> None:
         for handle in self.handles:
             handle.remove()
-
-
-def _patches(images: torch.Tensor, patch: int) -> torch.Tensor:
-    """[B, 3, H, W] -> [B, patches, 3 * patch * patch], channel-major inside a patch (the conv weight's order)."""
-    b, c, h, w = images.shape
-    x = images.reshape(b, c, h // patch, patch, w // patch, patch).permute(0, 2, 4, 1, 3, 5)
-    return x.reshape(b, (h // patch) * (w // patch), c * patch * patch)
 
 
 def _histogram_kind(name: str) -> str | None:
@@ -146,7 +138,9 @@ def collect_stats(model: torch.nn.Module, images: np.ndarray, batch_size: int = 
     def second_pass(name: str, x: torch.Tensor) -> None:
         site = stats[name]
         if site.histogram == "channel":
-            rows = x if x.shape[0] <= CHANNEL_HIST_ROWS else x[torch.randperm(x.shape[0], generator=generator)[:CHANNEL_HIST_ROWS]]
+            rows = x
+            if x.shape[0] > CHANNEL_HIST_ROWS:
+                rows = x[torch.randperm(x.shape[0], generator=generator)[:CHANNEL_HIST_ROWS]]
             top = torch.from_numpy(np.maximum(site.absmax, 1e-30))
             index = (rows.abs() / top * CHANNEL_BINS).long().clamp_(max=CHANNEL_BINS - 1)
             index += torch.arange(rows.shape[1]) * CHANNEL_BINS

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from runtime.errors import EdgevitError
 
-INTEGER_MODES = ("int8", "int8-full")
+QUANT_MODES = ("fp32", "int8", "int8-full")  # int8: integer GEMMs, float nonlinearities; int8-full: integer only
 OBSERVERS = ("minmax", "percentile", "mse")
 WEIGHT_SCALES = ("channel", "tensor")
 MIN_CALIB_IMAGES = 8  # fewer cannot give stable activation ranges
@@ -17,7 +17,7 @@ MIN_CALIB_IMAGES = 8  # fewer cannot give stable activation ranges
 class QuantConfig:
     """Post-training quantization settings (see compile.quant)."""
 
-    mode: str = "int8"  # int8: integer GEMMs, float nonlinearities; int8-full: integer only
+    mode: str = "fp32"  # one of QUANT_MODES; fp32 leaves the model in float (the other fields are unused)
     calib_images: Path | None = None  # None: the data directory's calibration split
     calib_count: int = 256
     observer: str = "mse"
@@ -28,8 +28,8 @@ class QuantConfig:
     fc2_groups: int = 1  # power-of-two channel groups for fc2 inputs (Tender); 1: one per-tensor scale
 
     def __post_init__(self) -> None:
-        if self.mode not in INTEGER_MODES:
-            raise EdgevitError(f"unknown integer quantization mode '{self.mode}'; available: {', '.join(INTEGER_MODES)}")
+        if self.mode not in QUANT_MODES:
+            raise EdgevitError(f"unknown quantization mode '{self.mode}'; available: {', '.join(QUANT_MODES)}")
         if self.observer not in OBSERVERS:
             raise EdgevitError(f"unknown observer '{self.observer}'; available: {', '.join(OBSERVERS)}")
         if self.weight_scales not in WEIGHT_SCALES:
@@ -46,8 +46,9 @@ class QuantConfig:
             raise EdgevitError(f"--fc2-groups must be in 1..8, got {self.fc2_groups}")
 
     @property
-    def integer_only(self) -> bool:
-        return self.mode == "int8-full"
+    def is_integer(self) -> bool:
+        """Whether the model is quantized at all (int8 or int8-full)."""
+        return self.mode != "fp32"
 
     def summary(self) -> dict:
         """What the manifest records about the recipe."""

@@ -8,8 +8,6 @@ A real multiplier m > 0 becomes a dyadic pair (mult, shift): m ~= mult / 2^shift
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 MULT_BITS = 31
@@ -33,10 +31,3 @@ def dyadic(multiplier: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if np.any(~too_small & (shift < 1)):
         raise ValueError("dyadic multiplier too large (>= 2^30)")
     return np.where(too_small, 0, mult), np.where(too_small, 1, shift)
-
-
-def power_of_two_exponent(value: float, target_bits: int) -> int:
-    """The e for which value * 2^e stays below 2^target_bits (largest such e)."""
-    if value <= 0:
-        return target_bits
-    return int(math.floor(target_bits - math.log2(value))) - 1

@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 from tvm import relax
 
-from compile.quant import integer_params as P
 from compile.kernels import MergedHeads
+from compile.quant import integer_params as P
 from compile.quant.graph import Emitter
 from compile.quant.integer_ops import emit_isqrt
 from compile.quant.qvit import QBlock, QLayerNorm, QLinear, QuantizedViT

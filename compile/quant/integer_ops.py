@@ -37,7 +37,8 @@ def _isqrt_func(rows: int, dtype: str, gpu: bool) -> tvm.tirx.PrimFunc:
 def emit_isqrt(em, x: relax.Expr) -> relax.Expr:
     """Exact integer square root of a non-negative [rows, 1] int32 / int64 tensor."""
     rows, one = em.shape(x)
-    assert one == 1, "emit_isqrt takes a column [rows, 1]"
+    if one != 1:
+        raise ValueError(f"emit_isqrt takes a column [rows, 1], got [{rows}, {one}]")
     dtype = x.ty.dtype
     gpu = em.target.kind.name == "cuda"
     func = em.bb.add_func(_isqrt_func(rows, dtype, gpu), f"isqrt_{dtype}_{rows}")

@@ -64,10 +64,6 @@ def bias_int(linear: QLinear) -> np.ndarray:
     return _int32(linear.bias / linear.acc_scale)
 
 
-def residual_exponent(qvit: QuantizedViT) -> int:
-    return int(round(-math.log2(qvit.residual_scale)))
-
-
 def to_residual(linear: QLinear, qvit: QuantizedViT) -> Requant:
     """accumulator -> residual stream units."""
     return Requant.of(linear.acc_scale / qvit.residual_scale)

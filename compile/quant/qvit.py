@@ -233,7 +233,7 @@ def _fc2_groups(fc2: tuple, site: SiteStats, config: QuantConfig, block: int) ->
 def _patch_linear(model, config: QuantConfig, mean, std, site: SiteStats) -> QLinear:
     """The patch embedding on uint8 pixels: x = pixel / (255 std_c) - mean_c / std_c folded into W and b."""
     conv = model.patch_embed.proj
-    weight = _np(getattr(conv, "weight"))
+    weight = _np(conv.weight)
     if weight.ndim == 4:  # Conv2d [C, 3, p, p] -> [3 * p * p, C]
         weight = weight.reshape(weight.shape[0], -1).T
     bias = _np(conv.bias) if conv.bias is not None else np.zeros(weight.shape[1], np.float32)

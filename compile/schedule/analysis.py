@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import tvm
 from tvm import s_tir, tirx
 from tvm.ir.expr import TensorLoad
+from tvm.s_tir.schedule import ScheduleError
 from tvm.target import Target
 from tvm.target.codegen import llvm_get_vector_width
 
@@ -88,5 +89,5 @@ def has_root(sch: s_tir.Schedule) -> bool:
     try:
         sch.get_sblock("root")
         return True
-    except Exception:  # noqa: BLE001
+    except ScheduleError:
         return False

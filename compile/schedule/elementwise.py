@@ -7,6 +7,7 @@ into parallel chunks and vectorized along the innermost axis.
 from __future__ import annotations
 
 from tvm import s_tir, tirx
+from tvm.s_tir.schedule import ScheduleError
 from tvm.target import Target
 
 from compile.schedule.analysis import has_root, store_dtype, vector_lanes
@@ -24,7 +25,7 @@ def schedule_elementwise(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule 
     for block in blocks[:-1]:
         try:
             sch.compute_inline(block)
-        except Exception:  # noqa: BLE001 - blocks that cannot be inlined stay as they are
+        except ScheduleError:  # blocks that cannot be inlined stay as they are
             pass
     for block in sch.get_child_blocks(sch.get_sblock("root")):
         loops = sch.get_loops(block)

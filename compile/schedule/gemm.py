@@ -9,6 +9,7 @@ tile loops run in parallel. Any M, N, K works: non-divisible tails become predic
 from __future__ import annotations
 
 from tvm import s_tir, tirx
+from tvm.s_tir.schedule import ScheduleError
 from tvm.target import Target
 
 from compile.schedule.analysis import MatmulBlock, find_matmul, vector_lanes
@@ -30,7 +31,7 @@ def inline_consumer_chain(sch: s_tir.Schedule, block) -> None:
             return
         try:
             sch.reverse_compute_inline(consumers[0])
-        except Exception:  # noqa: BLE001 - TVM raises ScheduleError subclasses for non-inlinable consumers
+        except ScheduleError:  # a consumer that cannot be inlined
             return
 
 
@@ -51,7 +52,7 @@ def schedule_gemm(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:
     for producer in sch.get_producers(gemm.block):
         try:
             sch.compute_inline(producer)
-        except Exception:  # noqa: BLE001
+        except ScheduleError:
             pass
 
     # A vectorized loop with a tail predicate runs scalar: pad N up to whole register tiles; the
@@ -78,11 +79,11 @@ def schedule_gemm(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:
     init = sch.decompose_reduction(gemm.block, k_outer)
     _vectorize_innermost(sch, init, lanes)
     if padded:
-        _schedule_remaining_spatial(sch, gemm.block, lanes)
+        _schedule_remaining_spatial(sch, gemm.block)
     return sch
 
 
-def _schedule_remaining_spatial(sch: s_tir.Schedule, gemm_block, lanes: int) -> None:
+def _schedule_remaining_spatial(sch: s_tir.Schedule, gemm_block) -> None:
     """Parallelize and vectorize the padding / unpadding / epilogue blocks around a padded GEMM."""
     root = sch.get_sblock("root")
     for block in sch.get_child_blocks(root):

@@ -16,6 +16,7 @@ import math
 
 import tvm
 from tvm import s_tir, tirx
+from tvm.s_tir.schedule import ScheduleError
 from tvm.target import Target
 
 from compile.kernels.dot_kernel import DotKernel, kernel_by_name
@@ -72,7 +73,7 @@ def _inline_prologue(sch: s_tir.Schedule) -> None:
         if _role(sch, block) is None:
             try:
                 sch.compute_inline(block)
-            except Exception:  # noqa: BLE001 - outputs and non-inlinable blocks stay
+            except ScheduleError:  # outputs and non-inlinable blocks stay
                 pass
 
 

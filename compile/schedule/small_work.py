@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 
 from tvm import s_tir, tirx
+from tvm.s_tir.schedule import ScheduleError
 
 PARALLEL_MIN_WORK = 1 << 16
 
@@ -34,7 +35,7 @@ def serial_if_small(func: tirx.PrimFunc, sch: s_tir.Schedule) -> s_tir.Schedule:
     """`sch` (a schedule of `func`), or the same schedule without its parallel loops when `func` is small."""
     try:
         work = loop_work(s_tir.Schedule(func))
-    except Exception:  # noqa: BLE001 - a function without a root block: leave it
+    except ScheduleError:  # a function without a root block: leave it
         return sch
     if not 0 < work < PARALLEL_MIN_WORK:
         return sch

@@ -51,7 +51,7 @@ def candidate_builder(preset: TargetPreset) -> ms.builder.LocalBuilder:
 def candidate_runner(preset: TargetPreset, settings: TuneSettings) -> ms.runner.Runner:
     """Times candidates one at a time: locally when this machine can run the preset's code, else on a board."""
     if settings.rpc_key is not None:
-        from remote.rpc import wait_for_key
+        from compile.tuning.tracker import wait_for_key
 
         tracker = settings.tracker
         wait_for_key(tracker, settings.rpc_key, timeout_s=60)
@@ -63,3 +63,11 @@ def candidate_runner(preset: TargetPreset, settings: TuneSettings) -> ms.runner.
         raise EdgevitError(f"kernels for {preset.name} cannot run on this machine ({', '.join(missing) or preset.arch}); "
                            "measure them on the board: --tune-rpc KEY --tracker HOST:PORT")
     return ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S, evaluator_config=EVALUATOR)
+
+
+def close_runner(runner: ms.runner.Runner) -> None:
+    """Stop a runner's worker process: LocalRunner and RPCRunner keep a PopenPoolExecutor open until
+    garbage collection, so a finished tuning run would otherwise leave a tvm popen_worker running."""
+    pool = getattr(runner, "pool", None)
+    if pool is not None:
+        pool.shutdown()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from remote.rpc import Tracker
+from compile.tuning.tracker import Tracker
 from runtime.errors import EdgevitError
 
 

@@ -11,11 +11,11 @@ from tvm import IRModule
 from tvm.s_tir import meta_schedule as ms
 from tvm.target import Target
 
-from compile.build import check_toolchain
-from compile.schedule import fuse_for_cpu, hand_schedule
+from compile.lowering import fuse_for_cpu
+from compile.schedule import hand_schedule
 from compile.tuning.database import database_dir, open_database
 from compile.tuning.hand import uses_tensor_intrinsics
-from compile.tuning.measure import candidate_builder, candidate_runner
+from compile.tuning.measure import candidate_builder, candidate_runner, close_runner
 from compile.tuning.progress import TuningProgress, compare_kernels, summary_lines
 from compile.tuning.search import ResumingSearch
 from compile.tuning.settings import TuneSettings
@@ -51,23 +51,32 @@ def tune_model(mod: IRModule, preset: TargetPreset, settings: TuneSettings,
                log: Callable[[str], None] = print) -> Path:
     """Run about `settings.trials` more trials over the kernels of `mod`, adding them to the preset's database.
 
-    The kernels are the fused TIR functions the CPU build schedules (compile.schedule.fuse_for_cpu),
+    The kernels are the fused TIR functions the CPU build schedules (compile.lowering.fuse_for_cpu),
     so the records key exactly what `build_library` looks up. Every measurement is appended to the
     database as it completes: an interrupted run keeps what it measured and the next one continues
-    from there (compile.tuning.search). Returns the database directory.
+    from there (compile.tuning.search). The caller has checked the preset's toolchain (compile.build).
+    Returns the database directory.
     """
     directory = settings.database_dir or database_dir(preset)
     if settings.trials == 0:
         return directory
     if preset.device != "cpu":
         raise EdgevitError(f"--tune supports CPU targets; {preset.name} is a {preset.device} target")
-    check_toolchain(preset)
+    runner = candidate_runner(preset, settings)  # first: a preset this machine cannot time fails here, early
+    try:
+        _run_trials(mod, preset, settings, directory, runner, log)
+    finally:
+        close_runner(runner)
+    return directory
+
+
+def _run_trials(mod: IRModule, preset: TargetPreset, settings: TuneSettings, directory: Path,
+                runner: ms.runner.Runner, log: Callable[[str], None]) -> None:
     target = preset.target()
-    runner, builder = candidate_runner(preset, settings), candidate_builder(preset)
     tasks = tunable_tasks(fuse_for_cpu(mod, target), target)
     if not tasks:
         log("tuning: no kernel to tune (all hand-scheduled with tensor intrinsics)")
-        return directory
+        return
     database = open_database(directory)
     per_iteration = trials_per_iteration(settings.trials, len(tasks))
     log_path = directory / "logs" / "tuning.log"
@@ -85,15 +94,14 @@ def tune_model(mod: IRModule, preset: TargetPreset, settings: TuneSettings,
         try:
             ms.tune.tune_tasks(
                 tasks=contexts, task_weights=[float(task.weight) for task in tasks], work_dir=str(directory),
-                max_trials_global=settings.trials, num_trials_per_iter=per_iteration, builder=builder,
-                runner=runner, database=database,
+                max_trials_global=settings.trials, num_trials_per_iter=per_iteration,
+                builder=candidate_builder(preset), runner=runner, database=database,
                 measure_callbacks=ms.MeasureCallback.create("default") + [progress],
             )
         finally:
             progress.close()
     for line in summary_lines(compare_kernels(database, tasks, target)):
         log(line)
-    return directory
 
 
 @contextmanager

@@ -4,7 +4,6 @@ one number per line, as often as it can."""
 from __future__ import annotations
 
 
-
 class ExternalSampler:
     name = "external"
 

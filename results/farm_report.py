@@ -34,11 +34,12 @@ def _latest(records: list[dict]) -> dict[tuple[str, str], dict]:
 def markdown(records: list[dict]) -> str:
     """One table per bundle, a row per board (errors shown as such)."""
     by_bundle = defaultdict(list)
-    for (board, bundle), record in sorted(_latest(records).items()):
+    for (_board, bundle), record in sorted(_latest(records).items()):
         by_bundle[bundle].append(record)
     lines = ["# Farm results", ""]
     for bundle, rows in by_bundle.items():
-        lines += [f"## {bundle}", "", "| board | preset | median ms | p90 ms | peak RSS MB | power W | mJ / inference | status |",
+        lines += [f"## {bundle}", "",
+                  "| board | preset | median ms | p90 ms | peak RSS MB | power W | mJ / inference | status |",
                   "|---|---|---|---|---|---|---|---|"]
         for r in rows:
             if r.get("status") != "ok":
@@ -76,7 +77,8 @@ def plots(records: list[dict], out_dir: Path) -> list[Path]:
     return written
 
 
-def write_report(paths: list[Path], out_dir: Path) -> Path:
+def write_farm_report(paths: list[Path], out_dir: Path) -> Path:
+    """report.md (a table per bundle, a row per board) and its plots in `out_dir`; returns the report's path."""
     records = load_records(paths)
     out_dir.mkdir(parents=True, exist_ok=True)
     images = plots(records, out_dir)

@@ -1,7 +1,7 @@
 """Loading a prepared contender (an artifact on disk) into a batch-1 callable: numpy in, logits out.
 
-Preparing (export, quantization, compilation) is heavy and happens once (results.peers, compile);
-loading needs only the contender's own runtime, so the peak-memory probe (results.peak_memory)
+Preparing (export, quantization, compilation) is heavy and happens once (results.peers.prepare, compile);
+loading needs only the contender's own runtime, so the peak-memory probe (results.peers.peak_memory)
 loads the same artifact in a fresh interpreter and measures what a deployment would hold.
 """
 
@@ -32,7 +32,7 @@ class Artifact:
         return json.dumps({**asdict(self), "path": str(self.path)})
 
     @classmethod
-    def from_json(cls, text: str) -> "Artifact":
+    def from_json(cls, text: str) -> Artifact:
         fields = json.loads(text)
         return cls(**{**fields, "path": Path(fields["path"])})
 
@@ -46,10 +46,13 @@ class Runner:
 
     def example(self) -> np.ndarray:
         """A fixed pseudo-random input of the right shape and dtype (pixels for uint8), for timing."""
+        from runtime.manifest import InputSpec
         from runtime.session import example_input
 
-        size = self.preprocess.size
-        return example_input({"shape": [1, 3, size, size], "dtype": self.preprocess.dtype})
+        p = self.preprocess
+        return example_input(InputSpec(shape=[1, 3, p.size, p.size], dtype=p.dtype, layout="NCHW", mean=list(p.mean),
+                                       std=list(p.std), resize=p.resize, crop_pct=p.size / p.resize,
+                                       interpolation=p.interpolation))
 
 
 def load_runner(artifact: Artifact, threads: int, spin_wait: bool) -> Runner:
@@ -61,7 +64,7 @@ def load_runner(artifact: Artifact, threads: int, spin_wait: bool) -> Runner:
     """
     if artifact.kind == "edgevit":
         return _edgevit(artifact.path)
-    from results.calibration import model_preprocess
+    from results.peers.inputs import model_preprocess
 
     load = {"pytorch": _pytorch, "onnxruntime": partial(_onnxruntime, spin_wait=spin_wait), "executorch": _executorch,
             "litert": _litert}
@@ -137,4 +140,4 @@ def _edgevit(bundle: Path) -> Runner:
     from runtime.session import InferenceSession
 
     session = InferenceSession(open_bundle(bundle))
-    return Runner(session.run, Preprocess.from_manifest(session.bundle.manifest["input"]))
+    return Runner(session.run, Preprocess.from_manifest(session.bundle.manifest.input))

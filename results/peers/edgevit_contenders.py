@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from results.peers import Unavailable
-from results.runners import Artifact
+from results.peers.prepare import Unavailable
+from results.peers.runners import Artifact
 from runtime.errors import EdgevitError
 
 
@@ -15,22 +15,22 @@ def bundle_artifact(path: Path, model: str) -> Artifact:
     from runtime.bundle import open_bundle
 
     manifest = open_bundle(path).manifest
-    if manifest["model"]["name"] != model:
-        raise EdgevitError(f"bundle {path} is of {manifest['model']['name']}, not {model}: "
+    if manifest.model.name != model:
+        raise EdgevitError(f"bundle {path} is of {manifest.model.name}, not {model}: "
                            "contenders must share one model (pass --model)")
-    schedule = manifest["tome"]["schedule"]
-    mode = manifest["quant"]["mode"]
+    schedule = manifest.tome.schedule
+    mode = manifest.quant.mode
     tome = "" if not any(schedule) else f"-tome{schedule[0]}" if len(set(schedule)) == 1 else f"-tome{sum(schedule)}tok"
     return Artifact(f"edgevit-{mode}{tome}", "edgevit", path, model, {
-        "quant": mode, "input_dtype": manifest["input"].get("dtype", "float32"), "tome_schedule": schedule,
-        "gflops": manifest["tome"]["gflops"], "target": manifest["target"]["preset"], "bundle": str(path),
+        "quant": mode, "input_dtype": manifest.input.dtype, "tome_schedule": schedule,
+        "gflops": manifest.tome.gflops, "target": manifest.target.preset, "bundle": str(path),
     })
 
 
 def check_build_request(model: str, modes: tuple[str, ...], tome_rs: tuple[int, ...]) -> None:
     """Refuse an unknown mode or an r the model cannot merge before anything is prepared."""
     from compile.models import load_model
-    from compile.pipeline import QUANT_MODES
+    from compile.quant.config import QUANT_MODES
     from compile.tome_patch import num_tokens, parse_tome_r
 
     for mode in modes:
@@ -46,6 +46,7 @@ def build_bundles(model: str, modes: tuple[str, ...], tome_rs: tuple[int, ...], 
                   log: Callable[[str], None]) -> list[Artifact | Unavailable]:
     """Compile a host bundle for every (mode, r); a mode the compiler refuses is reported, not fatal."""
     from compile.pipeline import CompileArgs, compile_bundle
+    from compile.quant.config import QuantConfig
 
     built: list[Artifact | Unavailable] = []
     for mode in modes:
@@ -53,8 +54,9 @@ def build_bundles(model: str, modes: tuple[str, ...], tome_rs: tuple[int, ...], 
             out = build_dir / f"{model}-host-{mode}-tome{r}"
             log(f"compile edgevit {mode}, ToMe r={r} -> {out}")
             try:
-                path = compile_bundle(CompileArgs(target="host", model=model, quant=mode, tome_r=str(r), out=out,
-                                                  calib_count=calib_count), log=lambda m: log("  " + m))
+                quant = QuantConfig(mode=mode, calib_count=calib_count)
+                path = compile_bundle(CompileArgs(target="host", model=model, quant=quant, tome_r=str(r), out=out),
+                                      log=lambda m: log("  " + m))
             except (EdgevitError, NotImplementedError) as err:
                 built.append(Unavailable(f"edgevit-{mode}" + (f"-tome{r}" if r else ""), f"compile failed: {err}"))
                 continue

@@ -1,7 +1,7 @@
 """Peak memory of one contender, measured alone in a fresh interpreter.
 
 Contenders timed in one process share its allocator, libraries and caches, so an RSS taken there
-says little about any one of them. Here a new `python -m results.peak_memory` loads the prepared
+says little about any one of them. Here a new `python -m results.peers.peak_memory` loads the prepared
 artifact with its own runtime only, warms up, runs it N times, and reports its peak RSS and the
 growth over the interpreter as it started (before anything beyond the standard library).
 """
@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _status_mb(field: str) -> float:
@@ -32,9 +32,9 @@ def _status_mb(field: str) -> float:
 def measure_peak_rss(artifact_json: str, threads: int, runs: int, spin_wait: bool, timeout_s: float = 900) -> dict:
     """{"peak_rss_mb", "rss_start_mb", "peak_rss_growth_mb"} of one artifact (Artifact.to_json()), or
     {"peak_rss_error": ...} when the probe fails."""
-    proc = subprocess.run([sys.executable, "-m", "results.peak_memory", artifact_json, str(threads), str(runs),
+    proc = subprocess.run([sys.executable, "-m", "results.peers.peak_memory", artifact_json, str(threads), str(runs),
                            str(int(spin_wait))],
-                          cwd=REPO, capture_output=True, text=True, timeout=timeout_s)
+                          cwd=REPO, capture_output=True, text=True, timeout=timeout_s, check=False)
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -44,7 +44,7 @@ def measure_peak_rss(artifact_json: str, threads: int, runs: int, spin_wait: boo
 
 def _probe(artifact_json: str, threads: int, runs: int, spin_wait: bool) -> dict:
     start_mb = _status_mb("VmRSS")
-    from results.runners import Artifact, load_runner
+    from results.peers.runners import Artifact, load_runner
 
     runner = load_runner(Artifact.from_json(artifact_json), threads, spin_wait)
     x = runner.example()

@@ -1,6 +1,6 @@
 """edgevit against its real alternatives: latency, peak memory and accuracy, in one run on one machine.
 
-Phases: prepare every contender from the same model and weights (peers: results.peers; edgevit:
+Phases: prepare every contender from the same model and weights (peers: results.peers.prepare; edgevit:
 bundles given or compiled), load them all into this process, time them interleaved (each takes
 its turn in every round, in a new random order, so a noisy, shared machine slows them alike),
 score each on the evaluation split from its own outputs, then measure each one's peak RSS alone
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from results.peers import Unavailable
-from results.runners import Artifact
+from results.peers.prepare import Unavailable
+from results.peers.runners import Artifact
 
 VERSIONED = ("edgevit", "torch", "timm", "onnx", "onnxruntime", "apache-tvm", "executorch", "torchao",
              "litert-torch", "ai-edge-litert", "numpy")
@@ -32,7 +32,7 @@ class BenchArgs:
     bundles: tuple[Path, ...]  # edgevit bundles to include as they are
     edgevit_modes: tuple[str, ...]  # ... and bundles to compile here: each mode with each ToMe r
     tome_r: tuple[int, ...]
-    peers: tuple[str, ...]  # names in results.peers.PEERS
+    peers: tuple[str, ...]  # names in results.peers.prepare.PEERS
     threads: int
     rounds: int
     eval_limit: int | None
@@ -46,10 +46,11 @@ def run_bench(args: BenchArgs, console) -> list[dict]:
     """One record per contender (unavailable ones included, with their reason)."""
     from rich.progress import Progress
 
-    from results.calibration import evaluation_rows, images_dir
-    from results.peak_memory import measure_peak_rss
-    from results.runners import load_runner
+    from compile.data import evaluation_rows, labelled_images
+    from results.peers.peak_memory import measure_peak_rss
+    from results.peers.runners import load_runner
     from results.timing import interleaved_latency_ms
+    from runtime.evaluate import top5_predictions
 
     rows = evaluation_rows(args.eval_limit)  # a bad labels file fails before anything is prepared
     contenders = _prepare(args, console)
@@ -57,7 +58,6 @@ def run_bench(args: BenchArgs, console) -> list[dict]:
     runners = {a.name: load_runner(a, args.threads, args.spin_wait) for a in artifacts}
 
     labels = np.array([label for _, label in rows])
-    top5 = {name: np.empty((len(rows), 5), dtype=np.int64) for name in runners}
     inputs = {name: r.example() for name, r in runners.items()}
     memory: dict[str, dict] = {}
     with Progress(console=console) as progress:
@@ -66,12 +66,8 @@ def run_bench(args: BenchArgs, console) -> list[dict]:
                                          rounds=args.rounds, progress=lambda: progress.advance(task), shuffle_seed=0,
                                          settle_s=SETTLE_S if args.spin_wait else 0.0)
         task = progress.add_task("evaluate", total=len(rows))
-        for i, (file, _) in enumerate(rows):
-            path = images_dir() / "images" / file
-            batches = {p: p.load(path)[None] for p in {r.preprocess for r in runners.values()}}
-            for name, runner in runners.items():
-                top5[name][i] = np.argsort(-runner.run(batches[runner.preprocess])[0])[:5]
-            progress.advance(task)
+        top5 = top5_predictions({n: (r.run, r.preprocess) for n, r in runners.items()}, labelled_images() / "images",
+                                rows, lambda: progress.advance(task))
         if args.memory_runs:
             task = progress.add_task("peak RSS (fresh process each)", total=len(artifacts))
             for artifact in artifacts:
@@ -83,8 +79,8 @@ def run_bench(args: BenchArgs, console) -> list[dict]:
 
 def _prepare(args: BenchArgs, console) -> list[Artifact | Unavailable]:
     """Peers first, then edgevit bundles compiled here, then the bundles given; names made unique."""
-    from results.edgevit_contenders import build_bundles, bundle_artifact
-    from results.peers import PeerContext, prepare_peer
+    from results.peers.edgevit_contenders import build_bundles, bundle_artifact
+    from results.peers.prepare import PeerContext, prepare_peer
 
     ctx = PeerContext(args.model, args.build_dir / "peers", args.calib_count)
     contenders: list[Artifact | Unavailable] = []
@@ -109,8 +105,9 @@ def _unique_names(contenders: list[Artifact | Unavailable]) -> list[Artifact | U
 
 
 def _records(args: BenchArgs, contenders, latency, top5, labels, memory) -> list[dict]:
-    from compile.quant.calibration import CALIBRATION_ROWS
+    from compile.data import CALIBRATION_ROWS
     from runtime.bench import machine_facts
+    from runtime.evaluate import accuracy
 
     facts = machine_facts()
     common = {"model": args.model, "batch": 1, "threads": args.threads, "spin_wait": args.spin_wait,
@@ -122,16 +119,15 @@ def _records(args: BenchArgs, contenders, latency, top5, labels, memory) -> list
         if isinstance(c, Unavailable):
             records.append({"contender": c.name, "status": "unavailable", "reason": c.reason, **common})
             continue
-        hits = top5[c.name] == labels[:, None]
+        top1, top5_rate = accuracy(top5[c.name], labels)
         records.append({"contender": c.name, "status": "ok", "runtime": c.kind, "recipe": c.recipe, **latency[c.name],
-                        **memory.get(c.name, {}), "top1": float(hits[:, 0].mean()), "top5": float(hits.any(1).mean()),
-                        **common})
+                        **memory.get(c.name, {}), "top1": top1, "top5": top5_rate, **common})
     return _with_speedups(records)
 
 
 def _with_speedups(records: list[dict]) -> list[dict]:
     """Add speed-ups (median latency ratios) vs ONNX Runtime FP32 and vs the fastest ONNX Runtime INT8 recipe."""
-    from results.bench_report import best_ort_int8, ort_fp32
+    from results.peers.table import best_ort_int8, ort_fp32
 
     fp32, int8 = ort_fp32(records), best_ort_int8(records)
     for r in records:

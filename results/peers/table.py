@@ -47,13 +47,13 @@ def markdown_table(records: list[dict]) -> str:
     best = best_ort_int8(records)
     best_name = f" ({best['contender']})" if best else ""
     lines = [
-        f"{first['model']}, batch 1, {first['threads']} threads, {first['cpu']} ({first['machine']}), "
-        f"{first['time_utc']}; top-1 / top-5 on {first['n_images']} evaluation images ({first['split']}). "
-        f"Latency: contenders interleaved in one process, {_spin_note(first['spin_wait'])}; "
-        "peak RSS MB: each alone in a fresh process (growth over the bare interpreter in brackets).",
+        (f"{first['model']}, batch 1, {first['threads']} threads, {first['cpu']} ({first['machine']}), "
+         f"{first['time_utc']}; top-1 / top-5 on {first['n_images']} evaluation images ({first['split']}). "
+         f"Latency: contenders interleaved in one process, {_spin_note(first['spin_wait'])}; "
+         "peak RSS MB: each alone in a fresh process (growth over the bare interpreter in brackets)."),
         "",
-        f"| contender | median ms | p90 ms | vs ONNX Runtime FP32 | vs best ONNX Runtime INT8{best_name} | "
-        "peak RSS MB | top-1 | top-5 |",
+        (f"| contender | median ms | p90 ms | vs ONNX Runtime FP32 | vs best ONNX Runtime INT8{best_name} | "
+         "peak RSS MB | top-1 | top-5 |"),
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in records:

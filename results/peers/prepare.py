@@ -1,7 +1,7 @@
 """The alternatives edgevit is measured against, each prepared from the same timm model and weights.
 
-A peer is a function PeerContext -> Artifact (results.runners loads it into a batch-1 callable);
-PEERS names them all. Peers that calibrate use the calibration split only (results.calibration).
+A peer is a function PeerContext -> Artifact (results.peers.runners loads it into a batch-1 callable);
+PEERS names them all. Peers that calibrate use the calibration split only (results.peers.inputs).
 ExecuTorch and LiteRT are optional installs: when one is missing, or a converter or quantizer
 fails on the model, the peer comes back as Unavailable with a one-line reason instead of a number.
 """
@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from results import ort_recipes
-from results.runners import Artifact
+from results.peers import ort_recipes
+from results.peers.runners import Artifact
 
 INSTALL_HINTS = {
     "executorch": "pip install -e '.[peers]'",
-    "litert_torch": "pip install --no-deps -r results/litert-requirements.txt",
-    "ai_edge_litert": "pip install --no-deps -r results/litert-requirements.txt",
+    "litert_torch": "pip install --no-deps -r results/peers/litert-requirements.txt",
+    "ai_edge_litert": "pip install --no-deps -r results/peers/litert-requirements.txt",
 }
 
 
@@ -60,7 +60,7 @@ class PeerContext:
     @cached_property
     def calibration(self) -> list[np.ndarray]:
         """Calibration images [1, 3, H, W] float32, preprocessed as the FP32 bundle's runtime does."""
-        from results.calibration import calibration_batches, model_preprocess
+        from results.peers.inputs import calibration_batches, model_preprocess
 
         return calibration_batches(model_preprocess(self.model_name), self.calib_count)
 
@@ -91,7 +91,7 @@ def pytorch_eager(ctx: PeerContext) -> Artifact:
 
 
 def onnxruntime(recipe_name: str, ctx: PeerContext) -> Artifact:
-    """ONNX Runtime with one of results.ort_recipes.RECIPES (FP32, static or dynamic INT8)."""
+    """ONNX Runtime with one of results.peers.ort_recipes.RECIPES (FP32, static or dynamic INT8)."""
     recipe = ort_recipes.RECIPES[recipe_name]
     src = ctx.onnx(recipe.fused)
     path = src

@@ -1,0 +1,69 @@
+"""What several test modules share: the CLI runner, the one-line-error check, bundles compiled once per
+source version, and a fake INA3221 sysfs tree."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.cache import edgevit_cache_dir
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_module(module: str, *args: str | Path, env: dict | None = None,
+               timeout_s: float = 1800) -> subprocess.CompletedProcess:
+    """Run `python -m module args...` from the repository root, capturing text output."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)],
+        cwd=REPO, capture_output=True, text=True, timeout=timeout_s, env={**os.environ, **(env or {})},
+    )
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    """A failed command: no traceback, the last stderr line starts with 'error: ' and holds every fragment."""
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert lines and lines[-1].startswith("error: "), result.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in lines[-1], lines[-1]
+
+
+def _source_digest() -> str:
+    """Hash of everything that shapes a bundle, so cached bundles are rebuilt when the code changes."""
+    digest = hashlib.sha256()
+    for package in ("compile", "targets", "runtime"):
+        for path in sorted((REPO / package).rglob("*")):
+            if path.is_file() and path.suffix in {".py", ".toml", ".json"}:
+                digest.update(str(path.relative_to(REPO)).encode())
+                digest.update(path.read_bytes())
+    import tvm
+
+    digest.update(tvm.__version__.encode())
+    return digest.hexdigest()[:16]
+
+
+def cached_bundle(name: str, *compile_args: str) -> Path:
+    """Compile a bundle once per source version (python -m compile ... --out CACHE/...) and reuse it."""
+    out = edgevit_cache_dir() / "bundles" / _source_digest() / name
+    if not (out / "manifest.json").is_file():
+        result = run_module("compile", *compile_args, "--out", out)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.strip().splitlines()[-1] == str(out)
+    return out
+
+
+def ina3221_tree(root: Path) -> str:
+    """A Jetson INA3221 hwmon tree under `root` (VDD_IN 5 V x 1.2 A); returns the sampler's root glob."""
+    hwmon = root / "1-0040" / "hwmon" / "hwmon3"
+    hwmon.mkdir(parents=True)
+    rails = [("VDD_IN", 5000, 1200), ("VDD_CPU_GPU_CV", 5000, 300), ("VDD_SOC", 5000, 250)]
+    for n, (label, mv, ma) in enumerate(rails, 1):
+        (hwmon / f"in{n}_label").write_text(label + "\n")
+        (hwmon / f"in{n}_input").write_text(f"{mv}\n")
+        (hwmon / f"curr{n}_input").write_text(f"{ma}\n")
+    return str(root / "*" / "hwmon" / "hwmon*")
