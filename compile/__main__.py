@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from compile.models import INTERPOLATIONS
 from compile.quant.config import OBSERVERS, QUANT_MODES, WEIGHT_SCALES, QuantConfig
 from runtime.errors import run_cli
 
@@ -13,10 +14,24 @@ from runtime.errors import run_cli
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m compile", description="Compile a timm ViT into an edgevit bundle.")
     parser.add_argument("--target", default="host", help="target preset (see --list-targets); default: host")
-    parser.add_argument("--model", default="deit_tiny_patch16_224", help="timm model name")
-    parser.add_argument("--weights", type=Path, default=None, help="safetensors state dict of the model")
+    parser.add_argument("--model", default=None,
+                        help="a timm ViT of the standard structure: DeiT, DeiT III, ViT / AugReg (patch 8/14/16/32, "
+                             "224/384 px), DINOv2 (registers too), CLIP image towers, average-pool ViTs "
+                             "(default: the weights folder's architecture, else deit_tiny_patch16_224)")
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="the model's weights: .safetensors, a PyTorch state dict / training checkpoint "
+                             "(.pth, .pt, .pth.tar, .bin; EMA weights preferred), or a folder in timm's Hugging Face "
+                             "layout (config.json + model.safetensors); the head sets the number of classes")
+    parser.add_argument("--labels", type=Path, default=None, metavar="FILE",
+                        help="class names, one per line, as many as the head has (default: ImageNet's for 1000 classes)")
     parser.add_argument("--quant", default="fp32", metavar="|".join(QUANT_MODES),
                         help="fp32 | int8 (integer GEMMs, float softmax/GELU/LayerNorm) | int8-full (integer only)")
+    pre = parser.add_argument_group("preprocessing (default: timm's pretrained config for the model)")
+    pre.add_argument("--image-size", type=int, default=None, metavar="PX", help="square input size (e.g. 224 for DINOv2)")
+    pre.add_argument("--mean", type=_three_floats, default=None, metavar="R,G,B", help="per-channel mean on [0, 1] pixels")
+    pre.add_argument("--std", type=_three_floats, default=None, metavar="R,G,B", help="per-channel std on [0, 1] pixels")
+    pre.add_argument("--crop-pct", type=float, default=None, help="center crop fraction: resize to size / crop_pct first")
+    pre.add_argument("--interpolation", choices=INTERPOLATIONS, default=None, help="resize filter")
     quant = parser.add_argument_group("post-training quantization (int8, int8-full)")
     quant.add_argument("--calib-images", type=Path, default=None,
                        help="folder of calibration images (default: the first 256 rows of the data directory's labels.csv)")
@@ -53,6 +68,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _three_floats(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers (R,G,B), got '{text}'")
+    return values
+
+
 def _list_targets() -> None:
     from targets import list_presets
 
@@ -69,7 +94,7 @@ def main() -> None:
     if args.list_targets:
         _list_targets()
         return
-    from compile.pipeline import CompileArgs, compile_bundle
+    from compile.pipeline import CompileArgs, Preprocessing, compile_bundle
     from compile.tuning.settings import TuneSettings
     from compile.tuning.tracker import Tracker
 
@@ -79,8 +104,10 @@ def main() -> None:
         keep_float=args.keep_float, keep_float_error=args.keep_float_error,
     )
     compile_args = CompileArgs(
-        target=args.target, model=args.model, weights=args.weights, quant=quant, tome_r=args.tome_r, out=args.out,
-        random_init=args.random_init, dump_ir=args.dump_ir,
+        target=args.target, model=args.model, weights=args.weights, labels=args.labels, quant=quant,
+        tome_r=args.tome_r, out=args.out, random_init=args.random_init, dump_ir=args.dump_ir,
+        preprocessing=Preprocessing(image_size=args.image_size, mean=args.mean, std=args.std, crop_pct=args.crop_pct,
+                                    interpolation=args.interpolation),
         tuning=TuneSettings(trials=args.tune, rpc_key=args.tune_rpc, tracker=Tracker.parse(args.tracker),
                             database_dir=args.tuning_db),
     )

@@ -38,7 +38,7 @@ class PatchifyLinear(nn.Module):
         return out.transpose(1, 2).reshape(b, self.out_channels, h // p, w // p)
 
 
-def _is_patchify(conv: nn.Module) -> bool:
+def is_patchify(conv: nn.Module) -> bool:
     return (
         isinstance(conv, nn.Conv2d) and conv.kernel_size == conv.stride and conv.padding in ((0, 0), "valid")
         and conv.groups == 1 and conv.dilation == (1, 1) and conv.kernel_size[0] == conv.kernel_size[1]
@@ -51,6 +51,6 @@ def prepare_for_export(model: nn.Module) -> nn.Module:
         if hasattr(module, "fused_attn"):
             module.fused_attn = False
     embed = getattr(model, "patch_embed", None)
-    if embed is not None and _is_patchify(getattr(embed, "proj", None)):
+    if embed is not None and is_patchify(getattr(embed, "proj", None)):
         embed.proj = PatchifyLinear(embed.proj)
     return model

@@ -1,19 +1,23 @@
-"""Model registry: timm ViT/DeiT names edgevit supports, and how their weights are found."""
+"""timm models by name: their input spec, and building them with their weights (compile.checkpoint)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from compile.data import data_dir
 from runtime.errors import EdgevitError
 from runtime.manifest import InputSpec
 from runtime.preprocess import Preprocess
 
+if TYPE_CHECKING:
+    from compile.checkpoint import Checkpoint
+
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A supported timm model: its name and the input it expects."""
+    """A timm model by name and the input it expects (timm's pretrained config, or the user's flags)."""
 
     name: str
     image_size: int = 224
@@ -21,6 +25,13 @@ class ModelSpec:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     interpolation: str = "bicubic"
+
+    def __post_init__(self) -> None:
+        if self.image_size < 8 or not 0 < self.crop_pct <= 1 or self.interpolation not in INTERPOLATIONS:
+            raise EdgevitError(f"model {self.name}: image size {self.image_size}, crop_pct {self.crop_pct}, interpolation "
+                               f"'{self.interpolation}': need size >= 8, 0 < crop_pct <= 1, one of {', '.join(INTERPOLATIONS)}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise EdgevitError(f"model {self.name}: --mean and --std take three values (R,G,B), std > 0")
 
     def input_spec(self, dtype: str = "float32") -> InputSpec:
         """The manifest's input section: timm's eval transform of this model, as the runtime applies it."""
@@ -33,27 +44,27 @@ class ModelSpec:
         return Preprocess.from_manifest(self.input_spec(dtype))
 
 
-MODELS: dict[str, ModelSpec] = {
-    spec.name: spec
-    for spec in (
-        ModelSpec("deit_tiny_patch16_224"),
-        ModelSpec("deit_small_patch16_224"),
-        ModelSpec("deit_base_patch16_224"),
-        ModelSpec("vit_tiny_patch16_224", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
-        ModelSpec("vit_small_patch16_224", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
-        ModelSpec("vit_base_patch16_224", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
-        ModelSpec("deit_tiny_distilled_patch16_224"),
-        ModelSpec("deit_small_distilled_patch16_224"),
-    )
-}
 DEFAULT_MODEL = "deit_tiny_patch16_224"
+INTERPOLATIONS = ("bicubic", "bilinear")
 
 
-def model_spec(name: str) -> ModelSpec:
-    """Look a model up by name; an unknown name lists the known ones."""
-    if name not in MODELS:
-        raise EdgevitError(f"unknown model '{name}'; known models: {', '.join(sorted(MODELS))}")
-    return MODELS[name]
+def model_spec(name: str, **overrides) -> ModelSpec:
+    """The spec of a timm model name: input size, mean / std, crop and interpolation from timm's pretrained
+    config for it, each replaced by an override that is not None (--image-size, --mean, ...)."""
+    timm = import_timm()
+    if not timm.is_model(name):
+        from compile.architecture import FAMILIES
+
+        raise EdgevitError(f"unknown model '{name}': not a timm model name; edgevit compiles timm ViTs of the "
+                           f"standard structure: {'; '.join(FAMILIES)}")
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    found = {} if cfg is None else {
+        "image_size": cfg.input_size[-1], "crop_pct": cfg.crop_pct, "mean": tuple(cfg.mean), "std": tuple(cfg.std),
+        "interpolation": cfg.interpolation if cfg.interpolation in INTERPOLATIONS else "bicubic"}
+    given = {key: value for key, value in overrides.items() if value is not None}
+    return ModelSpec(name, **{**found, **given})
 
 
 def import_timm():
@@ -83,41 +94,92 @@ def import_timm():
     return timm
 
 
-def resolve_weights(name: str, weights: Path | None) -> Path | None:
-    """Weights file for a model: --weights, else <data dir>/<name>.safetensors, else None (hub)."""
+def find_checkpoint(name: str, weights: Path | None) -> Checkpoint | None:
+    """--weights (file or folder), else <data dir>/<name>.safetensors, else None (timm's hub, or random init)."""
+    from compile.checkpoint import read_checkpoint
+
     if weights is not None:
-        if not Path(weights).is_file():
-            raise EdgevitError(f"weights file not found: {weights}")
-        return Path(weights)
+        return read_checkpoint(weights)
+    stored = stored_weights(name)
+    return None if stored is None else read_checkpoint(stored)
+
+
+def stored_weights(name: str) -> Path | None:
+    """<data dir>/<name>.safetensors when it is there."""
     candidate = data_dir() / f"{name}.safetensors"
     return candidate if candidate.is_file() else None
 
 
-def load_model(name: str, weights: Path | None = None, *, pretrained_required: bool = True):
-    """Build a timm model in eval mode with its weights.
+def load_model(model: ModelSpec | str, weights: Path | None = None, *, pretrained_required: bool = True):
+    """A timm model by spec or name with the weights `find_checkpoint` finds (see build_model)."""
+    spec = model_spec(model) if isinstance(model, str) else model
+    return build_model(spec, find_checkpoint(spec.name, weights), pretrained_required=pretrained_required)
 
-    Weights come from `weights`, else the data directory, else timm's hub download. With
-    `pretrained_required=False` a model without any weights is randomly initialised (for tests
-    of architectures whose weights are not on this machine).
+
+def build_model(spec: ModelSpec, checkpoint: Checkpoint | None, *, pretrained_required: bool = True):
+    """Build a timm model in eval mode with its weights, refusing one not of the standard ViT structure.
+
+    The head follows the checkpoint: its number of classes is the head's rows. Position embeddings of
+    another grid are resampled (timm's checkpoint filter). Without a checkpoint the weights come from
+    timm's hub, or with `pretrained_required=False` the model is randomly initialised (for tests of
+    architectures whose weights are not on this machine).
     """
-    model_spec(name)
-    timm = import_timm()
-    path = resolve_weights(name, weights)
-    if path is not None:
-        from safetensors.torch import load_file
+    model = _create(spec, None if checkpoint is None else checkpoint.num_classes)
+    if checkpoint is not None:
+        _load_weights(model, checkpoint, spec.name)
+    elif pretrained_required:
+        model = _download(spec)
+    if model.num_classes == 0:
+        raise EdgevitError(f"model {spec.name} has no classifier head (0 classes); "
+                           "compile a checkpoint with a head (features output is not supported yet)")
+    return model.eval()
 
-        model = timm.create_model(name, pretrained=False)
-        try:
-            model.load_state_dict(load_file(str(path)), strict=True)
-        except Exception as err:  # noqa: BLE001 - torch and safetensors raise several unrelated types here
-            raise EdgevitError(f"weights {path} do not fit {name}: {str(err).splitlines()[0]}") from None
-        return model.eval()
-    if not pretrained_required:
-        return timm.create_model(name, pretrained=False).eval()
+
+def _download(spec: ModelSpec):
+    """The model with timm's pretrained weights from its hub (online only)."""
     try:
-        return timm.create_model(name, pretrained=True).eval()
+        return import_timm().create_model(spec.name, pretrained=True, img_size=spec.image_size)
     except Exception:  # noqa: BLE001 - the hub download fails in many ways (offline, auth, missing file)
         raise EdgevitError(
-            f"no weights for {name}: pass --weights FILE.safetensors, put {name}.safetensors in "
+            f"no weights for {spec.name}: pass --weights FILE (.safetensors, .pth), put {spec.name}.safetensors in "
             f"{data_dir()} (or set EDGEVIT_DATA), or go online so timm can download them"
         ) from None
+
+
+def _create(spec: ModelSpec, num_classes: int | None):
+    """The randomly initialised timm model at the spec's input size; one line when it is not a standard ViT."""
+    from compile.architecture import unsupported_part
+
+    timm = import_timm()
+    classes = {} if num_classes is None else {"num_classes": num_classes}
+    try:
+        model = timm.create_model(spec.name, pretrained=False, img_size=spec.image_size, **classes)
+    except TypeError:  # a model without an img_size argument is no ViT: say which part, below
+        model = timm.create_model(spec.name, pretrained=False, **classes)
+    problem = unsupported_part(model)
+    if problem is not None:
+        raise EdgevitError(f"model {spec.name} is not supported: {problem}")
+    return model
+
+
+def _load_weights(model, checkpoint: Checkpoint, name: str) -> None:
+    """Load a state dict strictly after timm's own conversion for the model (pos_embed resampling, ...)."""
+    import sys
+
+    state, where = checkpoint.state_dict, checkpoint.source
+    convert = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
+    try:
+        if convert is not None:
+            state = convert(state, model)
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shapes that differ: weights of another size of model
+        raise EdgevitError(f"weights {where} do not fit {name}: {_first_line(err)}") from None
+    for kind, keys in (("missing", result.missing_keys), ("unexpected", result.unexpected_keys)):
+        if keys:
+            more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+            raise EdgevitError(f"weights {where} do not fit {name}: {kind} keys {', '.join(keys[:3])}{more}")
+
+
+def _first_line(err: Exception) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return " ".join(lines[:2])[:300]

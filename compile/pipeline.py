@@ -6,13 +6,31 @@ own module, and `--dump-ir DIR` writes the Relax module between phases.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
 from compile.quant.config import QuantConfig
 from compile.tuning.settings import TuneSettings
+from runtime.errors import EdgevitError
 from runtime.manifest import Manifest, ModelInfo, QuantInfo, TargetInfo, TomeInfo
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """--image-size, --mean, --std, --crop-pct, --interpolation: each None keeps timm's value for the model."""
+
+    image_size: int | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    crop_pct: float | None = None
+    interpolation: str | None = None
+
+    def given(self) -> dict:
+        """The values set by the user (the others stay as the checkpoint's or timm's config has them)."""
+        values = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        return {name: value for name, value in values.items() if value is not None}
 
 
 @dataclass(frozen=True)
@@ -20,8 +38,10 @@ class CompileArgs:
     """Everything one compile needs, validated before any heavy work starts."""
 
     target: str = "host"
-    model: str = "deit_tiny_patch16_224"
-    weights: Path | None = None
+    model: str | None = None  # timm name; None: the weights folder's architecture, else deit_tiny_patch16_224
+    weights: Path | None = None  # safetensors, or a PyTorch state dict / training checkpoint (compile.checkpoint)
+    labels: Path | None = None  # class names, one per line; None: ImageNet's for 1000 classes, else class_<i>
+    preprocessing: Preprocessing = Preprocessing()  # input size, mean / std, ... (None: timm's config for the model)
     tome_r: str = "0"  # constant r, a comma list per block, or "R:decrease" (compile.tome_patch.parse_tome_r)
     out: Path | None = None
     random_init: bool = False  # no weights needed: for tests of architectures without local weights
@@ -31,19 +51,32 @@ class CompileArgs:
     tuning: TuneSettings = TuneSettings()
 
 
-def default_out_dir(args: CompileArgs, preset_name: str) -> Path:
+def default_out_dir(model: str, args: CompileArgs, preset_name: str) -> Path:
     """build/<model>-<target>-<quant>[-tome<r>], relative to the working directory."""
     tome = "" if args.tome_r.strip() in ("", "0") else "-tome" + args.tome_r.replace(",", "_").replace(":", "-")
-    return Path("build") / f"{args.model}-{preset_name}-{args.quant.mode}{tome}"
+    return Path("build") / f"{model}-{preset_name}-{args.quant.mode}{tome}"
 
 
-def _labels(num_classes: int) -> list[str]:
-    """ImageNet class names from the data directory for 1000-class models, else class_<i>."""
+def class_names(num_classes: int, labels_file: Path | None, config_names: list[str] | None = None) -> list[str]:
+    """labels.txt of the bundle: --labels FILE (one name per line), else the weights folder's label names,
+    else ImageNet's names for 1000-class models, else class_<i>. A count that is not the head's is refused."""
     from compile.data import data_dir
 
-    names = data_dir() / "imagenet_classes.txt"
-    if num_classes == 1000 and names.is_file():
-        return names.read_text().splitlines()
+    if labels_file is not None:
+        try:
+            names = [line.strip() for line in Path(labels_file).read_text().splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as err:
+            raise EdgevitError(f"labels file {labels_file}: cannot read it ({err.__class__.__name__})") from None
+        if len(names) != num_classes:
+            raise EdgevitError(f"labels file {labels_file} names {len(names)} classes; the model's head has {num_classes}")
+        return names
+    if config_names:
+        if len(config_names) != num_classes:
+            raise EdgevitError(f"config.json names {len(config_names)} labels; the model's head has {num_classes}")
+        return list(config_names)
+    imagenet = data_dir() / "imagenet_classes.txt"
+    if num_classes == 1000 and imagenet.is_file():
+        return imagenet.read_text().splitlines()
     return [f"class_{i}" for i in range(num_classes)]
 
 
@@ -59,19 +92,34 @@ def _versions() -> dict[str, str]:
 
 def compile_bundle(args: CompileArgs, log=print) -> Path:
     """Compile one model for one target preset and write its bundle; returns the bundle path."""
-    from compile.models import load_model, model_spec
+    from compile.models import DEFAULT_MODEL, build_model, find_checkpoint, model_spec
     from targets import load_preset
 
     preset = load_preset(args.target)
-    spec = model_spec(args.model)
     config = args.quant
-    out = args.out or default_out_dir(args, preset.name)
+    checkpoint = find_checkpoint(args.model or DEFAULT_MODEL, args.weights)
+    name = args.model or (checkpoint.architecture if checkpoint else None) or DEFAULT_MODEL
+    found = checkpoint.preprocessing if checkpoint else {}
+    if args.model and checkpoint and checkpoint.architecture not in (None, args.model):
+        raise EdgevitError(f"--weights {args.weights} holds {checkpoint.architecture}, not --model {args.model}")
+    spec = model_spec(name, **{**found, **args.preprocessing.given()})
+    out = args.out or default_out_dir(name, args, preset.name)
     from compile.build import check_toolchain
 
     check_toolchain(preset)
 
-    log(f"[1/4] loading {args.model}")
-    model = load_model(args.model, args.weights, pretrained_required=not args.random_init)
+    log(f"[1/4] loading {name}")
+    if checkpoint is not None:
+        log(f"      weights: {checkpoint.source} ({checkpoint.num_classes} classes)")
+    model = build_model(spec, checkpoint, pretrained_required=not args.random_init)
+    labels = class_names(model.num_classes, args.labels, checkpoint.label_names if checkpoint else None)
+    if config.is_integer:
+        from compile.architecture import int8_unsupported
+
+        problem = int8_unsupported(model)
+        if problem is not None:
+            raise EdgevitError(f"--quant {config.mode} for {name}: the integer graph does not handle its {problem} "
+                               "yet; compile it with --quant fp32")
 
     from compile.tome import token_counts
     from compile.tome_patch import apply_tome, gflops, num_tokens, parse_tome_r
@@ -109,7 +157,7 @@ def compile_bundle(args: CompileArgs, log=print) -> Path:
     from compile.bundle import write_bundle
 
     manifest = Manifest(
-        model=ModelInfo(name=args.model, num_classes=model.num_classes, embed_dim=model.embed_dim, depth=depth),
+        model=ModelInfo(name=name, num_classes=model.num_classes, embed_dim=model.embed_dim, depth=depth),
         # integer bundles take uint8 pixels: mean / std are folded into the patch embedding
         input=spec.input_spec("uint8" if config.is_integer else "float32"),
         tome=TomeInfo(schedule=schedule, tokens_per_block=token_counts(schedule, num_tokens(model)),
@@ -122,7 +170,7 @@ def compile_bundle(args: CompileArgs, log=print) -> Path:
     )
     log(f"[4/4] writing bundle {out}")
     return write_bundle(out, lambda path: build_library(mod, preset, path, args.tuning.database_dir, dump),
-                        _labels(model.num_classes), manifest)
+                        labels, manifest)
 
 
 class IRDump:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, cached_bundle, run_module  # noqa: F401 - REPO, run_module: re-exported for old imports
+from tests.helpers import cached_bundle
 from tests.processes import leftover_processes
 
 
@@ -28,7 +28,7 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def data_dir() -> Path:
-    from compile.models import data_dir as resolve
+    from compile.data import data_dir as resolve
 
     return resolve()
 

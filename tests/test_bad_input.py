@@ -13,7 +13,8 @@ def test_unknown_target():
 
 
 def test_unknown_model():
-    assert_one_line_error(run_module("compile", "--model", "resnet50"), "unknown model 'resnet50'")
+    result = run_module("compile", "--model", "vit_nonexistent_patch16_224")
+    assert_one_line_error(result, "unknown model 'vit_nonexistent_patch16_224'", "DeiT")
 
 
 def test_missing_weights_file(tmp_path):

@@ -10,8 +10,7 @@ import numpy as np
 
 from results.peers.table import markdown_table
 from results.records import read_jsonl
-from tests.conftest import run_module
-from tests.test_bad_input import assert_one_line_error
+from tests.helpers import assert_one_line_error, run_module
 
 CI_PEERS = ("pytorch-eager-fp32", "onnxruntime-fp32", "onnxruntime-int8-static", "onnxruntime-int8-dynamic")
 N_IMAGES = 20

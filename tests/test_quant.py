@@ -183,7 +183,7 @@ def test_recipe_and_layer_choices_in_manifest(tmp_path):
 
 
 def sample_image():
-    from compile.models import data_dir
+    from compile.data import data_dir
 
     return data_dir() / "imagenet_val_1300" / "images" / "ILSVRC2012_val_00000347.JPEG"
 

@@ -6,8 +6,7 @@ from pathlib import Path
 import pytest
 
 from results.__main__ import parse_args
-from tests.conftest import run_module
-from tests.test_bad_input import assert_one_line_error
+from tests.helpers import assert_one_line_error, run_module
 
 
 def test_report_of_missing_or_bad_results(tmp_path):

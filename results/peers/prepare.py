@@ -84,9 +84,9 @@ class PeerContext:
 
 def pytorch_eager(ctx: PeerContext) -> Artifact:
     """PyTorch eager FP32: the timm model itself, loaded from the same weights file."""
-    from compile.models import resolve_weights
+    from compile.models import stored_weights
 
-    return Artifact("pytorch-eager-fp32", "pytorch", resolve_weights(ctx.model_name, None), ctx.model_name,
+    return Artifact("pytorch-eager-fp32", "pytorch", stored_weights(ctx.model_name), ctx.model_name,
                     {"precision": "fp32", "mode": "eager, inference_mode"})
 
 

@@ -1,0 +1,92 @@
+"""Which timm models edgevit compiles: the standard ViT structure, recognised by its parts, not by name.
+
+Accepted: timm's `VisionTransformer` / `VisionTransformerDistilled` built of patch embedding (a
+non-overlapping convolution), blocks of (norm, attention with qkv + proj, norm, MLP fc1 / act / fc2),
+optional LayerScale, q/k norm, `norm_pre`, class token or none (average pooling), register tokens, any
+patch size, square input size and number of classes. That covers DeiT, DeiT III, the AugReg ViTs, ViTs at
+384 px, DINOv2 (with registers) and the CLIP image towers (QuickGELU included). Anything else is named
+with the part that does not fit, before any heavy work.
+
+The integer graph (compile.quant) covers a subset: `int8_unsupported` names what it does not yet handle.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from compile.export_friendly import is_patchify
+
+MODEL_CLASSES = ("VisionTransformer", "VisionTransformerDistilled")
+POOLING = ("token", "avg")
+ACTIVATIONS = ("GELU", "QuickGELU")
+FAMILIES = ("DeiT (deit_*, distilled too)", "DeiT III (deit3_*)", "ViT / AugReg (vit_*_patch{8,14,16,32}_{224,384})",
+            "DINOv2 (vit_*_patch14_dinov2, *_reg4_*)", "CLIP image towers (vit_*_clip_*, QuickGELU too)",
+            "global-average-pool ViTs (vit_*_gap_*)")
+
+
+def _is_identity_or_layernorm(module: nn.Module) -> bool:
+    return isinstance(module, (nn.Identity, nn.LayerNorm))
+
+
+def unsupported_part(model: nn.Module) -> str | None:
+    """What keeps `model` from being a standard ViT (a phrase for the error line), None when it is one."""
+    kind = type(model).__name__
+    if kind not in MODEL_CLASSES:
+        return f"{kind} is not a ViT of the standard structure (edgevit compiles {' / '.join(MODEL_CLASSES)})"
+    if getattr(model, "attn_pool", None) is not None:
+        return "its attention-pool head"
+    if model.global_pool not in POOLING:
+        return f"its '{model.global_pool}' pooling (supported: {', '.join(POOLING)})"
+    if getattr(model, "dynamic_img_size", False):
+        return "dynamic image size"
+    if not is_patchify(getattr(model.patch_embed, "proj", None)) or not isinstance(model.patch_embed.norm, nn.Identity):
+        return "its patch embedding (a square, non-overlapping convolution without a norm is supported)"
+    height, width = model.patch_embed.img_size
+    if height != width:
+        return f"its non-square input {height}x{width}"
+    for name in ("norm_pre", "norm", "fc_norm"):
+        if not _is_identity_or_layernorm(getattr(model, name)):
+            return f"its {name} ({type(getattr(model, name)).__name__})"
+    for i, block in enumerate(model.blocks):
+        problem = _block_problem(block)
+        if problem:
+            return f"block {i}: {problem}"
+    return None
+
+
+def _block_problem(block: nn.Module) -> str | None:
+    if type(block).__name__ != "Block":
+        return f"{type(block).__name__} (edgevit compiles timm's Block)"
+    attn = block.attn
+    if type(attn).__name__ != "Attention" or not isinstance(getattr(attn, "qkv", None), nn.Linear):
+        return f"attention {type(attn).__name__} (edgevit compiles timm's Attention with one qkv linear)"
+    if not (_is_identity_or_layernorm(attn.q_norm) and _is_identity_or_layernorm(attn.k_norm)):
+        return "its q/k norm"
+    if not isinstance(getattr(attn, "norm", nn.Identity()), nn.Identity):
+        return "a norm inside attention"
+    mlp = block.mlp
+    if type(mlp).__name__ != "Mlp" or type(mlp.act).__name__ not in ACTIVATIONS or not isinstance(mlp.norm, nn.Identity):
+        return f"MLP {type(mlp).__name__} with {type(getattr(mlp, 'act', None)).__name__} (supported: Mlp with GELU / QuickGELU)"
+    for name in ("norm1", "norm2"):
+        if not isinstance(getattr(block, name), nn.LayerNorm):
+            return f"its {name} ({type(getattr(block, name)).__name__})"
+    return None
+
+
+def int8_unsupported(model: nn.Module) -> str | None:
+    """What the integer graph does not handle yet in a standard ViT, None when it handles the model."""
+    checks = [
+        (model.global_pool != "token", "average pooling"),
+        (getattr(model, "reg_token", None) is not None, "register tokens"),
+        (getattr(model, "no_embed_class", False), "position embeddings without the class token"),
+        (not isinstance(model.norm_pre, nn.Identity), "norm_pre"),
+        (not isinstance(model.fc_norm, nn.Identity), "fc_norm"),
+        (model.cls_token is None, "a model without class token"),
+    ]
+    for block in model.blocks:
+        checks += [
+            (not isinstance(block.ls1, nn.Identity) or not isinstance(block.ls2, nn.Identity), "LayerScale"),
+            (not isinstance(block.attn.q_norm, nn.Identity), "q/k norm"),
+            (type(block.mlp.act).__name__ != "GELU", f"the {type(block.mlp.act).__name__} activation"),
+        ]
+    return next((what for failing, what in checks if failing), None)

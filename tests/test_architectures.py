@@ -1,0 +1,108 @@
+"""Models by structure, not by name: timm ViTs of several families (LayerScale, registers, patch 32,
+384 px, DINOv2 at 224 px, CLIP's norm_pre, average pooling) compile from a checkpoint of random weights
+and match PyTorch; what is not a standard ViT is refused with one line naming the part."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.helpers import assert_one_line_error, run_module
+
+CASES = {  # model -> extra compile flags
+    "deit3_small_patch16_224": (),  # LayerScale, position embedding without the class token
+    "vit_small_patch32_224": (),  # patch 32
+    "vit_tiny_patch16_384": (),  # 384 px: 577 tokens
+    "vit_small_patch14_reg4_dinov2": ("--image-size", "224"),  # patch 14, 4 registers, LayerScale
+    "vit_xsmall_patch16_clip_224": (),  # CLIP image tower: norm_pre
+    "vit_wee_patch16_reg1_gap_256": (),  # average pooling, a register, fc_norm
+}
+
+
+def _random_checkpoint(name: str, image_size: int | None, path) -> object:
+    """A randomly initialised model with a 10-class head, saved as a PyTorch state dict; returns the model."""
+    import torch
+
+    from compile.models import import_timm
+
+    torch.manual_seed(0)
+    size = {} if image_size is None else {"img_size": image_size}
+    model = import_timm().create_model(name, pretrained=False, num_classes=10, **size).eval()
+    torch.save(model.state_dict(), path)
+    return model
+
+
+def _compile_and_compare(name: str, flags: tuple[str, ...], tmp_path, *extra: str) -> None:
+    import torch
+
+    from runtime.bundle import open_bundle
+    from runtime.session import InferenceSession
+
+    image_size = int(flags[flags.index("--image-size") + 1]) if "--image-size" in flags else None
+    model = _random_checkpoint(name, image_size, tmp_path / "weights.pth")
+    out = tmp_path / "bundle"
+    result = run_module("compile", "--model", name, "--weights", tmp_path / "weights.pth", *flags, *extra, "--out", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    session = InferenceSession(open_bundle(out))
+    size = session.input_shape[-1]
+    assert size == model.patch_embed.img_size[0]
+    x = np.random.default_rng(1).standard_normal((1, 3, size, size)).astype(np.float32)
+    got = session.run(x)
+    if "--tome-r" in extra:  # ToMe changes the function: it must run and give finite logits of the head's size
+        assert got.shape == (1, 10) and np.isfinite(got).all()
+        return
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(x)).numpy()
+    assert np.abs(got - expected).max() <= 1e-3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_fp32_matches_pytorch(name, tmp_path):
+    _compile_and_compare(name, CASES[name], tmp_path)
+
+
+@pytest.mark.slow
+def test_tome_with_registers_and_layerscale_builds_and_runs(tmp_path):
+    _compile_and_compare("vit_small_patch14_reg4_dinov2", CASES["vit_small_patch14_reg4_dinov2"], tmp_path,
+                         "--tome-r", "8")
+
+
+@pytest.mark.parametrize("name, part", [
+    ("resnet50", "ResNet is not a ViT"),
+    ("swin_tiny_patch4_window7_224", "SwinTransformer is not a ViT"),
+    ("beit_base_patch16_224", "Beit is not a ViT"),
+    ("eva02_tiny_patch14_224", "Eva is not a ViT"),
+])
+def test_what_is_not_a_standard_vit_is_refused(name, part):
+    assert_one_line_error(run_module("compile", "--model", name, "--random-init"), f"model {name} is not supported", part)
+
+
+def test_int8_names_what_the_integer_graph_lacks(tmp_path):
+    _random_checkpoint("deit3_small_patch16_224", None, tmp_path / "w.pth")
+    result = run_module("compile", "--model", "deit3_small_patch16_224", "--weights", tmp_path / "w.pth",
+                        "--quant", "int8", "--out", tmp_path / "b")
+    assert_one_line_error(result, "--quant int8", "the integer graph does not handle", "--quant fp32")
+
+
+def test_preprocessing_follows_timm_and_the_flags():
+    from compile.models import model_spec
+
+    clip = model_spec("vit_base_patch16_clip_224")
+    assert clip.mean == pytest.approx((0.48145466, 0.4578275, 0.40821073)) and clip.crop_pct == pytest.approx(0.95)
+    dino = model_spec("vit_small_patch14_reg4_dinov2", image_size=224, crop_pct=0.875, mean=None)
+    assert (dino.image_size, dino.crop_pct, dino.mean) == (224, 0.875, pytest.approx((0.485, 0.456, 0.406)))
+    assert model_spec("vit_tiny_patch16_384").input_spec().shape == [1, 3, 384, 384]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--crop-pct", "1.5"), "0 < crop_pct <= 1"),
+    (("--image-size", "4"), "size >= 8"),
+])
+def test_bad_preprocessing_flags_are_one_line(flags, message):
+    assert_one_line_error(run_module("compile", "--random-init", *flags), message)
+
+
+def test_a_mean_of_two_values_is_a_usage_error():
+    result = run_module("compile", "--random-init", "--mean", "0.5,0.5")
+    assert result.returncode == 2 and "three comma-separated numbers" in result.stderr.splitlines()[-1]
