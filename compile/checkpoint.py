@@ -74,11 +74,15 @@ def _from_timm_folder(path: Path) -> Checkpoint:
     if weights is None:
         raise EdgevitError(f"weights folder {path}: no model.safetensors or pytorch_model.bin beside config.json")
     state = read_checkpoint(weights).state_dict
-    cfg = config.get("pretrained_cfg", {})
-    preprocessing = {"image_size": cfg["input_size"][-1] if "input_size" in cfg else None, "mean": cfg.get("mean"),
-                     "std": cfg.get("std"), "crop_pct": cfg.get("crop_pct"), "interpolation": cfg.get("interpolation")}
     return Checkpoint(state, f"{weights.name} of {path.name}/", config["architecture"], config.get("label_names"),
-                      {key: tuple(v) if isinstance(v, list) else v for key, v in preprocessing.items() if v is not None})
+                      preprocessing_of(config.get("pretrained_cfg", {})))
+
+
+def preprocessing_of(cfg: dict) -> dict:
+    """ModelSpec fields from a timm pretrained config (as a dict): the ones it sets, tuples for sequences."""
+    values = {"image_size": cfg["input_size"][-1] if cfg.get("input_size") else None, "mean": cfg.get("mean"),
+              "std": cfg.get("std"), "crop_pct": cfg.get("crop_pct"), "interpolation": cfg.get("interpolation")}
+    return {key: tuple(v) if isinstance(v, (list, tuple)) else v for key, v in values.items() if v is not None}
 
 
 def _from_pytorch_file(path: Path) -> Checkpoint:

@@ -59,10 +59,12 @@ def model_spec(name: str, **overrides) -> ModelSpec:
                            f"standard structure: {'; '.join(FAMILIES)}")
     from timm.models import get_pretrained_cfg
 
+    from compile.checkpoint import preprocessing_of
+
     cfg = get_pretrained_cfg(name)
-    found = {} if cfg is None else {
-        "image_size": cfg.input_size[-1], "crop_pct": cfg.crop_pct, "mean": tuple(cfg.mean), "std": tuple(cfg.std),
-        "interpolation": cfg.interpolation if cfg.interpolation in INTERPOLATIONS else "bicubic"}
+    found = {} if cfg is None else preprocessing_of(cfg.to_dict())
+    if found.get("interpolation") not in (None, *INTERPOLATIONS):
+        found["interpolation"] = "bicubic"  # timm's "bicubic"/"bilinear" are what PIL offers; others fall back
     given = {key: value for key, value in overrides.items() if value is not None}
     return ModelSpec(name, **{**found, **given})
 

@@ -62,18 +62,17 @@ def class_names(num_classes: int, labels_file: Path | None, config_names: list[s
     else ImageNet's names for 1000-class models, else class_<i>. A count that is not the head's is refused."""
     from compile.data import data_dir
 
+    names = config_names or None  # an empty label list in a config names nothing
     if labels_file is not None:
         try:
             names = [line.strip() for line in Path(labels_file).read_text().splitlines() if line.strip()]
         except (OSError, UnicodeDecodeError) as err:
             raise EdgevitError(f"labels file {labels_file}: cannot read it ({err.__class__.__name__})") from None
+    if names is not None:
+        source = f"labels file {labels_file}" if labels_file is not None else "config.json"
         if len(names) != num_classes:
-            raise EdgevitError(f"labels file {labels_file} names {len(names)} classes; the model's head has {num_classes}")
-        return names
-    if config_names:
-        if len(config_names) != num_classes:
-            raise EdgevitError(f"config.json names {len(config_names)} labels; the model's head has {num_classes}")
-        return list(config_names)
+            raise EdgevitError(f"{source} names {len(names)} classes; the model's head has {num_classes}")
+        return list(names)
     imagenet = data_dir() / "imagenet_classes.txt"
     if num_classes == 1000 and imagenet.is_file():
         return imagenet.read_text().splitlines()
