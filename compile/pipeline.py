@@ -46,6 +46,7 @@ class CompileArgs:
     out: Path | None = None
     random_init: bool = False  # no weights needed: for tests of architectures without local weights
     dump_ir: Path | None = None
+    native: bool = True  # put the native runner and the TVM runtime libraries into the bundle (self-contained)
     quant: QuantConfig = QuantConfig()  # fp32, or the post-training quantization recipe (compile.quant)
     # MetaSchedule: trials to tune before building (0: use the shipped database as it is)
     tuning: TuneSettings = TuneSettings()

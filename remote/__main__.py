@@ -8,6 +8,7 @@ import functools
 import json
 from pathlib import Path
 
+from runtime.bundle import RUNTIMES
 from runtime.errors import EdgevitError, run_cli
 
 
@@ -34,6 +35,10 @@ def _parser() -> argparse.ArgumentParser:
     for p in (status, deploy, bench):
         p.add_argument("--boards", default="", help="comma list of board names (default: all)")
     deploy.add_argument("bundle", type=Path, nargs="?")
+    for p in (deploy, bench):
+        p.add_argument("--runtime", choices=RUNTIMES, default="native",
+                       help="native: the bundle's bin/edgevit-run, no Python on the board (default); "
+                            "python: python -m runtime with numpy, pillow and TVM installed there")
     bench.add_argument("bundle", type=Path)
     bench.add_argument("--results", type=Path, default=Path("results/farm.jsonl"))
     bench.add_argument("--warmup", type=int, default=5)
@@ -85,7 +90,8 @@ def cmd_status(args) -> int:
             if "power_sampler" in row:
                 reading = f"{row['power_w']:.2f} W" if row["power_readable"] else "UNREADABLE"
                 power = f"  power {row['power_sampler']}: {reading}"
-            print(f"{row['board']:<16} up    {row['arch']:<8} runtime {row.get('runtime') or 'absent':<8} "
+            print(f"{row['board']:<16} up    {row['arch']:<8} runtimes {','.join(row['runtimes']) or 'none':<14} "
+                  f"python runtime {row.get('runtime') or 'absent':<8} "
                   f"free {row['free_disk_mb']:.0f} MB  features {','.join(row.get('features', [])) or '?'}{power}")
         else:
             print(f"{row['board']:<16} DOWN  {row['error']}")
@@ -94,17 +100,18 @@ def cmd_status(args) -> int:
 
 
 def cmd_deploy(args) -> int:
-    from remote.deploy import deploy
+    from remote.deploy import deploy, needs_python
     from remote.ssh import BoardConnection
     from runtime.bundle import open_bundle
 
     if args.bundle is not None:
         open_bundle(args.bundle, check_device=False)  # refuse a corrupt bundle before copying it anywhere
+    needs_python(args.bundle, args.runtime)
     failed = 0
     for board in _boards(args):
         try:
             with BoardConnection(board, trust_new=args.trust_new) as conn:
-                result = deploy(conn, args.bundle)
+                result = deploy(conn, args.bundle, args.runtime)
             print(f"{board.name}: {len(result.uploaded)} uploaded, {len(result.unchanged)} unchanged")
         except EdgevitError as err:
             failed += 1
@@ -116,15 +123,17 @@ def cmd_bench(args) -> int:
     from rich.console import Console
 
     from remote.bench import BenchPlan, bench_farm
+    from remote.deploy import needs_python
     from runtime.bundle import open_bundle
 
     open_bundle(args.bundle, check_device=False)
+    needs_python(args.bundle, args.runtime)
     if args.attempts < 1 or args.repeat < 1 or args.timeout <= 0:
         raise EdgevitError("--attempts and --repeat must be >= 1 and --timeout > 0")
     console = Console(stderr=True)
     plan = BenchPlan(bundle=args.bundle, warmup=args.warmup, repeat=args.repeat, threads=args.threads,
                      images=tuple(args.images), timeout_s=args.timeout, attempts=args.attempts,
-                     trust_new=args.trust_new)
+                     trust_new=args.trust_new, runtime=args.runtime)
 
     def show(record: dict) -> None:
         if record["status"] == "ok":

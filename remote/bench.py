@@ -20,7 +20,7 @@ from remote.power import make_sampler
 from remote.power.monitor import PowerWindow, idle_watts, power_record
 from remote.ssh import BoardConnection
 from results.records import read_jsonl, write_jsonl
-from runtime.bundle import MANIFEST, sha256_file
+from runtime.bundle import MANIFEST, RUNNER, sha256_file
 from runtime.errors import EdgevitError
 
 
@@ -35,11 +35,16 @@ class BenchPlan:
     attempts: int = 2
     backoff_s: float = 2.0
     trust_new: bool = False
+    runtime: str = "native"  # runtime.bundle.RUNTIMES: the bundle's bin/edgevit-run, or python -m runtime
+
+    def runner(self, board: Board, remote_bundle: str) -> list[str]:
+        """The board command that runs `python -m runtime`'s commands for this plan."""
+        return [f"{remote_bundle}/{RUNNER}"] if self.runtime == "native" else [board.python, "-m", "runtime"]
 
 
 def _bench_once(board: Board, plan: BenchPlan) -> dict:
     with BoardConnection(board, trust_new=plan.trust_new) as conn:
-        placed = deploy(conn, plan.bundle)
+        placed = deploy(conn, plan.bundle, plan.runtime)
         image_names = []
         if plan.images:
             from remote.deploy import sync
@@ -47,7 +52,7 @@ def _bench_once(board: Board, plan: BenchPlan) -> dict:
             sync(conn, {f"images/{p.name}": p for p in plan.images})
             image_names = [f"images/{p.name}" for p in plan.images]
         threads = [] if plan.threads is None else ["--threads", str(plan.threads)]
-        runtime = [board.python, "-m", "runtime"]
+        runtime = plan.runner(board, placed.remote_bundle)
         bench_argv = [*runtime, "bench", placed.remote_bundle, "--json", "--warmup", str(plan.warmup),
                       "--repeat", str(plan.repeat), *threads]
         sampler = make_sampler(board.power)
@@ -66,6 +71,7 @@ def _bench_once(board: Board, plan: BenchPlan) -> dict:
             record["top5"] = {name.rsplit("/", 1)[-1]: [e["class"] for e in top]
                               for name, top in json.loads(out.strip().splitlines()[-1]).items()}
         record["uploaded_files"] = len(placed.uploaded)
+        record["runtime"] = plan.runtime
         return record
 
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from remote.ssh import TMP_SUFFIX, BoardConnection
-from runtime.bundle import read_manifest, sha256_file
+from runtime.bundle import RUNNER, read_manifest, sha256_file
+from runtime.errors import EdgevitError
 
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
 
@@ -53,9 +54,20 @@ def sync(conn: BoardConnection, files: dict[str, Path]) -> tuple[list[str], list
     return uploaded, unchanged
 
 
-def deploy(conn: BoardConnection, bundle: Path | None = None) -> DeployResult:
-    """Runtime (+ bundle) onto the board; returns what moved and where the bundle lives there."""
-    files = runtime_files()
+def needs_python(bundle: Path | None, runtime: str) -> bool:
+    """Whether the board needs the Python runtime package: a self-contained bundle run natively does not.
+    A bundle built with --no-native cannot be run natively (one clear line)."""
+    if bundle is None or runtime == "python":
+        return True
+    if RUNNER not in read_manifest(bundle).files:
+        raise EdgevitError(f"bundle {bundle} has no native runner (compiled with --no-native); use --runtime python")
+    return False
+
+
+def deploy(conn: BoardConnection, bundle: Path | None = None, runtime: str = "native") -> DeployResult:
+    """The bundle (self-contained: its native runner and libraries), plus the Python runtime package when
+    `runtime` is "python" or there is no bundle; returns what moved and where the bundle lives there."""
+    files = runtime_files() if needs_python(bundle, runtime) else {}
     if bundle is not None:
         files.update(bundle_files(bundle))
     uploaded, unchanged = sync(conn, files)

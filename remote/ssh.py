@@ -137,6 +137,7 @@ class BoardConnection:
         partial = remote + TMP_SUFFIX
         try:
             self.sftp.put(str(local), partial)
+            self.sftp.chmod(partial, local.stat().st_mode & 0o777)  # the native runner stays executable
         except (OSError, paramiko.SSHException, EOFError) as err:
             try:  # best effort: a full disk should not stay full of our partial file
                 self.sftp.remove(partial)

@@ -14,6 +14,9 @@ from pathlib import Path
 # runtime reports; refusing those imports here makes the host measure what a board would run.
 for _name in ("torch", "timm", "onnx", "onnxruntime", "compile"):
     sys.modules.setdefault(_name, None)
+# The apache-tvm wheel's libtvm_compiler.so (~250 MB) is not needed to run a bundle: load only
+# libtvm_runtime.so (and libtvm_ffi.so), as a board with a runtime-only TVM would.
+os.environ["TVM_USE_RUNTIME_LIB"] = "1"
 
 from runtime.errors import run_cli  # noqa: E402
 
@@ -121,7 +124,7 @@ def _progress(total: int):
 
 
 def cmd_bench(args) -> None:
-    from runtime.bench import bench, machine_facts
+    from runtime.bench import bench, machine_facts, mapped_tvm_libraries
 
     session = _open_session(args)
     result = bench(session, warmup=args.warmup, repeat=args.repeat, threads=int(os.environ["TVM_NUM_THREADS"]))
@@ -138,6 +141,8 @@ def cmd_bench(args) -> None:
             "quant": manifest.quant.mode,
             "tome": manifest.tome.schedule,
             **_versions(),
+            "runtime": "python",
+            "tvm_libraries": mapped_tvm_libraries(),
             **machine_facts(),
         }
         print(json.dumps(record))

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from runtime.errors import EdgevitError
 from runtime.session import InferenceSession
 
 
@@ -29,9 +30,26 @@ class BenchResult:
         return asdict(self)
 
 
+def status_mb(field: str, status: str = "/proc/self/status") -> float:
+    """A memory field of this process from /proc/self/status (VmRSS: now, VmHWM: peak), in MiB.
+
+    VmHWM belongs to the address space, which exec replaces; getrusage's ru_maxrss does not restart at
+    exec, so a process forked from a large parent (pytest, a benchmark driver) would report the
+    parent's size.
+    """
+    with open(status) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    raise EdgevitError(f"no {field} in {status}")
+
+
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak resident set size of this process so far, in MiB (ru_maxrss where /proc is not mounted)."""
+    try:
+        return status_mb("VmHWM")
+    except (OSError, EdgevitError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def bench(session: InferenceSession, *, warmup: int, repeat: int, threads: int) -> BenchResult:
@@ -56,6 +74,19 @@ def bench(session: InferenceSession, *, warmup: int, repeat: int, threads: int) 
         peak_rss_mb=peak_rss_mb(),
         threads=threads,
     )
+
+
+def mapped_tvm_libraries(maps: str = "/proc/self/maps") -> list[str]:
+    """The TVM shared libraries this process has mapped (libtvm_runtime.so, libtvm_ffi.so, ...), by file name.
+
+    Read from the kernel's view rather than TVM's bookkeeping, so a library loaded by any route counts.
+    """
+    try:
+        with open(maps) as f:
+            paths = {line.split()[-1] for line in f if ".so" in line}
+    except OSError:
+        return []
+    return sorted({path.rsplit("/", 1)[-1] for path in paths if path.rsplit("/", 1)[-1].startswith("libtvm")})
 
 
 def machine_facts() -> dict:

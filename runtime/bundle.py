@@ -21,6 +21,8 @@ from runtime.manifest import Manifest
 MANIFEST = "manifest.json"
 LIBRARY = "model.so"
 LABELS = "labels.txt"
+RUNNER = "bin/edgevit-run"  # the native runner of a self-contained bundle (with its libraries in lib/)
+RUNTIMES = ("native", "python")  # how a board runs a bundle: RUNNER, or python -m runtime
 
 
 def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:

@@ -7,7 +7,9 @@ the fatbin that `python -m compile` built with nvcc for exactly that source (by 
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
+import re
 from pathlib import Path
 
 from runtime.errors import EdgevitError
@@ -32,3 +34,23 @@ def use_precompiled_kernels(bundle_dir: Path) -> None:
         return bytearray(fatbin_for(bundle_dir, str(source)))
 
     tvm.register_global_func("tvm_callback_cuda_compile", serve, override=True)
+
+
+def load_cuda_runtime() -> None:
+    """Load TVM's CUDA device API (libtvm_runtime_cuda.so, beside libtvm_runtime.so): with only the
+    runtime library loaded, TVM does not load it by itself. A missing CUDA runtime it links against
+    (libcudart.so.13 for the PyPI build) is named in one line instead of a loader traceback."""
+    import tvm.base
+
+    if "tvm_runtime_cuda" in tvm.base._LOADED_LIBS:
+        return
+    library = Path(tvm.base._LOADED_LIBS["tvm_runtime"]._name).resolve().parent / "libtvm_runtime_cuda.so"
+    if not library.is_file():
+        raise EdgevitError(f"this TVM has no CUDA runtime ({library.name} not found beside libtvm_runtime.so)")
+    try:
+        tvm.base._LOADED_LIBS["tvm_runtime_cuda"] = ctypes.CDLL(str(library), mode=ctypes.RTLD_LOCAL)
+    except OSError as err:
+        missing = re.match(r"([^:]+\.so[.\d]*): cannot open shared object file", str(err))
+        needed = missing.group(1) if missing else str(err)
+        raise EdgevitError(f"CUDA bundles need {needed} (linked by TVM's {library.name}; part of the NVIDIA "
+                           "driver or CUDA runtime), which this machine does not have") from None

@@ -27,8 +27,9 @@ class InferenceSession:
         self.input_dtype = spec.dtype
         self.device = tvm.cuda(0) if bundle.device == "cuda" else tvm.cpu(0)
         if bundle.device == "cuda":
-            from runtime.cuda_kernels import use_precompiled_kernels
+            from runtime.cuda_kernels import load_cuda_runtime, use_precompiled_kernels
 
+            load_cuda_runtime()
             use_precompiled_kernels(bundle.path)
         library = tvm.runtime.load_module(str(bundle.library))
         self.vm = VirtualMachine(library, self.device, memory_cfg="pooled")

@@ -1,11 +1,5 @@
-"""Where tests keep expensive fixtures (sysroots, built bundles) between runs."""
+"""Where tests keep expensive fixtures (sysroots, built bundles) between runs: edgevit's own cache."""
 
-import os
-from pathlib import Path
+from compile.cache import edgevit_cache_dir
 
-
-def edgevit_cache_dir() -> Path:
-    """$EDGEVIT_CACHE, else ~/.cache/edgevit; created on first use."""
-    path = Path(os.environ.get("EDGEVIT_CACHE", Path.home() / ".cache" / "edgevit"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+__all__ = ["edgevit_cache_dir"]

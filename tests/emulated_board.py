@@ -125,6 +125,11 @@ class EmulatedBoard:
         settings = [arg for key, value in (env or {}).items() for arg in ("-E", f"{key}={value}")]
         return [QEMU, "-cpu", self.cpu, "-L", str(self.sysroot), *settings, "-0", argv0, program, *argv[1:]]
 
+    def host_program_argv(self, program: Path, args: list[str]) -> list[str]:
+        """Host argv that runs an aarch64 program stored on the host (e.g. a bundle's bin/edgevit-run) on the
+        board: its loader and libraries come from the sysroot, its own files from the host paths."""
+        return [QEMU, "-cpu", self.cpu, "-L", str(self.sysroot), str(program), *args]
+
     def python_argv(self, args: list[str]) -> list[str]:
         """Host argv for the board's python3.11 with `args`."""
         return self.command([PYTHON, *args])
@@ -150,6 +155,24 @@ class EmulatedBoard:
         """Run a host argv (from command / python_argv) in the board's environment plus `env`; text output."""
         return subprocess.run(argv, cwd=cwd, env=self.environment(env), capture_output=True, text=True,
                               timeout=timeout_s)
+
+
+# A board with nothing but the C and C++ runtimes, from the cross toolchain's own target libraries
+# (Debian libc6-arm64-cross, libstdc++6-arm64-cross): what a self-contained bundle may assume.
+CROSS_TARGET_LIBS = Path("/usr/aarch64-linux-gnu/lib")
+GLIBC_AND_LIBSTDCXX = ("ld-linux-aarch64.so.1", "libc.so.6", "libm.so.6", "libdl.so.2", "libpthread.so.0",
+                       "librt.so.1", "libstdc++.so.6", "libgcc_s.so.1")
+
+
+def bare_board(cpu: str, root: Path) -> EmulatedBoard:
+    """A board under `root` whose sysroot holds only glibc, libstdc++ and libgcc_s (no Python, numpy or TVM)."""
+    if shutil.which(QEMU) is None:
+        raise RuntimeError(f"emulated boards need {QEMU} (apt package qemu-user-static)")
+    lib = root / "lib"
+    lib.mkdir(parents=True, exist_ok=True)
+    for name in GLIBC_AND_LIBSTDCXX:
+        shutil.copy2((CROSS_TARGET_LIBS / name).resolve(), lib / name)
+    return EmulatedBoard(root, cpu)
 
 
 def emulated_board(cpu: str) -> EmulatedBoard:

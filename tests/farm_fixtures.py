@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests import processes
-from tests.emulated_board import SITE, EmulatedBoard
+from tests.emulated_board import QEMU, SITE, EmulatedBoard
 
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 
@@ -58,12 +58,22 @@ def _board_shell(root: Path, board: EmulatedBoard | None) -> Path:
         (bin_dir / "uname").write_text('#!/bin/sh\n[ "$1" = "-m" ] && exec echo aarch64\nexec /usr/bin/uname "$@"\n')
     else:
         os.symlink(sys.executable, bin_dir / "python3")
+    # the board's own programs: a bundle's aarch64 bin/edgevit-run runs under qemu as the board's CPU
+    # (commands arrive as "[cd DIR && ]PROGRAM ARGS", see remote.ssh.BoardConnection.run)
+    emulate = "" if board is None else (
+        "re='^(cd [^&]+ && )?([^ ]*/bin/edgevit-run)( .*)?$'\n"
+        'if [[ $cmd =~ $re ]]; then\n'
+        f'  cmd="${{BASH_REMATCH[1]}}{QEMU} -cpu {board.cpu} -L {board.sysroot} ${{BASH_REMATCH[2]}}${{BASH_REMATCH[3]}}"\n'
+        "fi\n"
+    )
     shell = root / "board-shell"
     shell.write_text(
         "#!/bin/bash\n"
         f'if [ "$SSH_ORIGINAL_COMMAND" = "{SFTP_SERVER}" ]; then exec {SFTP_SERVER}; fi\n'
         f"export PATH={bin_dir}:/usr/local/bin:/usr/bin:/bin HOME={root}\n"
-        'exec /bin/bash -c "$SSH_ORIGINAL_COMMAND"\n'
+        'cmd=$SSH_ORIGINAL_COMMAND\n'
+        f"{emulate}"
+        'exec /bin/bash -c "$cmd"\n'
     )
     for path in [shell, *bin_dir.iterdir()]:
         path.chmod(0o755)

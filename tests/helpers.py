@@ -38,7 +38,7 @@ def _source_digest() -> str:
     digest = hashlib.sha256()
     for package in ("compile", "targets", "runtime"):
         for path in sorted((REPO / package).rglob("*")):
-            if path.is_file() and path.suffix in {".py", ".toml", ".json"}:
+            if path.is_file() and path.suffix in {".py", ".toml", ".json", ".cc", ".h", ".c"}:
                 digest.update(str(path.relative_to(REPO)).encode())
                 digest.update(path.read_bytes())
     import tvm

@@ -58,9 +58,10 @@ def test_deploy_and_bench_rpi5_bundle_on_emulated_boards(farm, rpi5_bundle, host
     plan = BenchPlan(bundle=rpi5_bundle, warmup=1, repeat=2, images=images, timeout_s=900, attempts=1)
     records = bench_farm(boards, plan, results)
     assert [r["status"] for r in records] == ["ok", "ok"], records
-    for record in records:
-        assert record["top5"] == host_top5
+    for record in records:  # run by the bundle's own bin/edgevit-run: no Python runtime deployed
+        assert record["top5"] == host_top5 and record["runtime"] == "native"
         assert record["machine"] == "aarch64" and record["n"] == 2 and record["median_ms"] > 0
+    assert not (farm["sshd"]["pi5-a"].root / "edgevit" / "runtime").exists()
     assert len(results.read_text().splitlines()) == 2
     report = run_module("results", "report", results, "--out", tmp_path / "report")
     assert report.returncode == 0, report.stderr[-2000:]
@@ -89,9 +90,10 @@ def test_faults_become_error_records_and_the_rest_go_on(farm, host_bundle, tmp_p
         farm["board"]("native", "host", name="unknown-host", known_hosts=tmp_path / "empty_known_hosts"),
         Board(name="down", host="127.0.0.1", port=1, preset="host", key_file=farm["user_key"]),
     ]
-    plan = BenchPlan(bundle=host_bundle, warmup=1, repeat=3, attempts=2, backoff_s=0.1)
+    plan = BenchPlan(bundle=host_bundle, warmup=1, repeat=3, attempts=2, backoff_s=0.1, runtime="python")
     records = {r["board"]: r for r in bench_farm(boards, plan, tmp_path / "farm.jsonl")}
     assert records["native"]["status"] == "ok" and records["native"]["n"] == 3
+    assert records["native"]["runtime"] == "python" and "libtvm_runtime.so" in records["native"]["tvm_libraries"]
     native = records["native"]  # power sampled over SSH beside the benchmark, from the board's INA3221 tree
     assert native["power_mean_w"] == pytest.approx(6.0) and native["idle_power_w"] == pytest.approx(6.0)
     assert native["energy_per_inference_mj"] == pytest.approx(6.0 * native["mean_ms"])
@@ -181,6 +183,7 @@ def test_status_cli_reports_up_and_down_boards(farm, tmp_path):
     assert result.returncode == 1  # one board is down
     rows = {r["board"]: r for r in json.loads(result.stdout.splitlines()[-1])}
     assert rows["native"]["reachable"] and rows["native"]["free_disk_mb"] > 0 and rows["native"]["runtime"] is None
+    assert rows["native"]["runtimes"] == ["native", "python"] and rows["native"]["glibc"]
     assert rows["native"]["power_readable"] and rows["native"]["power_w"] == 4.5
     assert not rows["gone"]["reachable"] and "cannot reach" in rows["gone"]["error"]
     assert "gone" in result.stdout and "DOWN" in result.stdout

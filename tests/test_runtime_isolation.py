@@ -1,10 +1,12 @@
 """The runtime is what goes onto a board: it may import only numpy, pillow, TVM and the stdlib."""
 
 import ast
+import json
 import sys
 from pathlib import Path
 
-from tests.helpers import REPO
+from runtime.bench import mapped_tvm_libraries
+from tests.helpers import REPO, run_module
 
 ALLOWED_THIRD_PARTY = {"numpy", "PIL", "tvm"}
 
@@ -30,3 +32,26 @@ def test_runtime_requirements_are_small():
             for line in (REPO / "runtime" / "requirements.txt").read_text().splitlines()
             if line and not line.startswith("#")]
     assert set(reqs) == {"numpy", "pillow", "apache-tvm", "apache-tvm-ffi"}
+
+
+def test_runtime_maps_only_the_tvm_runtime_library(int8_bundle):
+    """`python -m runtime` loads libtvm_runtime.so, never the ~250 MB libtvm_compiler.so (read from the
+    process's own /proc/self/maps at the end of a bench run)."""
+    result = run_module("runtime", "bench", int8_bundle, "--warmup", "1", "--repeat", "2", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    print(f"peak RSS {record['peak_rss_mb']:.1f} MB, libraries {record['tvm_libraries']}")
+    assert record["runtime"] == "python"
+    assert "libtvm_runtime.so" in record["tvm_libraries"]
+    assert not any("compiler" in name for name in record["tvm_libraries"]), record["tvm_libraries"]
+
+
+def test_mapped_libraries_are_read_from_proc_maps(tmp_path):
+    maps = tmp_path / "maps"
+    maps.write_text(
+        "7f00-7f10 r-xp 00000000 08:01 1 /opt/tvm/lib/libtvm_runtime.so\n"
+        "7f10-7f20 r--p 00000000 08:01 2 /opt/tvm/lib/libtvm_compiler.so\n"
+        "7f20-7f30 r-xp 00000000 08:01 3 /usr/lib/libc.so.6\n"
+        "7f30-7f40 rw-p 00000000 00:00 0 \n"
+    )
+    assert mapped_tvm_libraries(str(maps)) == ["libtvm_compiler.so", "libtvm_runtime.so"]

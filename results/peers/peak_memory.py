@@ -13,20 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from runtime.bench import status_mb
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _status_mb(field: str) -> float:
-    """A memory field of this process from /proc/self/status (VmRSS: now, VmHWM: peak), in MiB.
-
-    VmHWM belongs to the address space that exec created; getrusage's ru_maxrss would carry over
-    the peak of the (large) parent that forked this process.
-    """
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024.0
-    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def measure_peak_rss(artifact_json: str, threads: int, runs: int, spin_wait: bool, timeout_s: float = 900) -> dict:
@@ -43,14 +32,14 @@ def measure_peak_rss(artifact_json: str, threads: int, runs: int, spin_wait: boo
 
 
 def _probe(artifact_json: str, threads: int, runs: int, spin_wait: bool) -> dict:
-    start_mb = _status_mb("VmRSS")
+    start_mb = status_mb("VmRSS")
     from results.peers.runners import Artifact, load_runner
 
     runner = load_runner(Artifact.from_json(artifact_json), threads, spin_wait)
     x = runner.example()
     for _ in range(3 + runs):  # 3 warm-up runs, then the measured ones
         runner.run(x)
-    peak_mb = _status_mb("VmHWM")
+    peak_mb = status_mb("VmHWM")
     return {"peak_rss_mb": peak_mb, "rss_start_mb": start_mb, "peak_rss_growth_mb": peak_mb - start_mb}
 
 
