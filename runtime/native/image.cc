@@ -108,21 +108,37 @@ std::string decode_png(FILE *file, DecodedImage &out) {
   }
   png_init_io(png, file);
   png_read_info(png, info);
+  // 16-bit gray opens as Pillow's I;16, whose RGB is min(v, 255); every other 16-bit kind keeps its high byte.
+  const bool gray16 = png_get_color_type(png, info) == PNG_COLOR_TYPE_GRAY && png_get_bit_depth(png, info) == 16;
   png_set_expand(png);  // palette -> RGB, gray < 8 bits -> 8 bits, tRNS -> alpha (dropped below)
-  png_set_strip_16(png);
   png_set_strip_alpha(png);
-  png_set_gray_to_rgb(png);
+  if (!gray16) {
+    png_set_strip_16(png);
+    png_set_gray_to_rgb(png);
+  }
   png_set_interlace_handling(png);
   png_read_update_info(png, info);
-  if (png_get_channels(png, info) != 3 || png_get_bit_depth(png, info) != 8) png_error(png, "unsupported PNG format");
+  const size_t row_bytes = png_get_rowbytes(png, info);
+  if (gray16 ? png_get_channels(png, info) != 1 : png_get_channels(png, info) != 3 || png_get_bit_depth(png, info) != 8)
+    png_error(png, "unsupported PNG format");
   out.width = int(png_get_image_width(png, info));
   out.height = int(png_get_image_height(png, info));
-  out.pixels.resize(size_t(out.width) * out.height * 3);
+  const size_t rgb_bytes = size_t(out.width) * out.height * 3;
+  out.pixels.resize(gray16 ? rgb_bytes + row_bytes * out.height : rgb_bytes);
+  uint8_t *rows = out.pixels.data() + (gray16 ? rgb_bytes : 0);  // 16-bit rows after the RGB result
   out.rows.resize(out.height);
-  for (int y = 0; y < out.height; ++y) out.rows[y] = out.pixels.data() + size_t(y) * out.width * 3;
+  for (int y = 0; y < out.height; ++y) out.rows[y] = rows + size_t(y) * row_bytes;
   png_read_image(png, out.rows.data());
   png_read_end(png, nullptr);
   png_destroy_read_struct(&png, &info, nullptr);
+  if (gray16) {
+    for (size_t i = 0; i < size_t(out.width) * out.height; ++i) {
+      const uint8_t *sample = rows + (i / out.width) * row_bytes + (i % out.width) * 2;  // big-endian
+      uint8_t v = sample[0] == 0 ? sample[1] : 255;
+      out.pixels[3 * i] = out.pixels[3 * i + 1] = out.pixels[3 * i + 2] = v;
+    }
+    out.pixels.resize(rgb_bytes);
+  }
   return "";
 }
 
