@@ -9,9 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
-#include <map>
 #include <memory>
-#include <numeric>
 #include <optional>
 #include <sstream>
 #include <sys/stat.h>
@@ -291,7 +289,7 @@ void open_model(edgevit_model &m, const char *bundle_dir, int num_threads) {
   struct stat info;
   if (stat(m.dir.c_str(), &info) != 0) throw Error("bundle not found: " + m.dir);
   if (!S_ISDIR(info.st_mode)) throw Error("bundle " + m.dir + ": the native runner takes a bundle directory (unpack the .tar first)");
-  if (num_threads < 0) throw Error("--threads must be at least 1, got " + std::to_string(num_threads));
+  if (num_threads < 0) throw Error("threads must be at least 1 (0: every CPU), got " + std::to_string(num_threads));
   m.manifest = read_manifest(m.dir);
   verify(m.dir, m.manifest);
   const Manifest &man = m.manifest;
@@ -358,10 +356,12 @@ int edgevit_preprocess_file(edgevit_model *m, const char *path) {
 int edgevit_run(edgevit_model *m) { return guarded([&] { m->run(); }); }
 
 int edgevit_run_image(edgevit_model *m, const uint8_t *rgb, int width, int height, int stride) {
-  return edgevit_preprocess_image(m, rgb, width, height, stride) ?: edgevit_run(m);
+  return edgevit_preprocess_image(m, rgb, width, height, stride) == 0 ? edgevit_run(m) : -1;
 }
 
-int edgevit_run_file(edgevit_model *m, const char *path) { return edgevit_preprocess_file(m, path) ?: edgevit_run(m); }
+int edgevit_run_file(edgevit_model *m, const char *path) {
+  return edgevit_preprocess_file(m, path) == 0 ? edgevit_run(m) : -1;
+}
 
 int edgevit_run_tensor(edgevit_model *m, const void *data, size_t bytes) {
   return guarded([&] {
@@ -389,6 +389,7 @@ int edgevit_top_k(const edgevit_model *m, int k, edgevit_class *out) {
   }
   const std::vector<float> &row = m->output;
   const int n = std::min<int>(std::max(k, 0), int(row.size()));
+  if (n == 0) return 0;
   double peak = *std::max_element(row.begin(), row.end()), total = 0.0;
   for (float v : row) total += std::exp(double(v) - peak);
   // The k best indices, ties by lower index; a fixed-size selection (no allocation).

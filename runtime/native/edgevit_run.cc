@@ -145,8 +145,8 @@ void cmd_run(const Args &a) {
       size_t n;
       const float *v = edgevit_output(model.m, &n);
       double norm = l2_norm(v, n);
-      std::printf("%s: features %zu values, L2 norm %.4f\n", image.c_str(), n, norm);
-      json += "{\"features\": " + std::to_string(n) + ", \"l2_norm\": " + json_number(norm) + "}";
+      std::printf("%s: embedding of %zu values, L2 norm %.4f\n", image.c_str(), n, norm);
+      json += "{\"size\": " + std::to_string(n) + ", \"l2_norm\": " + json_number(norm) + "}";
       continue;
     }
     edgevit_class best[5];
@@ -204,7 +204,7 @@ void cmd_eval(const Args &a) {
   auto rows = read_labels(a);
   Model model(a);
   if (std::strcmp(model.info().output, "logits") != 0)
-    throw UserError("bundle " + a.bundle + ": eval needs a classifier (this model outputs features)");
+    throw UserError("eval needs a classifier; " + a.bundle + " is a --output features bundle");
   long top1 = 0, top5 = 0, done = 0;
   bool interactive = isatty(STDERR_FILENO);
   for (const auto &[file, label] : rows) {
