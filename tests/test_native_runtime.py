@@ -240,6 +240,65 @@ def test_example_c_prints_top5(native_int8, images_dir):
     example.unlink()
 
 
+C_API_CHECK = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "edgevit.h"
+
+/* argv: BUNDLE IMAGE RAW WIDTH HEIGHT STRIDE; RAW holds IMAGE's RGB pixels, rows STRIDE bytes apart.
+   Prints the logits of run_file, run_image (RAW) and run_tensor (run_file's input), one line each. */
+static void print_output(edgevit_model *m) {
+  size_t n;
+  const float *out = edgevit_output(m, &n);
+  for (size_t i = 0; i < n; ++i) printf("%.9g ", out[i]);
+  printf("\n");
+}
+
+int main(int argc, char **argv) {
+  edgevit_model *m = edgevit_open(argv[1], 1);
+  int width = atoi(argv[4]), height = atoi(argv[5]), stride = atoi(argv[6]);
+  unsigned char *rgb = malloc((size_t)stride * height);
+  FILE *f = fopen(argv[3], "rb");
+  if (!m || !f || fread(rgb, 1, (size_t)stride * height, f) != (size_t)stride * height) return 3;
+  fclose(f);
+  if (edgevit_run_file(m, argv[2]) != 0) return 4;
+  print_output(m);
+  size_t bytes;
+  void *tensor = malloc(edgevit_input(m, &bytes) ? bytes : 0);
+  memcpy(tensor, edgevit_input(m, NULL), bytes);
+  if (edgevit_run_image(m, rgb, width, height, stride) != 0) return 5;
+  print_output(m);
+  if (edgevit_run_tensor(m, tensor, bytes) != 0) return 6;
+  print_output(m);
+  if (edgevit_run_tensor(m, tensor, bytes - 1) == 0 || !strstr(edgevit_last_error(), "bytes")) return 7;
+  edgevit_close(m);
+  free(rgb);
+  free(tensor);
+  return 0;
+}
+"""
+
+
+def test_c_api_image_with_stride_and_tensor_give_the_file_answer(native_int8, images_dir, tmp_path):
+    """run_image on padded rows and run_tensor on the preprocessed input give run_file's logits exactly."""
+    source = tmp_path / "check.c"
+    source.write_text(C_API_CHECK)
+    program = compile_program(host_toolchain(), native_int8 / "bin" / "check", source)
+    image = images_dir / REAL_IMAGES[1]
+    pixels = np.asarray(Image.open(image).convert("RGB"))
+    height, width, _ = pixels.shape
+    padded = np.zeros((height, width * 3 + 13), np.uint8)
+    padded[:, : width * 3] = pixels.reshape(height, -1)
+    padded.tofile(tmp_path / "pixels.raw")
+    result = subprocess.run([program, native_int8, image, tmp_path / "pixels.raw", str(width), str(height),
+                             str(padded.shape[1])], capture_output=True, text=True, timeout=120)
+    program.unlink()
+    assert result.returncode == 0, (result.returncode, result.stderr)
+    from_file, from_image, from_tensor = result.stdout.splitlines()
+    assert from_file == from_image == from_tensor and len(from_file.split()) == 1000
+
+
 def test_runner_is_cached_and_a_missing_compiler_is_one_line(native_int8, tmp_path):
     toolchain = host_toolchain()
     binary = cached_runner(toolchain)
