@@ -122,9 +122,11 @@ std::string json_string(const std::string &s) {
   return out + "\"";
 }
 
-std::string json_number(double v, int digits = 6) {
+// A JSON number that reads back as exactly `v`, or as Python's round(v, digits) when digits >= 0.
+std::string json_number(double v, int digits = -1) {
+  if (digits >= 0) v = std::round(v * std::pow(10, digits)) / std::pow(10, digits);
   char buf[64];
-  std::snprintf(buf, sizeof(buf), "%.*g", digits + 6, std::round(v * std::pow(10, digits)) / std::pow(10, digits));
+  std::snprintf(buf, sizeof(buf), "%.17g", v);
   return buf;
 }
 
@@ -146,7 +148,7 @@ void cmd_run(const Args &a) {
       const float *v = edgevit_output(model.m, &n);
       double norm = l2_norm(v, n);
       std::printf("%s: embedding of %zu values, L2 norm %.4f\n", image.c_str(), n, norm);
-      json += "{\"size\": " + std::to_string(n) + ", \"l2_norm\": " + json_number(norm) + "}";
+      json += "{\"size\": " + std::to_string(n) + ", \"l2_norm\": " + json_number(norm, 6) + "}";
       continue;
     }
     edgevit_class best[5];
@@ -157,7 +159,7 @@ void cmd_run(const Args &a) {
       const char *label = edgevit_label(model.m, best[r].index);
       std::printf("  %d. %s (%d) %.4f\n", r + 1, label, best[r].index, best[r].probability);
       json += std::string(r ? ", " : "") + "{\"class\": " + std::to_string(best[r].index) + ", \"label\": " +
-              json_string(label) + ", \"score\": " + json_number(best[r].probability) + "}";
+              json_string(label) + ", \"score\": " + json_number(best[r].probability, 6) + "}";
     }
     json += "]";
   }
@@ -219,8 +221,8 @@ void cmd_eval(const Args &a) {
   double n = double(rows.size());
   std::printf("top-1 %.2f%%  top-5 %.2f%%  n=%zu\n", top1 / n * 100, top5 / n * 100, rows.size());
   if (a.json)
-    std::printf("{\"top1\": %s, \"top5\": %s, \"n\": %zu}\n", json_number(top1 / n, 12).c_str(),
-                json_number(top5 / n, 12).c_str(), rows.size());
+    std::printf("{\"top1\": %s, \"top5\": %s, \"n\": %zu}\n", json_number(top1 / n).c_str(),
+                json_number(top5 / n).c_str(), rows.size());
 }
 
 // numpy.percentile's default (linear between the closest ranks) of sorted values.
@@ -304,7 +306,7 @@ void cmd_bench(const Args &a) {
       "\"edgevit_version\": %s, \"tvm_version\": %s, \"machine\": %s, \"cpu\": %s, \"hostname\": %s, "
       "\"python\": null, \"runtime\": \"native\"}\n",
       json_number(median).c_str(), json_number(p90).c_str(), json_number(p99).c_str(), json_number(mean).c_str(),
-      json_number(sorted.front()).c_str(), a.repeat, json_number(peak_rss_mb, 3).c_str(), threads,
+      json_number(sorted.front()).c_str(), a.repeat, json_number(peak_rss_mb).c_str(), threads,
       json_string(info.model).c_str(), json_string(info.target).c_str(), json_string(info.quant).c_str(),
       tome.c_str(), json_string(EDGEVIT_VERSION).c_str(), json_string(EDGEVIT_TVM_VERSION).c_str(),
       json_string(host.machine).c_str(), json_string(cpu_name(host.machine)).c_str(),
