@@ -8,6 +8,7 @@ a compile only copies it. libjpeg, libpng and zlib are linked in statically.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -20,11 +21,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from compile.cache import edgevit_cache_dir
+from runtime.bundle import RUNNER
 from runtime.errors import EdgevitError
+from targets import TargetPreset
 
 SOURCE_DIR = Path(__file__).resolve().parent.parent / "runtime" / "native"
 API_SOURCES = ("edgevit.cc", "image.cc", "sha256.cc", "cpu_features.cc")
-RUNNER = "bin/edgevit-run"
 RUNTIME_LIBS = ("libtvm_runtime.so", "libtvm_ffi.so")
 CUDA_LIB = "libtvm_runtime_cuda.so"
 STATIC_LIBS = ("-ljpeg", "-lpng16", "-lz")
@@ -97,6 +100,35 @@ def host_toolchain() -> NativeToolchain:
     )
 
 
+def cross_toolchain(arch: str, cxx: str) -> NativeToolchain:
+    """A cross build for `arch`: its compiler, the TVM runtime libraries of its wheels (fetched once,
+    compile.runtime_libs), the host's TVM headers and Debian's multiarch static image libraries."""
+    from compile.runtime_libs import wheel_libraries
+
+    host = host_toolchain()
+    libraries = wheel_libraries(arch)
+    multiarch = {"aarch64": "arm64"}[arch]
+    return dataclasses.replace(
+        host, arch=arch, cxx=(cxx,), tvm_lib_dir=libraries, ffi_lib_dir=libraries,
+        static_lib_dirs=(Path(f"/usr/lib/{arch}-linux-gnu"),),
+        compiler_hint=f"install g++-{cxx.removesuffix('-g++')} or pass --no-native", package_suffix=f":{multiarch}",
+    )
+
+
+def toolchain_for(preset: TargetPreset) -> NativeToolchain:
+    """The toolchain that builds the runner for a target preset, checked before any heavy work: the
+    compiler exists and the target's static image libraries are installed."""
+    toolchain = host_toolchain() if preset.cross_compiler is None else cross_toolchain(preset.arch, preset.cross_compiler)
+    if shutil.which(toolchain.cxx[0]) is None:
+        raise EdgevitError(f"{toolchain.cxx[0]} not found (it builds bin/edgevit-run for {preset.name}); "
+                           f"{toolchain.compiler_hint}")
+    for archive, package in (("libjpeg.a", "libjpeg62-turbo-dev"), ("libpng16.a", "libpng-dev"), ("libz.a", "zlib1g-dev")):
+        if not any((d / archive).is_file() for d in toolchain.static_lib_dirs):
+            raise EdgevitError(f"bin/edgevit-run for {preset.name} links {archive} statically: install "
+                               f"{package}{toolchain.package_suffix} (or pass --no-native)")
+    return toolchain
+
+
 # What a failed build's output says is missing -> the Debian package that provides it.
 _MISSING = (
     (r"jpeglib\.h|-ljpeg\b", "libjpeg62-turbo-dev"),
@@ -141,7 +173,7 @@ def _check(toolchain: NativeToolchain, command: list[str]) -> None:
 
 def cached_runner(toolchain: NativeToolchain) -> Path:
     """edgevit-run for `toolchain`, compiled once per toolchain and source digest."""
-    cache = Path(os.environ.get("EDGEVIT_CACHE", Path.home() / ".cache" / "edgevit")) / "native"
+    cache = edgevit_cache_dir() / "native"
     binary = cache / f"{toolchain.arch}-{toolchain.digest()}" / "edgevit-run"
     if not binary.is_file():
         binary.parent.mkdir(parents=True, exist_ok=True)

@@ -107,6 +107,11 @@ def compile_bundle(args: CompileArgs, log=print) -> Path:
     from compile.build import check_toolchain
 
     check_toolchain(preset)
+    native = None
+    if args.native:
+        from compile.native import toolchain_for
+
+        native = toolchain_for(preset)
 
     log(f"[1/4] loading {name}")
     if checkpoint is not None:
@@ -168,9 +173,16 @@ def compile_bundle(args: CompileArgs, log=print) -> Path:
         versions=_versions(),
         created_utc=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
-    log(f"[4/4] writing bundle {out}")
+    log(f"[4/4] writing bundle {out}" + (f" with bin/edgevit-run for {native.arch}" if native else ""))
+    add_runner = None
+    if native is not None:
+        from compile.native import build_runner
+
+        def add_runner(bundle_dir: Path) -> list[str]:
+            return build_runner(bundle_dir, native, cuda=preset.device == "cuda")
+
     return write_bundle(out, lambda path: build_library(mod, preset, path, args.tuning.database_dir, dump),
-                        labels, manifest)
+                        labels, manifest, add_runner)
 
 
 class IRDump:

@@ -67,22 +67,3 @@ def ina3221_tree(root: Path) -> str:
         (hwmon / f"in{n}_input").write_text(f"{mv}\n")
         (hwmon / f"curr{n}_input").write_text(f"{ma}\n")
     return str(root / "*" / "hwmon" / "hwmon*")
-
-
-def with_native_runner(bundle: Path, out: Path, *, cuda: bool = False) -> Path:
-    """A copy of `bundle` at `out` with the host's bin/edgevit-run and lib/, listed in its manifest.
-
-    What the compile pipeline does for every bundle; tests of cached bundles built before it use this.
-    """
-    import json
-    import shutil
-
-    from compile.native import build_runner, host_toolchain
-    from runtime.bundle import MANIFEST, sha256_file
-
-    shutil.copytree(bundle, out)
-    written = build_runner(out, host_toolchain(), cuda=cuda)
-    manifest = json.loads((out / MANIFEST).read_text())
-    manifest["files"].update({name: sha256_file(out / name) for name in written})
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    return out

@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <sstream>
+#include <dlfcn.h>
 #include <sys/stat.h>
 
 #include <tvm/ffi/container/shape.h>
@@ -28,6 +29,8 @@ using edgevit::Error;
 namespace {
 
 thread_local std::string last_error;
+
+std::string first_line(const std::string &text) { return text.substr(0, text.find('\n')); }
 
 // ---- the manifest (runtime/manifest.py, docs/manifest.md) -------------------------------------
 
@@ -215,9 +218,41 @@ void verify(const std::string &dir, const Manifest &m) {
     throw Error("bundle " + dir + " (target " + m.preset + ") needs CPU feature(s) " + names +
                 " that this CPU does not have; compile for a matching target (e.g. rpi4 or aarch64 instead of rpi5)");
   }
-  if (m.device != "cpu")
-    throw Error("bundle " + dir + " (target " + m.preset + ") runs on " + m.device +
-                "; the native runner runs CPU bundles, use python -m runtime for it");
+  if (m.device != "cpu" && m.device != "cuda")
+    throw Error("bundle " + dir + " (target " + m.preset + ") runs on " + m.device + ", which this runner does not know");
+}
+
+// TVM's CUDA device API lives in the bundle's lib/libtvm_runtime_cuda.so, which links the CUDA runtime
+// and driver; a board without them gets their name in one line instead of a loader error.
+void load_cuda_runtime(const std::string &dir, const std::string &preset) {
+  std::string path = dir + "/lib/libtvm_runtime_cuda.so";
+  struct stat info;
+  if (stat(path.c_str(), &info) != 0)
+    throw Error("bundle " + dir + " (target " + preset + ") has no lib/libtvm_runtime_cuda.so; rebuild it without --no-native");
+  if (dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL) != nullptr) return;
+  std::string why = dlerror();
+  // "<dir>/lib/libtvm_runtime_cuda.so: libcudart.so.13: cannot open shared object file: ..."
+  size_t missing = why.find(": cannot open shared object file");
+  if (missing != std::string::npos) {
+    std::string head = why.substr(0, missing);
+    std::string library = head.substr(head.rfind(": ") == std::string::npos ? 0 : head.rfind(": ") + 2);
+    throw Error("bundle " + dir + " (target " + preset + ") needs " + library +
+                " (linked by TVM's libtvm_runtime_cuda.so; part of the NVIDIA driver or CUDA runtime), which this machine does not have");
+  }
+  throw Error("bundle " + dir + ": cannot load lib/libtvm_runtime_cuda.so (" + first_line(why) + ")");
+}
+
+// TVM's CUDA module asks this global for the binary of each kernel source when model.so loads: the
+// bundle's nvcc-built device/<sha256 of the source>.fatbin (runtime/cuda_kernels.py does the same).
+void serve_precompiled_kernels(const std::string &dir) {
+  ffi::Function::SetGlobal("tvm_callback_cuda_compile", ffi::Function::FromTyped([dir](ffi::String source) {
+    std::string path = dir + "/device/" + edgevit::sha256_hex(std::string(source)) + ".fatbin";
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw Error("bundle " + dir + " has no precompiled kernel for a CUDA module (rebuild the bundle)");
+    std::ostringstream data;
+    data << in.rdbuf();
+    return ffi::Bytes(data.str());
+  }), true);
 }
 
 std::vector<std::string> read_labels(const std::string &dir) {
@@ -235,8 +270,6 @@ int default_threads() {
   return sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
 }
 
-std::string first_line(const std::string &text) { return text.substr(0, text.find('\n')); }
-
 }  // namespace
 
 struct edgevit_model {
@@ -250,9 +283,14 @@ struct edgevit_model {
   std::optional<ffi::Function> main;
   std::optional<ffi::Tensor> input;
   size_t input_bytes = 0;
+  std::vector<uint8_t> staging;  // CUDA bundles: the host copy of the input, sent to the device per run
+  std::optional<ffi::Function> copy_from_bytes, copy_to_bytes;  // CUDA bundles: host <-> device
   std::vector<float> output;
 
+  bool on_device() const { return !staging.empty(); }
+
   void run() {
+    if (on_device()) (*copy_from_bytes)(*input, static_cast<void *>(staging.data()), staging.size());
     ffi::Tensor result = (*main)(*input).cast<ffi::Tensor>();
     const DLTensor *t = result.GetDLTensorPtr();
     int64_t n = 1;
@@ -260,7 +298,10 @@ struct edgevit_model {
     if (t->dtype.code != kDLFloat || t->dtype.bits != 32 || size_t(n) != output.size())
       throw Error("bundle " + dir + ": model.so returns " + std::to_string(n) + " values, the manifest says " +
                   std::to_string(output.size()) + " float32");
-    std::memcpy(output.data(), static_cast<const char *>(t->data) + t->byte_offset, output.size() * sizeof(float));
+    if (t->device.device_type == kDLCPU)
+      std::memcpy(output.data(), static_cast<const char *>(t->data) + t->byte_offset, output.size() * sizeof(float));
+    else
+      (*copy_to_bytes)(result, static_cast<void *>(output.data()), output.size() * sizeof(float));
   }
 };
 
@@ -306,6 +347,11 @@ void open_model(edgevit_model &m, const char *bundle_dir, int num_threads) {
 
   // TVM reads TVM_NUM_THREADS when it starts its pool, at the first parallel kernel.
   setenv("TVM_NUM_THREADS", std::to_string(num_threads ? num_threads : default_threads()).c_str(), 1);
+  const bool cuda = man.device == "cuda";
+  if (cuda) {
+    load_cuda_runtime(m.dir, man.preset);
+    serve_precompiled_kernels(m.dir);
+  }
   try {
     m.library = ffi::Module::LoadFromFile(m.dir + "/model.so");
   } catch (const ffi::Error &e) {
@@ -315,16 +361,22 @@ void open_model(edgevit_model &m, const char *bundle_dir, int num_threads) {
   if (!load) throw Error("bundle " + m.dir + ": model.so is not a Relax VM executable");
   m.vm = (*load)().cast<ffi::Module>();
   constexpr int kPooled = 2;
-  (*m.vm)->GetFunction("vm_initialization").value()(int(kDLCPU), 0, kPooled, int(kDLCPU), 0, kPooled);
+  const DLDevice device{cuda ? kDLCUDA : kDLCPU, 0};
+  (*m.vm)->GetFunction("vm_initialization").value()(int(device.device_type), 0, kPooled, int(kDLCPU), 0, kPooled);
   m.main = (*m.vm)->GetFunction("main").value();
   DLDataType dtype = p.raw_uint8 ? DLDataType{kDLUInt, 8, 1} : DLDataType{kDLFloat, 32, 1};
   m.input = ffi::Function::GetGlobalRequired("runtime.TVMTensorAllocWithScope")(
-                ffi::Shape({1, 3, man.size, man.size}), dtype, DLDevice{kDLCPU, 0}, ffi::String("global"))
+                ffi::Shape({1, 3, man.size, man.size}), dtype, device, ffi::String("global"))
                 .cast<ffi::Tensor>();
   m.input_bytes = size_t(3) * man.size * man.size * (p.raw_uint8 ? 1 : 4);
+  if (cuda) {
+    m.staging.assign(m.input_bytes, 0);
+    m.copy_from_bytes = ffi::Function::GetGlobalRequired("runtime.TVMTensorCopyFromBytes");
+    m.copy_to_bytes = ffi::Function::GetGlobalRequired("runtime.TVMTensorCopyToBytes");
+  }
 }
 
-void *input_data(edgevit_model *m) { return m->input->data_ptr(); }
+void *input_data(edgevit_model *m) { return m->on_device() ? m->staging.data() : m->input->data_ptr(); }
 
 }  // namespace
 

@@ -17,6 +17,7 @@ struct Error : std::runtime_error {
 
 // Hex sha256 (FIPS 180-4) of a file; throws Error when it cannot be read.
 std::string sha256_file(const std::string &path);
+std::string sha256_hex(const std::string &data);  // of bytes in memory
 
 // "x86_64" / "aarch64", and this CPU's features in the kernel's /proc/cpuinfo names
 // (runtime/cpu_features.py uses the same names).

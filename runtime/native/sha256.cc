@@ -69,6 +69,12 @@ struct Sha256 {
 
 }  // namespace
 
+std::string sha256_hex(const std::string &data) {
+  Sha256 sha;
+  sha.update(reinterpret_cast<const uint8_t *>(data.data()), data.size());
+  return sha.hex();
+}
+
 std::string sha256_file(const std::string &path) {
   FILE *f = std::fopen(path.c_str(), "rb");
   if (!f) throw Error("cannot read " + path);
