@@ -12,6 +12,7 @@
 #include <cstring>
 #include <fstream>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -259,6 +260,21 @@ double peak_rss_kib() {
   return double(usage.ru_maxrss);
 }
 
+// The TVM shared libraries this process has mapped, by file name, as a JSON list (runtime.bench.mapped_tvm_libraries).
+std::string mapped_tvm_libraries() {
+  std::set<std::string> names;
+  std::ifstream in("/proc/self/maps");
+  for (std::string line; std::getline(in, line);) {
+    size_t slash = line.rfind('/');
+    if (slash == std::string::npos) continue;
+    std::string name = line.substr(slash + 1);
+    if (name.rfind("libtvm", 0) == 0 && name.find(".so") != std::string::npos) names.insert(name);
+  }
+  std::string out = "[";
+  for (const auto &name : names) out += (out.size() > 1 ? ", " : "") + json_string(name);
+  return out + "]";
+}
+
 // A fixed pseudo-random input of the model's dtype (pixels for uint8), as session.example_input.
 void fill_example(edgevit_model *m) {
   size_t bytes;
@@ -304,13 +320,13 @@ void cmd_bench(const Args &a) {
       "{\"median_ms\": %s, \"p90_ms\": %s, \"p99_ms\": %s, \"mean_ms\": %s, \"min_ms\": %s, \"n\": %ld, "
       "\"peak_rss_mb\": %s, \"threads\": %d, \"model\": %s, \"target\": %s, \"quant\": %s, \"tome\": %s], "
       "\"edgevit_version\": %s, \"tvm_version\": %s, \"machine\": %s, \"cpu\": %s, \"hostname\": %s, "
-      "\"python\": null, \"runtime\": \"native\"}\n",
+      "\"python\": null, \"runtime\": \"native\", \"tvm_libraries\": %s}\n",
       json_number(median).c_str(), json_number(p90).c_str(), json_number(p99).c_str(), json_number(mean).c_str(),
       json_number(sorted.front()).c_str(), a.repeat, json_number(peak_rss_mb).c_str(), threads,
       json_string(info.model).c_str(), json_string(info.target).c_str(), json_string(info.quant).c_str(),
       tome.c_str(), json_string(EDGEVIT_VERSION).c_str(), json_string(EDGEVIT_TVM_VERSION).c_str(),
       json_string(host.machine).c_str(), json_string(cpu_name(host.machine)).c_str(),
-      json_string(host.nodename).c_str());
+      json_string(host.nodename).c_str(), mapped_tvm_libraries().c_str());
 }
 
 // Hidden, for tests: the preprocessed inputs of IMAGE... written one after another to OUT
