@@ -57,6 +57,19 @@ def cached_bundle(name: str, *compile_args: str) -> Path:
     return out
 
 
+def bundle_outputs(bundle: Path, images: Path, names: list[str]):
+    """The bundle's outputs (logits or embeddings) [n, D] on the named images, preprocessed as its manifest says."""
+    import numpy as np
+
+    from runtime.bundle import open_bundle
+    from runtime.preprocess import Preprocess
+    from runtime.session import InferenceSession
+
+    session = InferenceSession(open_bundle(bundle))
+    preprocess = Preprocess.from_manifest(session.bundle.manifest.input)
+    return np.concatenate([session.run(preprocess.load(images / name)[None]) for name in names])
+
+
 def ina3221_tree(root: Path) -> str:
     """A Jetson INA3221 hwmon tree under `root` (VDD_IN 5 V x 1.2 A); returns the sampler's root glob."""
     hwmon = root / "1-0040" / "hwmon" / "hwmon3"

@@ -11,7 +11,7 @@ import pytest
 
 from compile.data import evaluation_rows
 from tests.cache import edgevit_cache_dir
-from tests.helpers import assert_one_line_error, cached_bundle, run_module
+from tests.helpers import assert_one_line_error, bundle_outputs, cached_bundle, run_module
 from tests.reference import load_batch, torch_logits
 
 MODEL = "deit_tiny_patch16_224"
@@ -63,14 +63,10 @@ def reference(checkpoint, data):
 
 
 def _compiled_logits(bundle, images, names, dtype: str) -> np.ndarray:
-    from runtime.bundle import open_bundle
-    from runtime.preprocess import Preprocess
-    from runtime.session import InferenceSession
+    from runtime.bundle import read_manifest
 
-    session = InferenceSession(open_bundle(bundle))
-    preprocess = Preprocess.from_manifest(session.bundle.manifest.input)
-    assert preprocess.dtype == dtype
-    return np.concatenate([session.run(preprocess.load(images / name)[None]) for name in names])
+    assert read_manifest(bundle).input.dtype == dtype
+    return bundle_outputs(bundle, images, names)
 
 
 def _bundle(checkpoint, quant: str):

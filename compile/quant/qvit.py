@@ -256,6 +256,20 @@ def _linear_params(module) -> tuple[np.ndarray, np.ndarray]:
     return _np(module.weight).T.copy(), bias
 
 
+def _head_params(module, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(weight, bias) of a classifier head; an identity for a head removed by --output features.
+
+    The identity reads the final LayerNorm out exactly as a head would (int8 at the calibrated per-channel
+    scales, in both numerics): folded into per-column weight scales it quantizes to 127 on the diagonal,
+    so y = x_q * input_scale with no rounding of its own, and one 1 x C x C GEMM costs next to nothing.
+    """
+    from torch import nn
+
+    if isinstance(module, nn.Identity):
+        return np.eye(dim, dtype=np.float32), np.zeros(dim, np.float32)
+    return _linear_params(module)
+
+
 def quantize_vit(model, stats: dict[str, SiteStats], config: QuantConfig, schedule: list[int],
                  mean, std) -> QuantizedViT:
     """The QuantizedViT of a (float, unpatched) timm ViT from its calibration statistics."""
@@ -274,7 +288,7 @@ def quantize_vit(model, stats: dict[str, SiteStats], config: QuantConfig, schedu
         blocks.append(QBlock(_layer_norm(block.norm1), qkv, qkv_scales, proj, _layer_norm(block.norm2), fc1, fc2,
                              schedule[i]))
     head_modules = [model.head] + ([model.head_dist] if getattr(model, "head_dist", None) is not None else [])
-    heads = [_ln_input_linear(name, *_linear_params(m), stats["head_in"], config)
+    heads = [_ln_input_linear(name, *_head_params(m, model.embed_dim), stats["head_in"], config)
              for name, m in zip(("head", "head_dist"), head_modules)]
     prefix_tokens = [model.cls_token] + ([model.dist_token] if getattr(model, "dist_token", None) is not None else [])
     pos = _np(model.pos_embed)[0]
