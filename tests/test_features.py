@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from compile.data import evaluation_rows
-from tests.helpers import assert_one_line_error, bundle_outputs, cached_bundle, run_module
+from tests.helpers import assert_one_line_error, bundle_outputs, cached_bundle, compile_timm_folder, run_module
 from tests.reference import load_batch
 
 MODEL = "deit_tiny_patch16_224"
@@ -88,26 +88,15 @@ def test_labels_with_features_is_one_line(tmp_path):
 def test_clip_vit_base_features_equal_pytorch(tmp_path):
     """vit_base_patch16_clip_224 (norm_pre, width 768, 12 heads) in features mode; two blocks instead of twelve
     (timm's `model_args` in the folder's config.json), which keeps the compile within a test's time."""
-    import torch
-    from timm.models import _hub
-
-    from compile.models import import_timm
-
-    torch.manual_seed(0)
-    name = "vit_base_patch16_clip_224"
-    model = import_timm().create_model(name, pretrained=False, depth=2).eval()
-    folder = tmp_path / "clip-b"
-    _hub.save_for_hf(model, str(folder), model_args={"depth": 2}, safe_serialization=True)
-    out = tmp_path / "bundle"
-    result = run_module("compile", "--weights", folder, "--output", "features", "--out", out)
-    assert result.returncode == 0, result.stderr[-3000:]
-    manifest = json.loads((out / "manifest.json").read_text())["model"]
-    assert (manifest["name"], manifest["depth"], manifest["embed_dim"]) == (name, 2, 768)
     from runtime.bundle import open_bundle
     from runtime.session import InferenceSession
 
+    name = "vit_base_patch16_clip_224"
+    model, bundle = compile_timm_folder(name, {"depth": 2}, tmp_path, "--output", "features")
+    manifest = json.loads((bundle / "manifest.json").read_text())["model"]
+    assert (manifest["name"], manifest["depth"], manifest["embed_dim"]) == (name, 2, 768)
     x = np.random.default_rng(1).standard_normal((1, 3, 224, 224)).astype(np.float32)
-    got = InferenceSession(open_bundle(out)).run(x)
+    got = InferenceSession(open_bundle(bundle)).run(x)
     expected = _pre_logits(model, x)
     assert got.shape == (1, 768) and np.abs(expected).max() > 0.1
     assert np.abs(got - expected).max() <= 1e-3

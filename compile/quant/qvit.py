@@ -256,6 +256,17 @@ def _linear_params(module) -> tuple[np.ndarray, np.ndarray]:
     return _np(module.weight).T.copy(), bias
 
 
+def _branch_params(module, layer_scale) -> tuple[np.ndarray, np.ndarray]:
+    """(weight, bias) of the linear that ends a residual branch, with the branch's LayerScale (DeiT III,
+    DINOv2) folded in: gamma * (x @ W + b) = x @ (W * gamma) + b * gamma, per output column, so the integer
+    graph needs no op for it (the column's weight scale absorbs gamma)."""
+    weight, bias = _linear_params(module)
+    gamma = getattr(layer_scale, "gamma", None)
+    if gamma is None:  # nn.Identity: no LayerScale
+        return weight, bias
+    return weight * _np(gamma), bias * _np(gamma)
+
+
 def _head_params(module, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """(weight, bias) of a classifier head; an identity for a head removed by --output features.
 
@@ -280,9 +291,9 @@ def quantize_vit(model, stats: dict[str, SiteStats], config: QuantConfig, schedu
         qkv_scales = tuple(_tensor_scale(site(part), config.observer) for part in "qkv")
         proj_scale = _tensor_scale(site("attn_out"), config.observer)
         dim = block.attn.proj.in_features
-        proj = _linear(f"blocks.{i}.proj", *_linear_params(block.attn.proj), np.full(dim, proj_scale, np.float32),
+        proj = _linear(f"blocks.{i}.proj", *_branch_params(block.attn.proj, block.ls1), np.full(dim, proj_scale, np.float32),
                        proj_scale, [(0, dim, 0)], config, site("attn_out").sample_rows())
-        order, fc2 = _fc2_groups(_linear_params(block.mlp.fc2), site("fc2_in"), config, i)
+        order, fc2 = _fc2_groups(_branch_params(block.mlp.fc2, block.ls2), site("fc2_in"), config, i)
         w1, b1 = _linear_params(block.mlp.fc1)
         fc1 = _ln_input_linear(f"blocks.{i}.fc1", w1[:, order], b1[order], site("ln2"), config)
         blocks.append(QBlock(_layer_norm(block.norm1), qkv, qkv_scales, proj, _layer_norm(block.norm2), fc1, fc2,
