@@ -20,8 +20,9 @@ def _parser() -> argparse.ArgumentParser:
                              "(default: the weights folder's architecture, else deit_tiny_patch16_224)")
     parser.add_argument("--weights", type=Path, default=None,
                         help="the model's weights: .safetensors, a PyTorch state dict / training checkpoint "
-                             "(.pth, .pt, .pth.tar, .bin; EMA weights preferred), or a folder in timm's Hugging Face "
-                             "layout (config.json + model.safetensors); the head sets the number of classes")
+                             "(.pth, .pt, .pth.tar, .bin; EMA weights preferred), a folder in timm's Hugging Face "
+                             "layout (config.json + model.safetensors), or a transformers ViT / DeiT "
+                             "image-classification folder (save_pretrained); the head sets the number of classes")
     parser.add_argument("--labels", type=Path, default=None, metavar="FILE",
                         help="class names, one per line, as many as the head has (default: ImageNet's for 1000 classes)")
     parser.add_argument("--output", choices=OUTPUTS, default="logits",
