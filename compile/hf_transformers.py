@@ -28,6 +28,13 @@ SIZES = {(192, 12, 3): "tiny", (384, 12, 6): "small", (768, 12, 12): "base", (10
 ACTIVATIONS = {"gelu": None, "quick_gelu": "quick_gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
 LAYER_PARTS = {"attention.output.dense": "attn.proj", "intermediate.dense": "mlp.fc1", "output.dense": "mlp.fc2",
                "layernorm_before": "norm1", "layernorm_after": "norm2"}
+TOP_LEVEL = {
+    "embeddings.cls_token": "cls_token", "embeddings.distillation_token": "dist_token",
+    "embeddings.position_embeddings": "pos_embed", "embeddings.patch_embeddings.projection.weight": "patch_embed.proj.weight",
+    "embeddings.patch_embeddings.projection.bias": "patch_embed.proj.bias", "layernorm.weight": "norm.weight",
+    "layernorm.bias": "norm.bias", "cls_classifier.weight": "head.weight", "cls_classifier.bias": "head.bias",
+    "distillation_classifier.weight": "head_dist.weight", "distillation_classifier.bias": "head_dist.bias",
+}
 # What transformers' image processors do by default: ViT resizes to the input size (mean / std 0.5,
 # bilinear); DeiT resizes to 256 and center-crops 224 (ImageNet mean / std, bicubic).
 DEFAULT_PREPROCESSING = {
@@ -42,9 +49,9 @@ def timm_structure(config: dict, where: str) -> tuple[str, dict]:
     """(timm model name, create_model arguments) of a transformers ViT / DeiT config."""
     kind = config["model_type"]
     try:
-        dim, depth, heads = (int(config[key]) for key in ("hidden_size", "num_hidden_layers", "num_attention_heads"))
-        patch, image, hidden = int(config.get("patch_size", 16)), int(config.get("image_size", 224)), \
-            int(config["intermediate_size"])
+        dim, depth, heads, hidden = (int(config[key]) for key in
+                                     ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"))
+        patch, image = int(config.get("patch_size", 16)), int(config.get("image_size", 224))
     except (KeyError, TypeError, ValueError) as err:
         raise EdgevitError(f"weights folder {where}: config.json lacks a usable {err} for a {kind} model") from None
     act = config.get("hidden_act", "gelu")
@@ -80,19 +87,19 @@ def timm_state_dict(state: dict, kind: str) -> dict:
             continue
         if name.startswith("encoder.layer.") and len(parts) >= 5:
             block, rest = parts[2], ".".join(parts[3:])
-            if parts[3:5] == ["attention", "attention"]:  # query / key / value . weight / bias
+            if parts[3:5] == ["attention", "attention"] and len(parts) == 7:  # query / key / value . weight / bias
                 qkv.setdefault((block, parts[-1]), {})[parts[5]] = value
                 continue
             layer = next((timm for hf, timm in LAYER_PARTS.items() if rest.startswith(hf + ".")), None)
             if layer is not None:
                 out[f"blocks.{block}.{layer}.{parts[-1]}"] = value
                 continue
-        out[_TOP_LEVEL.get(name, name)] = value
-    for (block, kind_), parts in qkv.items():
+        out[TOP_LEVEL.get(name, name)] = value
+    for (block, tensor), parts in qkv.items():  # tensor: weight | bias
         if set(parts) == {"query", "key", "value"}:
-            out[f"blocks.{block}.attn.qkv.{kind_}"] = torch.cat([parts["query"], parts["key"], parts["value"]])
+            out[f"blocks.{block}.attn.qkv.{tensor}"] = torch.cat([parts["query"], parts["key"], parts["value"]])
         else:
-            out.update({f"blocks.{block}.attn.{p}.{kind_}": v for p, v in parts.items()})  # reported as unexpected
+            out.update({f"blocks.{block}.attn.{p}.{tensor}": v for p, v in parts.items()})  # reported as unexpected
     if "classifier.weight" in out:  # DeiTForImageClassification: class token only (see the module docstring)
         for part in ("weight", "bias"):
             head = out.pop(f"classifier.{part}")
@@ -101,14 +108,6 @@ def timm_state_dict(state: dict, kind: str) -> dict:
                 out[f"head_dist.{part}"] = torch.zeros_like(head)
     return out
 
-
-_TOP_LEVEL = {
-    "embeddings.cls_token": "cls_token", "embeddings.distillation_token": "dist_token",
-    "embeddings.position_embeddings": "pos_embed", "embeddings.patch_embeddings.projection.weight": "patch_embed.proj.weight",
-    "embeddings.patch_embeddings.projection.bias": "patch_embed.proj.bias", "layernorm.weight": "norm.weight",
-    "layernorm.bias": "norm.bias", "cls_classifier.weight": "head.weight", "cls_classifier.bias": "head.bias",
-    "distillation_classifier.weight": "head_dist.weight", "distillation_classifier.bias": "head_dist.bias",
-}
 
 
 def preprocessing(folder: Path, config: dict) -> dict:
