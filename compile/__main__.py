@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from compile.models import INTERPOLATIONS
+from compile.models import INTERPOLATIONS, OUTPUTS
 from compile.quant.config import OBSERVERS, QUANT_MODES, WEIGHT_SCALES, QuantConfig
 from runtime.errors import run_cli
 
@@ -20,10 +20,14 @@ def _parser() -> argparse.ArgumentParser:
                              "(default: the weights folder's architecture, else deit_tiny_patch16_224)")
     parser.add_argument("--weights", type=Path, default=None,
                         help="the model's weights: .safetensors, a PyTorch state dict / training checkpoint "
-                             "(.pth, .pt, .pth.tar, .bin; EMA weights preferred), or a folder in timm's Hugging Face "
-                             "layout (config.json + model.safetensors); the head sets the number of classes")
+                             "(.pth, .pt, .pth.tar, .bin; EMA weights preferred), a folder in timm's Hugging Face "
+                             "layout (config.json + model.safetensors), or a transformers ViT / DeiT "
+                             "image-classification folder (save_pretrained); the head sets the number of classes")
     parser.add_argument("--labels", type=Path, default=None, metavar="FILE",
                         help="class names, one per line, as many as the head has (default: ImageNet's for 1000 classes)")
+    parser.add_argument("--output", choices=OUTPUTS, default="logits",
+                        help="logits (default): the classifier; features: the model without its head, returning the "
+                             "pooled pre-logits embedding (e.g. DINOv2 / CLIP for retrieval)")
     parser.add_argument("--quant", default="fp32", metavar="|".join(QUANT_MODES),
                         help="fp32 | int8 (integer GEMMs, float softmax/GELU/LayerNorm) | int8-full (integer only)")
     pre = parser.add_argument_group("preprocessing (default: timm's pretrained config for the model)")
@@ -106,7 +110,7 @@ def main() -> None:
         keep_float=args.keep_float, keep_float_error=args.keep_float_error,
     )
     compile_args = CompileArgs(
-        target=args.target, model=args.model, weights=args.weights, labels=args.labels, quant=quant,
+        target=args.target, model=args.model, weights=args.weights, labels=args.labels, output=args.output, quant=quant,
         tome_r=args.tome_r, out=args.out, random_init=args.random_init, dump_ir=args.dump_ir, native=not args.no_native,
         preprocessing=Preprocessing(image_size=args.image_size, mean=args.mean, std=args.std, crop_pct=args.crop_pct,
                                     interpolation=args.interpolation),

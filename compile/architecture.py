@@ -85,7 +85,6 @@ def int8_unsupported(model: nn.Module) -> str | None:
     ]
     for block in model.blocks:
         checks += [
-            (not isinstance(block.ls1, nn.Identity) or not isinstance(block.ls2, nn.Identity), "LayerScale"),
             (not isinstance(block.attn.q_norm, nn.Identity), "q/k norm"),
             (type(block.mlp.act).__name__ != "GELU", f"the {type(block.mlp.act).__name__} activation"),
         ]

@@ -49,7 +49,7 @@ def write_bundle(
     into the bundle directory and returns their names), then manifest.json with the sha256 of every file."""
     with staging_dir(out) as tmp:
         extra_files = write_library(tmp / LIBRARY)
-        (tmp / LABELS).write_text("\n".join(labels) + "\n")
+        (tmp / LABELS).write_text("".join(f"{name}\n" for name in labels))  # empty for a features bundle
         for name, data in extra_files.items():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             (tmp / name).write_bytes(data)

@@ -1,7 +1,8 @@
 """Checkpoints as people have them: a state dict in safetensors or a PyTorch file, a training
-checkpoint that holds one (timm's train.py writes `state_dict` and `state_dict_ema`), or a folder in
-timm's Hugging Face layout (config.json with architecture, label names and pretrained config, beside
-model.safetensors or pytorch_model.bin).
+checkpoint that holds one (timm's train.py writes `state_dict` and `state_dict_ema`), a folder in
+timm's Hugging Face layout (config.json with architecture, label names, pretrained config and model_args,
+beside model.safetensors or pytorch_model.bin), or a transformers ViT / DeiT image-classification folder
+(config.json with model_type, mapped by compile.hf_transformers).
 
 PyTorch files are read with `torch.load(weights_only=True)`: a file that needs arbitrary unpickling is
 refused, never executed. EMA weights are preferred when a checkpoint has both (they evaluate better);
@@ -20,6 +21,7 @@ PYTORCH_SUFFIXES = (".pth", ".pt", ".bin", ".tar", ".ckpt")
 # Where training checkpoints keep the state dict, best first (EMA before raw weights).
 STATE_DICT_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model")
 WRAPPER_PREFIXES = ("module.", "model.")
+TRANSFORMERS_TYPES = ("vit", "deit")  # config.json model_type of the transformers folders compile.hf_transformers maps
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class Checkpoint:
     architecture: str | None = None  # a folder's config.json names the timm model
     label_names: list[str] | None = None
     preprocessing: dict = field(default_factory=dict)  # image_size, mean, std, crop_pct, interpolation from config.json
+    model_args: dict = field(default_factory=dict)  # timm.create_model arguments replacing the registered ones (depth, ...)
 
     @property
     def num_classes(self) -> int:
@@ -67,15 +70,24 @@ def _from_timm_folder(path: Path) -> Checkpoint:
         raise EdgevitError(f"weights folder {path}: no config.json (expected timm's Hugging Face layout)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise EdgevitError(f"weights folder {path}: config.json is not JSON ({err})") from None
-    if "architecture" not in config:
-        kind = f"a '{config['model_type']}' transformers folder" if "model_type" in config else "no 'architecture'"
-        raise EdgevitError(f"weights folder {path}: {kind}; edgevit reads timm's layout (config.json 'architecture')")
+    kind = config.get("model_type")
+    if "architecture" not in config and kind not in TRANSFORMERS_TYPES:
+        what = f"a '{kind}' transformers folder" if kind else "no 'architecture' or 'model_type'"
+        raise EdgevitError(f"weights folder {path}: {what}; edgevit reads timm's layout (config.json 'architecture') "
+                           f"and transformers' {' / '.join(TRANSFORMERS_TYPES)} image classifiers")
     weights = next((path / name for name in ("model.safetensors", "pytorch_model.bin") if (path / name).is_file()), None)
     if weights is None:
         raise EdgevitError(f"weights folder {path}: no model.safetensors or pytorch_model.bin beside config.json")
     state = read_checkpoint(weights).state_dict
-    return Checkpoint(state, f"{weights.name} of {path.name}/", config["architecture"], config.get("label_names"),
-                      preprocessing_of(config.get("pretrained_cfg", {})))
+    source = f"{weights.name} of {path.name}/"
+    if "architecture" not in config:
+        from compile import hf_transformers as hf
+
+        name, model_args = hf.timm_structure(config, str(path))
+        return Checkpoint(hf.timm_state_dict(state, kind), f"{source} (transformers {kind}, as timm's {name})", name,
+                          hf.label_names(config), hf.preprocessing(path, config), model_args)
+    return Checkpoint(state, source, config["architecture"], config.get("label_names"),
+                      preprocessing_of(config.get("pretrained_cfg", {})), config.get("model_args", {}))
 
 
 def preprocessing_of(cfg: dict) -> dict:

@@ -118,22 +118,31 @@ def load_model(model: ModelSpec | str, weights: Path | None = None, *, pretraine
     return build_model(spec, find_checkpoint(spec.name, weights), pretrained_required=pretrained_required)
 
 
-def build_model(spec: ModelSpec, checkpoint: Checkpoint | None, *, pretrained_required: bool = True):
+OUTPUTS = ("logits", "features")
+
+
+def build_model(spec: ModelSpec, checkpoint: Checkpoint | None, *, pretrained_required: bool = True,
+                output: str = "logits"):
     """Build a timm model in eval mode with its weights, refusing one not of the standard ViT structure.
 
     The head follows the checkpoint: its number of classes is the head's rows. Position embeddings of
     another grid are resampled (timm's checkpoint filter). Without a checkpoint the weights come from
     timm's hub, or with `pretrained_required=False` the model is randomly initialised (for tests of
-    architectures whose weights are not on this machine).
+    architectures whose weights are not on this machine). `output="features"` drops the head(s): the
+    model then returns timm's pooled pre-logits embedding [N, embed_dim] (`forward_head(pre_logits=True)`;
+    a distilled model averages its two tokens, as timm does).
     """
-    model = _create(spec, None if checkpoint is None else checkpoint.num_classes)
+    model = _create(spec, None if checkpoint is None else checkpoint.num_classes,
+                    {} if checkpoint is None else checkpoint.model_args)
     if checkpoint is not None:
         _load_weights(model, checkpoint, spec.name)
     elif pretrained_required:
         model = _download(spec)
-    if model.num_classes == 0:
-        raise EdgevitError(f"model {spec.name} has no classifier head (0 classes); "
-                           "compile a checkpoint with a head (features output is not supported yet)")
+    if output == "features":
+        model.reset_classifier(0)
+    elif model.num_classes == 0:
+        raise EdgevitError(f"model {spec.name} has no classifier head (0 classes); compile a checkpoint with a head, "
+                           "or an embedding with --output features")
     return model.eval()
 
 
@@ -148,16 +157,20 @@ def _download(spec: ModelSpec):
         ) from None
 
 
-def _create(spec: ModelSpec, num_classes: int | None):
-    """The randomly initialised timm model at the spec's input size; one line when it is not a standard ViT."""
+def _create(spec: ModelSpec, num_classes: int | None, model_args: dict):
+    """The randomly initialised timm model at the spec's input size, its registered arguments replaced by
+    the checkpoint's `model_args` (depth, embed_dim, ...); one line when it is not a standard ViT."""
     from compile.architecture import unsupported_part
 
     timm = import_timm()
-    classes = {} if num_classes is None else {"num_classes": num_classes}
+    kwargs = {**model_args, **({} if num_classes is None else {"num_classes": num_classes})}
     try:
-        model = timm.create_model(spec.name, pretrained=False, img_size=spec.image_size, **classes)
+        model = timm.create_model(spec.name, pretrained=False, **{**kwargs, "img_size": spec.image_size})
     except TypeError:  # a model without an img_size argument is no ViT: say which part, below
-        model = timm.create_model(spec.name, pretrained=False, **classes)
+        try:
+            model = timm.create_model(spec.name, pretrained=False, **kwargs)
+        except TypeError as err:
+            raise EdgevitError(f"model {spec.name}: the checkpoint's model_args do not fit it ({err})") from None
     problem = unsupported_part(model)
     if problem is not None:
         raise EdgevitError(f"model {spec.name} is not supported: {problem}")

@@ -41,6 +41,7 @@ class CompileArgs:
     model: str | None = None  # timm name; None: the weights folder's architecture, else deit_tiny_patch16_224
     weights: Path | None = None  # safetensors, or a PyTorch state dict / training checkpoint (compile.checkpoint)
     labels: Path | None = None  # class names, one per line; None: ImageNet's for 1000 classes, else class_<i>
+    output: str = "logits"  # logits | features: the pooled pre-logits embedding, without the head
     preprocessing: Preprocessing = Preprocessing()  # input size, mean / std, ... (None: timm's config for the model)
     tome_r: str = "0"  # constant r, a comma list per block, or "R:decrease" (compile.tome_patch.parse_tome_r)
     out: Path | None = None
@@ -53,9 +54,10 @@ class CompileArgs:
 
 
 def default_out_dir(model: str, args: CompileArgs, preset_name: str) -> Path:
-    """build/<model>-<target>-<quant>[-tome<r>], relative to the working directory."""
+    """build/<model>-<target>-<quant>[-tome<r>][-features], relative to the working directory."""
     tome = "" if args.tome_r.strip() in ("", "0") else "-tome" + args.tome_r.replace(",", "_").replace(":", "-")
-    return Path("build") / f"{model}-{preset_name}-{args.quant.mode}{tome}"
+    features = "-features" if args.output == "features" else ""
+    return Path("build") / f"{model}-{preset_name}-{args.quant.mode}{tome}{features}"
 
 
 def class_names(num_classes: int, labels_file: Path | None, config_names: list[str] | None = None) -> list[str]:
@@ -92,9 +94,13 @@ def _versions() -> dict[str, str]:
 
 def compile_bundle(args: CompileArgs, log=print) -> Path:
     """Compile one model for one target preset and write its bundle; returns the bundle path."""
-    from compile.models import DEFAULT_MODEL, build_model, find_checkpoint, model_spec
+    from compile.models import DEFAULT_MODEL, OUTPUTS, build_model, find_checkpoint, model_spec
     from targets import load_preset
 
+    if args.output not in OUTPUTS:
+        raise EdgevitError(f"--output {args.output}: expected one of {', '.join(OUTPUTS)}")
+    if args.output == "features" and args.labels is not None:
+        raise EdgevitError("--labels names classes; a --output features bundle has none (it returns the embedding)")
     preset = load_preset(args.target)
     config = args.quant
     checkpoint = find_checkpoint(args.model or DEFAULT_MODEL, args.weights)
@@ -116,8 +122,11 @@ def compile_bundle(args: CompileArgs, log=print) -> Path:
     log(f"[1/4] loading {name}")
     if checkpoint is not None:
         log(f"      weights: {checkpoint.source} ({checkpoint.num_classes} classes)")
-    model = build_model(spec, checkpoint, pretrained_required=not args.random_init)
-    labels = class_names(model.num_classes, args.labels, checkpoint.label_names if checkpoint else None)
+    model = build_model(spec, checkpoint, pretrained_required=not args.random_init, output=args.output)
+    labels = [] if args.output == "features" else class_names(model.num_classes, args.labels,
+                                                                checkpoint.label_names if checkpoint else None)
+    if args.output == "features":
+        log(f"      output: the pooled pre-logits embedding ({model.num_features} values), no head")
     if config.is_integer:
         from compile.architecture import int8_unsupported
 
@@ -162,7 +171,8 @@ def compile_bundle(args: CompileArgs, log=print) -> Path:
     from compile.bundle import write_bundle
 
     manifest = Manifest(
-        model=ModelInfo(name=name, num_classes=model.num_classes, embed_dim=model.embed_dim, depth=depth),
+        model=ModelInfo(name=name, num_classes=model.num_classes, embed_dim=model.embed_dim, depth=depth,
+                        output=args.output),
         # integer bundles take uint8 pixels: mean / std are folded into the patch embedding
         input=spec.input_spec("uint8" if config.is_integer else "float32"),
         tome=TomeInfo(schedule=schedule, tokens_per_block=token_counts(schedule, num_tokens(model)),

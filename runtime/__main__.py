@@ -36,13 +36,18 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m runtime", description=__doc__, parents=[_session_options(False)])
     sub = parser.add_subparsers(dest="command", required=True)
     command = functools.partial(sub.add_parser, parents=[_session_options(True)])
-    run = command("run", help="top-5 labels with scores for each image")
+    run = command("run", help="top-5 labels with scores for each image (a features bundle: the embedding's size and norm)")
     run.add_argument("bundle", type=Path)
     run.add_argument("images", type=Path, nargs="+")
-    ev = command("eval", help="top-1 / top-5 accuracy over a labelled folder")
+    run.add_argument("--save", type=Path, default=None, metavar="FILE.npy",
+                     help="write the outputs (embeddings, or logits) as .npy: [D] for one image, [n, D] for several, "
+                          "in the order given")
+    ev = command("eval", help="top-1 / top-5 accuracy over a labelled folder (a classifier bundle)")
     ev.add_argument("bundle", type=Path)
-    ev.add_argument("--images", type=Path, required=True, help="folder of images")
-    ev.add_argument("--labels", type=Path, required=True, help="CSV with columns file,label")
+    ev.add_argument("--images", type=Path, required=True,
+                    help="folder of images; without --labels, one sub-folder per class, named as in the bundle's labels.txt")
+    ev.add_argument("--labels", type=Path, default=None,
+                    help="CSV with columns file,label (paths relative to --images); default: the sub-folder layout")
     ev.add_argument("--skip", type=int, default=0, help="skip the first N rows (e.g. the calibration split)")
     ev.add_argument("--limit", type=int, default=None, help="evaluate at most N rows")
     bench = command("bench", help="batch-1 latency statistics and peak RSS")
@@ -79,30 +84,68 @@ def _versions() -> dict:
 
 
 def cmd_run(args) -> None:
+    import numpy as np
+
     from runtime.preprocess import Preprocess
     from runtime.session import top_k
 
+    if args.save is not None and not args.save.parent.is_dir():
+        from runtime.errors import EdgevitError
+
+        raise EdgevitError(f"--save {args.save}: folder {args.save.parent} does not exist")
     session = _open_session(args)
+    features = session.bundle.manifest.model.output == "features"
     labels = session.bundle.labels()
     preprocess = Preprocess.from_manifest(session.bundle.manifest.input)
     batch = session.new_batch()
-    results = {}
+    results, outputs = {}, []
     for image in args.images:
         preprocess.load(image, out=batch[0])
-        best = top_k(session.run(batch)[0])
+        out = session.run(batch)[0]
+        outputs.append(out)
+        if features:
+            norm = float(np.linalg.norm(out))
+            results[str(image)] = {"size": int(out.size), "l2_norm": round(norm, 6)}
+            print(f"{image}: embedding of {out.size} values, L2 norm {norm:.4f}")
+            continue
+        best = top_k(out)
         results[str(image)] = [{"class": c, "label": labels[c], "score": round(s, 6)} for c, s in best]
         print(f"{image}:")
         for rank, (c, s) in enumerate(best, 1):
             print(f"  {rank}. {labels[c]} ({c}) {s:.4f}")
+    if args.save is not None:
+        _save_npy(args.save, outputs[0] if len(outputs) == 1 else np.stack(outputs))
     if args.json:
         print(json.dumps(results))
 
 
-def cmd_eval(args) -> None:
-    from runtime.evaluate import evaluate, read_labels
+def _save_npy(path: Path, array) -> None:
+    """np.save into a temp file beside `path`, renamed over it last: a reader never sees half a file."""
+    import tempfile
 
-    rows = read_labels(args.labels, skip=args.skip, limit=args.limit)
+    import numpy as np
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def cmd_eval(args) -> None:
+    from runtime.errors import EdgevitError
+    from runtime.evaluate import evaluate, read_class_folders, read_labels
+
     session = _open_session(args)
+    if session.bundle.manifest.model.output != "logits":
+        raise EdgevitError(f"eval needs a classifier; {args.bundle} is a --output features bundle (use run --save)")
+    if args.labels is not None:
+        rows = read_labels(args.labels, skip=args.skip, limit=args.limit)
+    else:
+        rows = read_class_folders(args.images, session.bundle.labels(), skip=args.skip, limit=args.limit)
     result = evaluate(session, args.images, rows, progress=_progress(len(rows)))
     print(f"top-1 {result.top1 * 100:.2f}%  top-5 {result.top5 * 100:.2f}%  n={result.n}")
     if args.json:

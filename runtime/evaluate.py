@@ -1,4 +1,4 @@
-"""Top-1 / top-5 accuracy of a session over a labelled image folder (CSV `file,label`)."""
+"""Top-1 / top-5 accuracy of a session over a labelled image folder (CSV `file,label`, or one sub-folder per class)."""
 
 from __future__ import annotations
 
@@ -46,6 +46,33 @@ def read_labels(csv_path: Path, *, skip: int = 0, limit: int | None = None) -> l
     rows = rows if limit is None else rows[:limit]
     if not rows:
         raise EdgevitError(f"labels {csv_path}: no rows to evaluate (skip={skip}, limit={limit})")
+    return rows
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+
+
+def read_class_folders(images: Path, labels: list[str], *, skip: int = 0, limit: int | None = None
+                       ) -> list[tuple[str, int]]:
+    """Rows `class/file, label` of an image-folder layout: one sub-folder per class, named as in `labels`
+    (the bundle's labels.txt); images sorted by class index, then name; skip / limit as read_labels."""
+    if not images.is_dir():
+        raise EdgevitError(f"--images {images}: not a folder")
+    index = {name: i for i, name in enumerate(labels)}
+    folders = sorted(p for p in images.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise EdgevitError(f"--images {images}: no class sub-folders in it (or give --labels CSV)")
+    unknown = [p.name for p in folders if p.name not in index]
+    if unknown:
+        more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+        raise EdgevitError(f"--images {images}: sub-folder(s) {', '.join(repr(n) for n in unknown[:3])}{more} "
+                           "name no class of the bundle's labels.txt")
+    rows = [(f"{folder.name}/{file.name}", index[folder.name])
+            for folder in sorted(folders, key=lambda p: index[p.name])
+            for file in sorted(folder.iterdir()) if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES]
+    rows = rows[skip:] if limit is None else rows[skip:skip + limit]
+    if not rows:
+        raise EdgevitError(f"--images {images}: no images in its class sub-folders (skip={skip}, limit={limit})")
     return rows
 
 

@@ -22,9 +22,10 @@ class ModelInfo:
     """The network the bundle computes."""
 
     name: str  # timm model name
-    num_classes: int
+    num_classes: int  # logits per image; 0 for a features bundle
     embed_dim: int
     depth: int  # transformer blocks
+    output: str = "logits"  # logits [N, num_classes] | features: the pooled pre-logits embedding [N, embed_dim]
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ class InferenceSession:
         return self.vm.get_outputs("main")
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Infer one batch and return the logits [N, classes] as numpy."""
+        """Infer one batch and return its outputs as numpy: logits [N, classes], or embeddings [N, D] (features)."""
         return self.run_device(batch).numpy()
 
 

@@ -57,6 +57,41 @@ def cached_bundle(name: str, *compile_args: str) -> Path:
     return out
 
 
+def bundle_outputs(bundle: Path, images: Path, names: list[str]):
+    """The bundle's outputs (logits or embeddings) [n, D] on the named images, preprocessed as its manifest says."""
+    import numpy as np
+
+    from runtime.bundle import open_bundle
+    from runtime.preprocess import Preprocess
+    from runtime.session import InferenceSession
+
+    session = InferenceSession(open_bundle(bundle))
+    preprocess = Preprocess.from_manifest(session.bundle.manifest.input)
+    return np.concatenate([session.run(preprocess.load(images / name)[None]) for name in names])
+
+
+def compile_timm_folder(name: str, model_args: dict, folder: Path, *flags: str, prepare=None):
+    """A random-init timm model with `model_args` (depth, act_layer, ...), changed by `prepare(model)` when given
+    (e.g. to load weights), saved in timm's Hugging Face layout in `folder` and compiled from it (`--weights
+    folder`: config.json names the model); returns (model, bundle)."""
+    import torch
+
+    from compile.models import import_timm
+
+    timm = import_timm()
+    from timm.models import _hub
+
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False, **model_args).eval()
+    if prepare is not None:
+        prepare(model)
+    _hub.save_for_hf(model, str(folder / "weights"), model_args=model_args, safe_serialization=True)
+    bundle = folder / "bundle"
+    result = run_module("compile", "--weights", folder / "weights", *flags, "--out", bundle)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return model, bundle
+
+
 def ina3221_tree(root: Path) -> str:
     """A Jetson INA3221 hwmon tree under `root` (VDD_IN 5 V x 1.2 A); returns the sampler's root glob."""
     hwmon = root / "1-0040" / "hwmon" / "hwmon3"

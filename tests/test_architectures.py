@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.helpers import assert_one_line_error, run_module
+from tests.helpers import assert_one_line_error, compile_timm_folder, run_module
 
 CASES = {  # model -> extra compile flags
     "deit3_small_patch16_224": (),  # LayerScale, position embedding without the class token
@@ -68,6 +68,23 @@ def test_tome_with_registers_and_layerscale_builds_and_runs(tmp_path):
                          "--tome-r", "8")
 
 
+@pytest.mark.slow
+def test_quick_gelu_clip_tower_matches_pytorch(tmp_path):
+    """QuickGELU (x * sigmoid(1.702 x), OpenAI CLIP's activation) in a two-block CLIP image tower."""
+    import torch
+
+    from runtime.bundle import open_bundle
+    from runtime.session import InferenceSession
+
+    model, bundle = compile_timm_folder("vit_xsmall_patch16_clip_224", {"depth": 2, "act_layer": "quick_gelu",
+                                                                       "num_classes": 10}, tmp_path)
+    assert type(model.blocks[0].mlp.act).__name__ == "QuickGELU"
+    x = np.random.default_rng(1).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(x)).numpy()
+    assert np.abs(InferenceSession(open_bundle(bundle)).run(x) - expected).max() <= 1e-3
+
+
 @pytest.mark.parametrize("name, part", [
     ("resnet50", "ResNet is not a ViT"),
     ("swin_tiny_patch4_window7_224", "SwinTransformer is not a ViT"),
@@ -76,6 +93,40 @@ def test_tome_with_registers_and_layerscale_builds_and_runs(tmp_path):
 ])
 def test_what_is_not_a_standard_vit_is_refused(name, part):
     assert_one_line_error(run_module("compile", "--model", name, "--random-init"), f"model {name} is not supported", part)
+
+
+@pytest.mark.slow
+def test_int8_layerscale_agrees_with_pytorch(tmp_path, data, images_dir):
+    """LayerScale in the integer graph (folded into proj / fc2): DeiT-tiny's real weights with per-channel gammas
+    from [0.5, 2] on every branch and proj / fc2 divided by them, the same function as the trained model: an
+    int8 build that dropped or misplaced gamma would not agree with it."""
+    import torch
+    from safetensors.torch import load_file
+
+    from compile.data import evaluation_rows
+    from compile.models import model_spec
+    from tests.helpers import bundle_outputs
+    from tests.reference import load_batch, torch_logits
+
+    def with_layer_scale(model) -> None:
+        missing = model.load_state_dict(load_file(str(data / "deit_tiny_patch16_224.safetensors")), strict=False)
+        assert all(key.endswith(".gamma") for key in missing.missing_keys) and not missing.unexpected_keys
+        generator = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for block in model.blocks:
+                for layer_scale, linear in ((block.ls1, block.attn.proj), (block.ls2, block.mlp.fc2)):
+                    gamma = torch.empty(model.embed_dim).uniform_(0.5, 2.0, generator=generator)
+                    layer_scale.gamma.copy_(gamma)
+                    linear.weight.div_(gamma[:, None])
+                    linear.bias.div_(gamma)
+
+    model, bundle = compile_timm_folder("deit_tiny_patch16_224", {"init_values": 1.0}, tmp_path, "--quant", "int8",
+                                        prepare=with_layer_scale)
+    names = [name for name, _ in evaluation_rows()[:100]]
+    expected = torch_logits(model, load_batch(model_spec("deit_tiny_patch16_224").preprocess(), images_dir, names))
+    agreement = float((bundle_outputs(bundle, images_dir, names).argmax(1) == expected.argmax(1)).mean())
+    print(f"int8 with LayerScale: top-1 agreement with PyTorch {agreement:.3f} over {len(names)} images")
+    assert agreement >= 0.95
 
 
 def test_int8_names_what_the_integer_graph_lacks(tmp_path):

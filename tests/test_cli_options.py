@@ -48,6 +48,8 @@ def test_remote_options_before_or_after_the_command(remote_parser, before, after
 @pytest.mark.parametrize("before, after", [
     ("--threads 2 --json run B a.jpg", "run B a.jpg --threads 2 --json"),
     ("--json eval B --images I --labels L", "eval B --images I --labels L --json"),
+    ("--json run B a.jpg b.jpg --save e.npy", "run B a.jpg b.jpg --save e.npy --json"),
+    ("--threads 1 eval B --images I", "eval B --images I --threads 1"),
     ("--threads 3 bench B --repeat 4", "bench B --threads 3 --repeat 4"),
 ])
 def test_runtime_options_before_or_after_the_command(runtime_parser, before, after):

@@ -53,3 +53,10 @@ def test_a_manifest_of_another_shape_is_refused(int8_tome_bundle, change, messag
     change(data)
     with pytest.raises(EdgevitError, match=message):
         Manifest.from_dict(data, where=str(int8_tome_bundle))
+
+
+def test_a_manifest_without_model_output_is_a_classifier(int8_tome_bundle):
+    """Bundles written before `model.output` existed read as logits (the native runner does the same)."""
+    data = json.loads((int8_tome_bundle / "manifest.json").read_text())
+    assert data["model"].pop("output") == "logits"
+    assert Manifest.from_dict(data).model.output == "logits"

@@ -11,7 +11,7 @@ import pytest
 
 from compile.data import evaluation_rows
 from tests.cache import edgevit_cache_dir
-from tests.helpers import assert_one_line_error, cached_bundle, run_module
+from tests.helpers import assert_one_line_error, bundle_outputs, cached_bundle, run_module
 from tests.reference import load_batch, torch_logits
 
 MODEL = "deit_tiny_patch16_224"
@@ -63,14 +63,10 @@ def reference(checkpoint, data):
 
 
 def _compiled_logits(bundle, images, names, dtype: str) -> np.ndarray:
-    from runtime.bundle import open_bundle
-    from runtime.preprocess import Preprocess
-    from runtime.session import InferenceSession
+    from runtime.bundle import read_manifest
 
-    session = InferenceSession(open_bundle(bundle))
-    preprocess = Preprocess.from_manifest(session.bundle.manifest.input)
-    assert preprocess.dtype == dtype
-    return np.concatenate([session.run(preprocess.load(images / name)[None]) for name in names])
+    assert read_manifest(bundle).input.dtype == dtype
+    return bundle_outputs(bundle, images, names)
 
 
 def _bundle(checkpoint, quant: str):
@@ -104,6 +100,45 @@ def test_run_prints_the_names_of_the_labels_file(checkpoint, reference, data):
     assert result.returncode == 0, result.stderr
     best = labels.read_text().splitlines()[int(torch_out[0].argmax())]
     assert result.stdout.splitlines()[1].strip().startswith(f"1. {best} (")
+
+
+def _class_tree(root, labels, rows, images):
+    """An image-folder layout: <root>/<label name>/<file> (links to the shared images) for each row."""
+    classes, _ = _classes_and_rows()
+    names = labels.read_text().splitlines()
+    for file, label in rows:
+        folder = root / names[classes.index(label)]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / file).symlink_to(images / file)
+    return root
+
+
+def test_eval_reads_an_image_folder_layout(checkpoint, reference, tmp_path):
+    import json
+
+    _, labels, _ = checkpoint
+    images, names, torch_out = reference
+    _, rows = _classes_and_rows()
+    tree = _class_tree(tmp_path / "mine", labels, rows, images)
+    (tree / "notes.txt").write_text("not an image, not a folder: ignored")
+    result = run_module("runtime", "eval", _bundle(checkpoint, "fp32"), "--images", tree, "--json")
+    assert result.returncode == 0, result.stderr
+    classes, _ = _classes_and_rows()
+    truth = np.array([classes.index(label) for _, label in rows])
+    expected = float((torch_out.argmax(1) == truth).mean())  # torch_out's rows follow the same images
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["n"] == len(rows) and summary["top1"] == pytest.approx(expected)
+
+
+def test_an_image_folder_of_an_unknown_class_is_one_line(checkpoint, reference, tmp_path):
+    _, labels, _ = checkpoint
+    images, _, _ = reference
+    _, rows = _classes_and_rows()
+    tree = _class_tree(tmp_path / "mine", labels, rows[:2], images)
+    (tree / "platypus").mkdir()
+    result = run_module("runtime", "eval", _bundle(checkpoint, "fp32"), "--images", tree)
+    assert result.returncode == 2
+    assert_one_line_error(result, "'platypus'", "labels.txt")
 
 
 def test_a_labels_file_of_another_count_is_refused(checkpoint, tmp_path):
@@ -169,7 +204,8 @@ def test_a_timm_hugging_face_folder_names_its_model_and_labels(checkpoint, refer
 
 
 @pytest.mark.parametrize("config, message", [
-    ({"model_type": "vit", "id2label": {"0": "cat"}}, "a 'vit' transformers folder"),
+    ({"model_type": "swin", "id2label": {"0": "cat"}}, "a 'swin' transformers folder"),
+    ({"model_type": "vit", "id2label": {"0": "cat"}}, "no model.safetensors or pytorch_model.bin"),
     ({"architecture": MODEL}, "no model.safetensors or pytorch_model.bin"),
 ])
 def test_a_folder_edgevit_cannot_read_is_one_line(tmp_path, config, message):

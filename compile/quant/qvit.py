@@ -256,6 +256,31 @@ def _linear_params(module) -> tuple[np.ndarray, np.ndarray]:
     return _np(module.weight).T.copy(), bias
 
 
+def _branch_params(module, layer_scale) -> tuple[np.ndarray, np.ndarray]:
+    """(weight, bias) of the linear that ends a residual branch, with the branch's LayerScale (DeiT III,
+    DINOv2) folded in: gamma * (x @ W + b) = x @ (W * gamma) + b * gamma, per output column, so the integer
+    graph needs no op for it (the column's weight scale absorbs gamma)."""
+    weight, bias = _linear_params(module)
+    gamma = getattr(layer_scale, "gamma", None)
+    if gamma is None:  # nn.Identity: no LayerScale
+        return weight, bias
+    return weight * _np(gamma), bias * _np(gamma)
+
+
+def _head_params(module, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(weight, bias) of a classifier head; an identity for a head removed by --output features.
+
+    The identity reads the final LayerNorm out exactly as a head would (int8 at the calibrated per-channel
+    scales, in both numerics): folded into per-column weight scales it quantizes to 127 on the diagonal,
+    so y = x_q * input_scale with no rounding of its own, and one 1 x C x C GEMM costs next to nothing.
+    """
+    from torch import nn
+
+    if isinstance(module, nn.Identity):
+        return np.eye(dim, dtype=np.float32), np.zeros(dim, np.float32)
+    return _linear_params(module)
+
+
 def quantize_vit(model, stats: dict[str, SiteStats], config: QuantConfig, schedule: list[int],
                  mean, std) -> QuantizedViT:
     """The QuantizedViT of a (float, unpatched) timm ViT from its calibration statistics."""
@@ -266,15 +291,15 @@ def quantize_vit(model, stats: dict[str, SiteStats], config: QuantConfig, schedu
         qkv_scales = tuple(_tensor_scale(site(part), config.observer) for part in "qkv")
         proj_scale = _tensor_scale(site("attn_out"), config.observer)
         dim = block.attn.proj.in_features
-        proj = _linear(f"blocks.{i}.proj", *_linear_params(block.attn.proj), np.full(dim, proj_scale, np.float32),
+        proj = _linear(f"blocks.{i}.proj", *_branch_params(block.attn.proj, block.ls1), np.full(dim, proj_scale, np.float32),
                        proj_scale, [(0, dim, 0)], config, site("attn_out").sample_rows())
-        order, fc2 = _fc2_groups(_linear_params(block.mlp.fc2), site("fc2_in"), config, i)
+        order, fc2 = _fc2_groups(_branch_params(block.mlp.fc2, block.ls2), site("fc2_in"), config, i)
         w1, b1 = _linear_params(block.mlp.fc1)
         fc1 = _ln_input_linear(f"blocks.{i}.fc1", w1[:, order], b1[order], site("ln2"), config)
         blocks.append(QBlock(_layer_norm(block.norm1), qkv, qkv_scales, proj, _layer_norm(block.norm2), fc1, fc2,
                              schedule[i]))
     head_modules = [model.head] + ([model.head_dist] if getattr(model, "head_dist", None) is not None else [])
-    heads = [_ln_input_linear(name, *_linear_params(m), stats["head_in"], config)
+    heads = [_ln_input_linear(name, *_head_params(m, model.embed_dim), stats["head_in"], config)
              for name, m in zip(("head", "head_dist"), head_modules)]
     prefix_tokens = [model.cls_token] + ([model.dist_token] if getattr(model, "dist_token", None) is not None else [])
     pos = _np(model.pos_embed)[0]
