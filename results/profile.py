@@ -9,11 +9,12 @@ window of `vm.builtin.null_value` (no arguments, no work) measures that cost in 
 is subtracted from every window. Arguments converted for the callback add well under a microsecond
 per kernel on top (~0.05 us per tensor here), which stays in the kernels' share.
 
-Per kernel: the median over rounds of its corrected window. The total is the median of the plain
-runs in which the OS preempted no thread of this process (getrusage's involuntary context
-switches); on a machine too busy for enough of those, the 10th percentile of all plain runs. The
-instrumented rounds used are likewise the unpreempted ones when there are enough. The VM and
-allocation overhead is that total minus all kernels, so the groups add up to it by construction.
+Per kernel: the median over rounds of its corrected window. A kernel's window is tens of
+microseconds, so on a shared machine its median is that of calls nobody preempted; a whole
+inference is milliseconds and is often preempted (TVM's pool thread loses its core hundreds of
+times per run here when other work is running). So the total the kernels are held against is the
+10th percentile of the plain runs, the median beside it. The VM and allocation overhead is that
+total minus all kernels, so the groups add up to it by construction.
 The GEMMs' achieved GMAC/s stand beside two references: the best rate of the bundle's int8 GEMMs
 each replayed alone with its inputs in cache (TVM's time_evaluator: a measured peak of these
 schedules on this machine), and the ISA peak from /proc/cpuinfo (dot-product MACs per cycle x clock
@@ -23,7 +24,6 @@ x threads).
 from __future__ import annotations
 
 import datetime as dt
-import resource
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -37,8 +37,6 @@ from results.records import save_figure
 VM_PREFIX = "vm.builtin."
 NULL_CALL = "vm.builtin.null_value"  # no arguments, no work: its window is the instrument's own cost
 PLAIN_PER_ROUND = 5
-MIN_CLEAN_PLAIN = 10  # unpreempted plain runs needed to take their median as the total
-MIN_CLEAN_ROUNDS = 5  # unpreempted instrumented runs needed to use only those for the kernels
 GEMM_GROUPS = ("int8 GEMM", "fp32 GEMM")
 # dot-product MACs per cycle per core, by /proc/cpuinfo flag (first present wins); an assumption of the
 # instruction's throughput, stated in the table: AVX-512 VNNI one 512-bit vpdpbusd (64 u8 x s8 MACs) per cycle
@@ -99,30 +97,24 @@ def profile_bundle(path: Path, threads: int, repeat: int) -> list[dict]:
     calls = [Call(layout.names[i], layout.args[i]) for i in kernels]
     groups = classify(calls)
     plain_ms: list[float] = []
-    plain_clean: list[bool] = []
-    rounds_us, null_us, rounds_clean = [], [], []
+    rounds_us, null_us = [], []
     for _ in range(repeat):
         for _ in range(PLAIN_PER_ROUND):
-            switches, start = _preemptions(), time.perf_counter_ns()
+            start = time.perf_counter_ns()
             session.run_device(batch)
             plain_ms.append((time.perf_counter_ns() - start) / 1e6)
-            plain_clean.append(_preemptions() == switches)
-        switches = _preemptions()
         trace = _traced(session, batch, shapes=False)
-        rounds_clean.append(_preemptions() == switches)
         if trace.names != layout.names:
             raise RuntimeError(f"bundle {path}: the VM called other functions in another run")
         windows = np.array(trace.windows_ns, dtype=np.float64) / 1e3
         nulls = windows[[n == NULL_CALL for n in trace.names]]
         null_us.append(float(np.median(nulls)) if nulls.size else 0.0)
         rounds_us.append(np.maximum(windows[kernels] - null_us[-1], 0.0))
-    if sum(rounds_clean) >= MIN_CLEAN_ROUNDS:
-        rounds_us = [r for r, clean in zip(rounds_us, rounds_clean) if clean]
     per_call = np.array(rounds_us)  # [round, kernel call] us
     manifest = session.bundle.manifest
     common = {"bundle": path.name, "model": manifest.model.name, "quant": manifest.quant.mode,
               "tome_schedule": manifest.tome.schedule, **_facts(threads)}
-    summary = _summary(per_call, groups, calls, plain_ms, plain_clean, null_us, layout.names, common)
+    summary = _summary(per_call, groups, calls, plain_ms, null_us, layout.names, common)
     in_cache = _in_cache_rates(session, calls, groups, batch)
     best = max(in_cache, key=lambda name: in_cache[name]["gmacs_per_s"], default=None)
     summary["in_cache"] = None if best is None else {"kernel": best, **in_cache[best]}
@@ -130,32 +122,20 @@ def profile_bundle(path: Path, threads: int, repeat: int) -> list[dict]:
             *_kernel_records(per_call, groups, calls, in_cache, common)]
 
 
-def _preemptions() -> int:
-    """Involuntary context switches of this process so far (all threads): the OS took a core from it."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
-
-
-def _total_ms(plain_ms: list[float], clean: list[bool]) -> tuple[float, str]:
-    """The inference time the kernels add up to: the median of the plain runs no thread was preempted in, or on
-    a machine too busy for enough of those, the 10th percentile of all (a preempted run waits for a core)."""
-    unpreempted = [t for t, ok in zip(plain_ms, clean) if ok]
-    if len(unpreempted) >= MIN_CLEAN_PLAIN:
-        return float(np.median(unpreempted)), f"median of the {len(unpreempted)} unpreempted of {len(plain_ms)} runs"
-    return float(np.percentile(plain_ms, 10)), (f"10th percentile of {len(plain_ms)} runs (only {len(unpreempted)} "
-                                                "unpreempted: the machine was busy)")
-
-
-def _summary(per_call, groups, calls, plain_ms, plain_clean, null_us, names, common) -> dict:
-    total, total_how = _total_ms(plain_ms, plain_clean)
+def _summary(per_call, groups, calls, plain_ms, null_us, names, common) -> dict:
+    total = float(np.percentile(plain_ms, 10))
     kernels_ms = float(np.median(per_call, axis=0).sum() / 1e3)
-    gemm_ms = sum(float(np.median(per_call[:, i])) for i, g in enumerate(groups) if g in GEMM_GROUPS) / 1e3
+    medians = np.median(per_call, axis=0) / 1e3
+    gemm_ms = float(sum(medians[i] for i, g in enumerate(groups) if g in GEMM_GROUPS))
+    attention_ms = float(sum(medians[i] for i, g in enumerate(groups) if g == "attention"))
     vm_calls = Counter(n for n in names if n.startswith(VM_PREFIX))
-    return {"kind": "summary", **common, "total_ms": total, "total_how": total_how, "total_median_all_ms":
-            float(np.median(plain_ms)), "total_p10_ms": float(np.percentile(plain_ms, 10)),
+    return {"kind": "summary", **common, "total_ms": total, "total_median_ms": float(np.median(plain_ms)),
             "total_p90_ms": float(np.percentile(plain_ms, 90)), "n_plain": len(plain_ms), "rounds": len(per_call),
             "kernels_ms": kernels_ms, "kernel_calls": len(calls), "vm_calls": dict(vm_calls),
             "instrument_overhead_us": float(np.median(null_us)), "gemm_only_ms": gemm_ms,
-            "total_over_gemm_only": total / gemm_ms if gemm_ms else None, "isa_peak": isa_peak(common["threads"])}
+            "total_over_gemm_only": total / gemm_ms if gemm_ms else None, "gemm_and_attention_ms": gemm_ms + attention_ms,
+            "total_over_gemm_and_attention": total / (gemm_ms + attention_ms) if gemm_ms + attention_ms else None,
+            "isa_peak": isa_peak(common["threads"])}
 
 
 def _group_records(per_call, groups, calls, summary, common) -> list[dict]:
@@ -274,13 +254,14 @@ def markdown_table(records: list[dict]) -> str:
             f"### {_label(summary)} (`{summary['bundle']}`)",
             "",
             (f"{summary['cpu']} ({summary['machine']}), {summary['threads']} threads, TVM {summary['tvm']}, "
-             f"{summary['time_utc']}. Total {summary['total_ms']:.2f} ms: {summary['total_how']} (all runs: median "
-             f"{summary['total_median_all_ms']:.2f}, p10-p90 {summary['total_p10_ms']:.2f}-{summary['total_p90_ms']:.2f} "
-             f"ms); kernels: medians over {summary['rounds']} instrumented runs ({summary['kernel_calls']} kernel calls, "
+             f"{summary['time_utc']}. Total {summary['total_ms']:.2f} ms: the 10th percentile of {summary['n_plain']} "
+             f"plain runs (median {summary['total_median_ms']:.2f}, p90 {summary['total_p90_ms']:.2f} ms); "
+             f"kernels: medians over {summary['rounds']} instrumented runs ({summary['kernel_calls']} kernel calls, "
              f"{sum(summary['vm_calls'].values())} VM builtin calls: "
              + ", ".join(f"{n.removeprefix(VM_PREFIX)} {c}" for n, c in sorted(summary["vm_calls"].items()))
-             + f"). GEMM-only time {summary['gemm_only_ms']:.2f} ms: the total is "
-             f"{_num(ratio, '.2f')}x of it."),
+             + f"). GEMM-only time (token-wise GEMMs) {summary['gemm_only_ms']:.2f} ms: the total is "
+             f"{_num(ratio, '.2f')}x of it; with the attention matmuls {summary['gemm_and_attention_ms']:.2f} ms, "
+             f"{_num(summary['total_over_gemm_and_attention'], '.2f')}x."),
             "",
             "| group | calls | ms | share | p10-p90 ms | GMAC | GMAC/s | of in-cache | of ISA peak |",
             "|---|---|---|---|---|---|---|---|---|",
