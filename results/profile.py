@@ -7,7 +7,8 @@ with one instrumented inference that reads the clock around every call. The inst
 costs time inside each window (the return to the VM and the call back with its arguments); the
 window of `vm.builtin.null_value` (no arguments, no work) measures that cost in the same run and
 is subtracted from every window. Arguments converted for the callback add well under a microsecond
-per kernel on top (~0.05 us per tensor here), which stays in the kernels' share.
+per kernel on top (~0.05 us per tensor here), which stays in the kernels' share. Several bundles
+take turns in every round, so machine noise hits them alike.
 
 Per kernel: the median over rounds of its corrected window. A kernel's window is tens of
 microseconds, so on a shared machine its median is that of calls nobody preempted; a whole
@@ -83,43 +84,52 @@ def _traced(session, batch, shapes: bool) -> _Trace:
     return trace
 
 
-def profile_bundle(path: Path, threads: int, repeat: int) -> list[dict]:
-    """Records of one bundle: a summary, one per group, one per distinct kernel (see the module docstring)."""
-    from runtime.bundle import open_bundle
-    from runtime.session import InferenceSession
+class _Profiled:
+    """One bundle under profile: its session, its call sequence (classified) and what the rounds measured."""
 
-    session = InferenceSession(open_bundle(path))
-    batch = session.example_batch()
-    for _ in range(5):
-        session.run_device(batch)
-    layout = _traced(session, batch, shapes=True)
-    kernels = [i for i, n in enumerate(layout.names) if not n.startswith(VM_PREFIX)]
-    calls = [Call(layout.names[i], layout.args[i]) for i in kernels]
-    groups = classify(calls)
-    plain_ms: list[float] = []
-    rounds_us, null_us = [], []
-    for _ in range(repeat):
+    def __init__(self, path: Path):
+        from runtime.bundle import open_bundle
+        from runtime.session import InferenceSession
+
+        self.path = path
+        self.session = InferenceSession(open_bundle(path))
+        self.batch = self.session.example_batch()
+        for _ in range(5):
+            self.session.run_device(self.batch)
+        self.layout = _traced(self.session, self.batch, shapes=True)
+        self.kernels = [i for i, n in enumerate(self.layout.names) if not n.startswith(VM_PREFIX)]
+        self.calls = [Call(self.layout.names[i], self.layout.args[i]) for i in self.kernels]
+        self.groups = classify(self.calls)
+        self.plain_ms: list[float] = []
+        self.rounds_us: list[np.ndarray] = []  # per round: corrected window of every kernel call (us)
+        self.null_us: list[float] = []
+
+    def round(self) -> None:
+        """PLAIN_PER_ROUND plain inferences, then one instrumented."""
         for _ in range(PLAIN_PER_ROUND):
             start = time.perf_counter_ns()
-            session.run_device(batch)
-            plain_ms.append((time.perf_counter_ns() - start) / 1e6)
-        trace = _traced(session, batch, shapes=False)
-        if trace.names != layout.names:
-            raise RuntimeError(f"bundle {path}: the VM called other functions in another run")
+            self.session.run_device(self.batch)
+            self.plain_ms.append((time.perf_counter_ns() - start) / 1e6)
+        trace = _traced(self.session, self.batch, shapes=False)
+        if trace.names != self.layout.names:
+            raise RuntimeError(f"bundle {self.path}: the VM called other functions in another run")
         windows = np.array(trace.windows_ns, dtype=np.float64) / 1e3
         nulls = windows[[n == NULL_CALL for n in trace.names]]
-        null_us.append(float(np.median(nulls)) if nulls.size else 0.0)
-        rounds_us.append(np.maximum(windows[kernels] - null_us[-1], 0.0))
-    per_call = np.array(rounds_us)  # [round, kernel call] us
-    manifest = session.bundle.manifest
-    common = {"bundle": path.name, "model": manifest.model.name, "quant": manifest.quant.mode,
-              "tome_schedule": manifest.tome.schedule, **_facts(threads)}
-    summary = _summary(per_call, groups, calls, plain_ms, null_us, layout.names, common)
-    in_cache = _in_cache_rates(session, calls, groups, batch)
-    best = max(in_cache, key=lambda name: in_cache[name]["gmacs_per_s"], default=None)
-    summary["in_cache"] = None if best is None else {"kernel": best, **in_cache[best]}
-    return [summary, *_group_records(per_call, groups, calls, summary, common),
-            *_kernel_records(per_call, groups, calls, in_cache, common)]
+        self.null_us.append(float(np.median(nulls)) if nulls.size else 0.0)
+        self.rounds_us.append(np.maximum(windows[self.kernels] - self.null_us[-1], 0.0))
+
+    def records(self, threads: int) -> list[dict]:
+        """A summary, one record per group, one per distinct kernel (see the module docstring)."""
+        per_call = np.array(self.rounds_us)  # [round, kernel call] us
+        manifest = self.session.bundle.manifest
+        common = {"bundle": self.path.name, "model": manifest.model.name, "quant": manifest.quant.mode,
+                  "tome_schedule": manifest.tome.schedule, **_facts(threads)}
+        summary = _summary(per_call, self.groups, self.calls, self.plain_ms, self.null_us, self.layout.names, common)
+        in_cache = _in_cache_rates(self.session, self.calls, self.groups, self.batch)
+        best = max(in_cache, key=lambda name: in_cache[name]["gmacs_per_s"], default=None)
+        summary["in_cache"] = None if best is None else {"kernel": best, **in_cache[best]}
+        return [summary, *_group_records(per_call, self.groups, self.calls, summary, common),
+                *_kernel_records(per_call, self.groups, self.calls, in_cache, common)]
 
 
 def _summary(per_call, groups, calls, plain_ms, null_us, names, common) -> dict:
@@ -229,8 +239,12 @@ def _facts(threads: int) -> dict:
 
 
 def run_profile(args: ProfileArgs) -> list[dict]:
-    """Records of every bundle, one after the other."""
-    return [r for path in args.bundles for r in profile_bundle(path, args.threads, args.repeat)]
+    """Records of every bundle; the bundles take turns in every round, so machine noise hits them alike."""
+    profiled = [_Profiled(path) for path in args.bundles]
+    for _ in range(args.repeat):
+        for bundle in profiled:
+            bundle.round()
+    return [r for bundle in profiled for r in bundle.records(args.threads)]
 
 
 def _label(summary: dict) -> str:
