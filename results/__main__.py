@@ -213,8 +213,10 @@ def cmd_profile(args) -> None:
     from results.profile import ProfileArgs, markdown_table, plot, run_profile
     from runtime.bundle import open_bundle
 
-    for bundle in args.bundles:
-        open_bundle(bundle)  # refuse corrupt or foreign bundles before measuring anything
+    for bundle in args.bundles:  # refuse corrupt, foreign or GPU bundles before measuring anything
+        device = open_bundle(bundle).device
+        if device != "cpu":
+            raise EdgevitError(f"bundle {bundle}: profile times CPU bundles (its kernels run on {device})")
     records = run_profile(ProfileArgs(tuple(args.bundles), args.threads, args.repeat))
     _publish(args.out, "profile", records, markdown_table, "time per group", plot)
 

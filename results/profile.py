@@ -74,13 +74,18 @@ class _Trace:
         return 0
 
 
-def _traced(session, batch, shapes: bool) -> _Trace:
-    trace = _Trace(shapes)
-    session.vm.set_instrument(trace)
+def _instrumented(session, batch, instrument) -> None:
+    """One inference with `instrument` called around every VM call."""
+    session.vm.set_instrument(instrument)
     try:
         session.run_device(batch)
     finally:
         session.vm.set_instrument(None)
+
+
+def _traced(session, batch, shapes: bool) -> _Trace:
+    trace = _Trace(shapes)
+    _instrumented(session, batch, trace)
     return trace
 
 
@@ -196,11 +201,7 @@ def _in_cache_rates(session, calls, groups, batch) -> dict[str, dict]:
             captured[name] = [a.copyto(tvm.cpu(0)) for a in args if hasattr(a, "shape")]
         return 0
 
-    session.vm.set_instrument(capture)
-    try:
-        session.run_device(batch)
-    finally:
-        session.vm.set_instrument(None)
+    _instrumented(session, batch, capture)
     library = tvm.runtime.load_module(str(session.bundle.library))  # the VM keeps no handle on its kernels
     rates = {}
     for name, call in picks.items():
