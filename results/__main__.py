@@ -1,4 +1,4 @@
-"""python -m results {sweep,bench,ptq,report}: measurements and reports (JSONL, markdown, PNG)."""
+"""python -m results {sweep,bench,ptq,profile,report}: measurements and reports (JSONL, markdown, PNG)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ DEFAULTS = {  # each command's values of the shared options it takes (SHARED), f
     "bench": {"out": Path("results/data/bench"), "build_dir": Path("build/bench"), "model": DEFAULT_MODEL,
               "limit": None, "threads": len(os.sched_getaffinity(0)), "rounds": 20},
     "ptq": {"out": Path("results/data/ptq"), "build_dir": Path("build/ptq"), "model": DEFAULT_MODEL, "limit": None},
+    "profile": {"out": Path("results/data/profile"), "threads": len(os.sched_getaffinity(0))},
     "report": {"out": Path("results/data/farm_report")},
 }
 
@@ -91,6 +92,10 @@ def _parser() -> argparse.ArgumentParser:
     ptq.add_argument("--tome-r", type=_int_list, default=(0, 8), help="constant r values, e.g. 0,8")
     ptq.add_argument("--variants", default="all", help="recipe names separated by ; (see results/ptq.py) or all")
     ptq.add_argument("--calib-count", type=int, default=256)
+    profile = add("profile", "time per kernel of bundles' inference, grouped (GEMM, attention, softmax, ...)")
+    profile.add_argument("bundles", type=Path, nargs="+", help="bundles this machine can run")
+    profile.add_argument("--repeat", type=int, default=40,
+                         help="rounds of 5 plain and 1 instrumented inference each (default 40)")
     report = add("report", "markdown tables + plots from farm JSONL results")
     report.add_argument("results", type=Path, nargs="+")
     return parser
@@ -201,9 +206,25 @@ def cmd_ptq(args) -> None:
     _publish(args.out, "ptq", records, markdown_table, "top-1 per recipe", plot)
 
 
+def cmd_profile(args) -> None:
+    if args.threads < 1 or args.repeat < 1:
+        raise EdgevitError("--threads and --repeat must be at least 1")
+    os.environ["TVM_NUM_THREADS"] = str(args.threads)  # before TVM starts its thread pool
+    from results.profile import ProfileArgs, markdown_table, plot, run_profile
+    from runtime.bundle import open_bundle
+
+    for bundle in args.bundles:  # refuse corrupt, foreign or GPU bundles before measuring anything
+        device = open_bundle(bundle).device
+        if device != "cpu":
+            raise EdgevitError(f"bundle {bundle}: profile times CPU bundles (its kernels run on {device})")
+    records = run_profile(ProfileArgs(tuple(args.bundles), args.threads, args.repeat))
+    _publish(args.out, "profile", records, markdown_table, "time per group", plot)
+
+
 def main() -> None:
     args = parse_args()
-    {"sweep": cmd_sweep, "bench": cmd_bench, "ptq": cmd_ptq, "report": cmd_report}[args.command](args)
+    {"sweep": cmd_sweep, "bench": cmd_bench, "ptq": cmd_ptq, "profile": cmd_profile,
+     "report": cmd_report}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Accuracy is measured on the evaluation split only (labels.csv rows after the first 256, which are
 kept for calibration), so nothing used to choose r is evaluated on. Latencies of all bundles are
-measured interleaved in the same process, after all of them are built.
+measured interleaved in the same process, after all of them are built. A model without stored
+weights is compiled from one random init (results.model_weights): latency and GFLOPs only.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def run_sweep(args: SweepArgs, console) -> list[dict]:
 
     from compile.data import evaluation_rows, labelled_images
     from compile.pipeline import CompileArgs, compile_bundle
+    from results.model_weights import RANDOM_INIT_NOTE, model_weights
     from results.timing import interleaved_latency_ms
     from runtime.bundle import open_bundle
     from runtime.evaluate import accuracy, top5_predictions
@@ -42,16 +44,18 @@ def run_sweep(args: SweepArgs, console) -> list[dict]:
     from runtime.session import InferenceSession
 
     _check_r_values(args)
+    weights = model_weights(args.model, args.build_dir)
     bundles = {}
     for r in args.r_values:
         out = args.build_dir / f"{args.model}-{args.target}-tome{r}"
         console.print(f"[bold]compile r={r}[/bold] -> {out}")
-        bundles[r] = compile_bundle(CompileArgs(target=args.target, model=args.model, tome_r=str(r), out=out),
+        bundles[r] = compile_bundle(CompileArgs(target=args.target, model=args.model, weights=weights.path,
+                                                tome_r=str(r), out=out),
                                     log=lambda m: console.print("  " + m))
     sessions = {r: InferenceSession(open_bundle(path)) for r, path in bundles.items()}
 
     images = labelled_images()
-    rows = evaluation_rows(args.eval_limit)
+    rows = [] if weights.random_init else evaluation_rows(args.eval_limit)
     labels = np.array([label for _, label in rows])
     models = {r: (s.run, Preprocess.from_manifest(s.bundle.manifest.input)) for r, s in sessions.items()}
     with Progress(console=console) as progress:
@@ -70,7 +74,8 @@ def run_sweep(args: SweepArgs, console) -> list[dict]:
         records.append({
             "model": args.model, "target": args.target, "tome_r": r, "schedule": manifest.tome.schedule,
             "gflops": manifest.tome.gflops,
-            **dict(zip(("top1", "top5"), accuracy(top5[r], labels))),
+            **dict(zip(("top1", "top5"), (None, None) if weights.random_init else accuracy(top5[r], labels))),
+            "weights": RANDOM_INIT_NOTE if weights.random_init else "stored", "random_init": weights.random_init,
             "n_images": len(rows), "split": f"labels.csv rows {CALIBRATION_ROWS + 1}..",
             **latency[r], "speedup_vs_first": base / latency[r]["median_ms"], "threads": args.threads,
             "cpu": _cpu_name(), "machine": platform.machine(),
@@ -95,25 +100,26 @@ def _cpu_name() -> str:
 
 
 def markdown_table(records: list[dict]) -> str:
-    """The sweep as a markdown table."""
+    """The sweep as a markdown table (without accuracy columns for a random-init model)."""
+    first = records[0]
+    scored = not first.get("random_init", False)
     lines = [
-        (f"ToMe sweep: {records[0]['model']} on {records[0]['target']} ({records[0]['cpu']}, "
-         f"{records[0]['threads']} threads); accuracy on {records[0]['n_images']} evaluation images "
-         f"({records[0]['split']})"),
+        (f"ToMe sweep: {first['model']} on {first['target']} ({first['cpu']}, {first['threads']} threads); "
+         + (f"accuracy on {first['n_images']} evaluation images ({first['split']})" if scored
+            else f"weights: {first['weights']} (no weights of this model on this machine)")),
         "",
-        "| r | GFLOPs | top-1 | top-5 | median ms | p90 ms | speed-up |",
-        "|---|---|---|---|---|---|---|",
+        "| r | GFLOPs |" + (" top-1 | top-5 |" if scored else "") + " median ms | p90 ms | speed-up |",
+        "|---|---|" + ("---|---|" if scored else "") + "---|---|---|",
     ]
     for rec in records:
-        lines.append(
-            f"| {rec['tome_r']} | {rec['gflops']:.2f} | {rec['top1'] * 100:.2f}% | {rec['top5'] * 100:.2f}% | "
-            f"{rec['median_ms']:.2f} | {rec['p90_ms']:.2f} | {rec['speedup_vs_first']:.2f}x |"
-        )
+        accuracy = f" {rec['top1'] * 100:.2f}% | {rec['top5'] * 100:.2f}% |" if scored else ""
+        lines.append(f"| {rec['tome_r']} | {rec['gflops']:.2f} |{accuracy} {rec['median_ms']:.2f} | "
+                     f"{rec['p90_ms']:.2f} | {rec['speedup_vs_first']:.2f}x |")
     return "\n".join(lines) + "\n"
 
 
 def plot(records: list[dict], path: Path) -> None:
-    """Top-1 vs median latency, one labelled point per r."""
+    """Top-1 (GFLOPs for a random-init model) vs median latency, one labelled point per r."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -121,12 +127,13 @@ def plot(records: list[dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     xs = [r["median_ms"] for r in records]
-    ys = [r["top1"] * 100 for r in records]
+    scored = not records[0].get("random_init", False)
+    ys = [r["top1"] * 100 if scored else r["gflops"] for r in records]
     ax.plot(xs, ys, "o-")
     for rec, x, y in zip(records, xs, ys):
         ax.annotate(f"r={rec['tome_r']}", (x, y), textcoords="offset points", xytext=(4, 4))
     ax.set_xlabel("median latency, batch 1 (ms)")
-    ax.set_ylabel("top-1 (%)")
+    ax.set_ylabel("top-1 (%)" if scored else f"GFLOPs ({records[0]['weights']})")
     ax.set_title(f"ToMe: {records[0]['model']} on {records[0]['target']}")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()

@@ -101,3 +101,21 @@ def test_bench_refuses_bad_input():
                           "unknown edgevit mode 'int4'")
     assert_one_line_error(run_module("results", "bench", "--peers", "none"), "nothing to measure")
     assert_one_line_error(run_module("results", "bench", "--calib-images", "300"), "--calib-images")
+
+
+def test_bench_of_a_model_without_stored_weights_is_latency_only(tmp_path):
+    """--model with no weights on this machine: every contender loads one random init, no accuracy columns."""
+    out, build = tmp_path / "out", tmp_path / "build"
+    peers = ("pytorch-eager-fp32", "onnxruntime-fp32")
+    result = run_module("results", "bench", "--model", "vit_tiny_patch16_224", "--peers", ",".join(peers),
+                        "--rounds", 1, "--memory-runs", 0, "--threads", 2, "--build-dir", build, "--out", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = read_jsonl(out / "bench.jsonl")
+    assert [r["contender"] for r in records] == list(peers)
+    for r in records:
+        assert r["status"] == "ok" and r["model"] == "vit_tiny_patch16_224" and r["median_ms"] > 0, r
+        assert r["random_init"] and r["weights"] == "random init, latency only" and r["top1"] is None, r
+    assert (build / "vit_tiny_patch16_224-random-init.safetensors").is_file()
+    table = (out / "bench.md").read_text()
+    assert "random init, latency only" in table and "| top-1 |" not in table
+    assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -42,3 +42,29 @@ def test_shared_option_of_another_command_is_refused(capsys):
     with pytest.raises(SystemExit) as exit_info:
         parse_args(["--model", "m", "report", "f.jsonl"])
     assert exit_info.value.code == 2 and "--model does not apply to 'report'" in capsys.readouterr().err
+
+
+def test_model_weights_stored_or_one_random_init(data, tmp_path):
+    from results.model_weights import model_weights
+    from runtime.errors import EdgevitError
+
+    stored = model_weights("deit_tiny_patch16_224", tmp_path)
+    assert not stored.random_init and stored.path == data / "deit_tiny_patch16_224.safetensors"
+    first = model_weights("vit_tiny_patch16_224", tmp_path)
+    assert first.random_init and first.path == tmp_path / "vit_tiny_patch16_224-random-init.safetensors"
+    made = first.path.stat().st_mtime_ns
+    assert model_weights("vit_tiny_patch16_224", tmp_path).path.stat().st_mtime_ns == made  # made once
+    with pytest.raises(EdgevitError, match="unknown model 'no_such_vit'"):
+        model_weights("no_such_vit", tmp_path)
+
+
+def test_sweep_table_of_a_random_init_model_has_no_accuracy():
+    from results.sweep import markdown_table
+
+    record = {"model": "vit_small_patch16_224", "target": "host", "cpu": "cpu", "threads": 2, "n_images": 0,
+              "split": "labels.csv rows 257..", "tome_r": 0, "gflops": 4.6, "top1": None, "top5": None,
+              "median_ms": 20.0, "p90_ms": 21.0, "speedup_vs_first": 1.0, "weights": "random init, latency only",
+              "random_init": True}
+    table = markdown_table([record])
+    assert "random init, latency only" in table and "top-1" not in table
+    assert "| 0 | 4.60 | 20.00 | 21.00 | 1.00x |" in table

@@ -112,18 +112,19 @@ def emit_quantized_vit(qvit: QuantizedViT, numerics_cls, target: Target) -> tvm.
         with bb.dataflow():
             x = num.embed(num.linear(_patches(em, pixels, qvit.image_size, qvit.patch_size), qvit.patch))
             size = None
-            for block in qvit.blocks:
+            for index, block in enumerate(qvit.blocks):
                 attn_in = num.norm_for(x, block.ln1, block.qkv)
                 o, qkv = _attention(em, num, attn_in, block, qvit.num_heads, size)
                 x = num.residual_add(x, num.linear(o, block.proj, MergedHeads()), block.proj)
                 if block.tome_r:
                     dest = match_tokens(em, qkv, qvit.num_heads, block.tome_r, qvit.num_prefix)
                     x, size = emit_merge(em, x, size, dest, block.tome_r)
+                if index == len(qvit.blocks) - 1:  # only the prefix tokens reach the head: the last MLP (row-wise)
+                    x = em.rows(x, 0, qvit.num_prefix)  # runs on them alone, the other rows' result is never read
                 hidden = num.mlp_hidden(num.linear(num.norm_for(x, block.ln2, block.fc1), block.fc1), block.fc1,
                                         block.fc2)
                 x = num.residual_add(x, num.linear(hidden, block.fc2), block.fc2)
-            prefix = em.rows(x, 0, qvit.num_prefix)
-            logits = [num.head_logits(num.linear(num.norm_for(em.rows(prefix, i, i + 1), qvit.norm, head), head), head)
+            logits = [num.head_logits(num.linear(num.norm_for(em.rows(x, i, i + 1), qvit.norm, head), head), head)
                       for i, head in enumerate(qvit.heads)]
             out = bb.emit_output(_mean(em, logits))
         bb.emit_func_output(out)

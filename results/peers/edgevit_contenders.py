@@ -43,8 +43,9 @@ def check_build_request(model: str, modes: tuple[str, ...], tome_rs: tuple[int, 
 
 
 def build_bundles(model: str, modes: tuple[str, ...], tome_rs: tuple[int, ...], build_dir: Path, calib_count: int,
-                  log: Callable[[str], None]) -> list[Artifact | Unavailable]:
-    """Compile a host bundle for every (mode, r); a mode the compiler refuses is reported, not fatal."""
+                  log: Callable[[str], None], weights: Path | None = None) -> list[Artifact | Unavailable]:
+    """Compile a host bundle for every (mode, r) from `weights` (None: the stored ones); a mode the compiler
+    refuses is reported, not fatal."""
     from compile.pipeline import CompileArgs, compile_bundle
     from compile.quant.config import QuantConfig
 
@@ -55,7 +56,8 @@ def build_bundles(model: str, modes: tuple[str, ...], tome_rs: tuple[int, ...], 
             log(f"compile edgevit {mode}, ToMe r={r} -> {out}")
             try:
                 quant = QuantConfig(mode=mode, calib_count=calib_count)
-                path = compile_bundle(CompileArgs(target="host", model=model, quant=quant, tome_r=str(r), out=out),
+                path = compile_bundle(CompileArgs(target="host", model=model, weights=weights, quant=quant, tome_r=str(r),
+                                                  out=out),
                                       log=lambda m: log("  " + m))
             except (EdgevitError, NotImplementedError) as err:
                 built.append(Unavailable(f"edgevit-{mode}" + (f"-tome{r}" if r else ""), f"compile failed: {err}"))

@@ -36,10 +36,12 @@ class Unavailable:
 
 
 class PeerContext:
-    """What every peer is prepared from: one timm model with its weights, calibration images, a work folder."""
+    """What every peer is prepared from: one timm model with its weights (a checkpoint file; None: the stored
+    weights), calibration images, a work folder."""
 
-    def __init__(self, model_name: str, work_dir: Path, calib_count: int):
+    def __init__(self, model_name: str, work_dir: Path, calib_count: int, weights: Path | None = None):
         self.model_name = model_name
+        self.weights = weights
         self.work_dir = work_dir
         self.calib_count = calib_count
         self._onnx: dict[bool, Path] = {}  # made in this run; files left by an earlier run are not trusted
@@ -49,7 +51,7 @@ class PeerContext:
     def model(self):
         from compile.models import load_model
 
-        return load_model(self.model_name)
+        return load_model(self.model_name, self.weights)
 
     @cached_property
     def image_size(self) -> int:
@@ -86,7 +88,7 @@ def pytorch_eager(ctx: PeerContext) -> Artifact:
     """PyTorch eager FP32: the timm model itself, loaded from the same weights file."""
     from compile.models import stored_weights
 
-    return Artifact("pytorch-eager-fp32", "pytorch", stored_weights(ctx.model_name), ctx.model_name,
+    return Artifact("pytorch-eager-fp32", "pytorch", ctx.weights or stored_weights(ctx.model_name), ctx.model_name,
                     {"precision": "fp32", "mode": "eager, inference_mode"})
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from results.model_weights import RANDOM_INIT_NOTE
 from results.peers.prepare import Unavailable
 from results.peers.runners import Artifact
 
@@ -47,13 +48,19 @@ def run_bench(args: BenchArgs, console) -> list[dict]:
     from rich.progress import Progress
 
     from compile.data import evaluation_rows, labelled_images
+    from results.model_weights import model_weights
     from results.peers.peak_memory import measure_peak_rss
     from results.peers.runners import load_runner
     from results.timing import interleaved_latency_ms
     from runtime.evaluate import top5_predictions
 
     rows = evaluation_rows(args.eval_limit)  # a bad labels file fails before anything is prepared
-    contenders = _prepare(args, console)
+    weights = model_weights(args.model, args.build_dir)
+    if weights.random_init:
+        console.print(f"{args.model}: no stored weights, every contender loads one random init ({weights.path}); "
+                      "latency only, no accuracy")
+        rows = []
+    contenders = _prepare(args, weights.path, console)
     artifacts = [c for c in contenders if isinstance(c, Artifact)]
     runners = {a.name: load_runner(a, args.threads, args.spin_wait) for a in artifacts}
 
@@ -74,15 +81,15 @@ def run_bench(args: BenchArgs, console) -> list[dict]:
                 memory[artifact.name] = measure_peak_rss(artifact.to_json(), args.threads, args.memory_runs,
                                                          args.spin_wait)
                 progress.advance(task)
-    return _records(args, contenders, latency, top5, labels, memory)
+    return _records(args, contenders, latency, top5, labels, memory, weights.random_init)
 
 
-def _prepare(args: BenchArgs, console) -> list[Artifact | Unavailable]:
+def _prepare(args: BenchArgs, weights: Path, console) -> list[Artifact | Unavailable]:
     """Peers first, then edgevit bundles compiled here, then the bundles given; names made unique."""
     from results.peers.edgevit_contenders import build_bundles, bundle_artifact
     from results.peers.prepare import PeerContext, prepare_peer
 
-    ctx = PeerContext(args.model, args.build_dir / "peers", args.calib_count)
+    ctx = PeerContext(args.model, args.build_dir / "peers", args.calib_count, weights)
     contenders: list[Artifact | Unavailable] = []
     for name in args.peers:
         with console.status(f"preparing {name}"):
@@ -90,7 +97,7 @@ def _prepare(args: BenchArgs, console) -> list[Artifact | Unavailable]:
         console.print(f"{name}: " + (f"not available: {contenders[-1].reason}"
                                      if isinstance(contenders[-1], Unavailable) else "ready"))
     contenders += build_bundles(args.model, args.edgevit_modes, args.tome_r, args.build_dir / "edgevit",
-                                args.calib_count, console.print)
+                                args.calib_count, console.print, weights)
     contenders += [bundle_artifact(path, args.model) for path in args.bundles]
     return _unique_names(contenders)
 
@@ -104,7 +111,7 @@ def _unique_names(contenders: list[Artifact | Unavailable]) -> list[Artifact | U
             for c in contenders]
 
 
-def _records(args: BenchArgs, contenders, latency, top5, labels, memory) -> list[dict]:
+def _records(args: BenchArgs, contenders, latency, top5, labels, memory, random_init: bool) -> list[dict]:
     from compile.data import CALIBRATION_ROWS
     from runtime.bench import machine_facts
     from runtime.evaluate import accuracy
@@ -113,13 +120,14 @@ def _records(args: BenchArgs, contenders, latency, top5, labels, memory) -> list
     common = {"model": args.model, "batch": 1, "threads": args.threads, "spin_wait": args.spin_wait,
               "cpu": facts["cpu"], "machine": platform.machine(), "hostname": facts["hostname"],
               "n_images": len(labels), "split": f"labels.csv rows {CALIBRATION_ROWS + 1}..",
+              "weights": RANDOM_INIT_NOTE if random_init else "stored", "random_init": random_init,
               "versions": _versions(), "time_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     records = []
     for c in contenders:
         if isinstance(c, Unavailable):
             records.append({"contender": c.name, "status": "unavailable", "reason": c.reason, **common})
             continue
-        top1, top5_rate = accuracy(top5[c.name], labels)
+        top1, top5_rate = (None, None) if random_init else accuracy(top5[c.name], labels)
         records.append({"contender": c.name, "status": "ok", "runtime": c.kind, "recipe": c.recipe, **latency[c.name],
                         **memory.get(c.name, {}), "top1": top1, "top5": top5_rate, **common})
     return _with_speedups(records)
