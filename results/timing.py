@@ -14,9 +14,11 @@ from collections.abc import Callable
 
 import numpy as np
 
+PER_ROUND = 5  # timed calls of each contender in each round
+
 
 def interleaved_latency_ms(
-    contenders: dict[str, Callable[[], None]], *, rounds: int = 10, per_round: int = 5, warmup: int = 3, progress=None,
+    contenders: dict[str, Callable[[], None]], *, rounds: int = 10, per_round: int = PER_ROUND, warmup: int = 3, progress=None,
     shuffle_seed: int | None = None, settle_s: float = 0.0,
 ) -> dict[str, dict[str, float]]:
     """Median / p90 / mean latency (ms) per contender over rounds x per_round timed calls each."""

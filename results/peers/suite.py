@@ -47,11 +47,12 @@ def run_bench(args: BenchArgs, console) -> list[dict]:
     """One record per contender (unavailable ones included, with their reason)."""
     from rich.progress import Progress
 
-    from compile.data import evaluation_rows, labelled_images
+    from compile.data import CALIBRATION_ROWS, evaluation_rows, labelled_images
     from results.model_weights import model_weights
+    from results.peers.native import has_runner, native_record
     from results.peers.peak_memory import measure_peak_rss
     from results.peers.runners import load_runner
-    from results.timing import interleaved_latency_ms
+    from results.timing import PER_ROUND, interleaved_latency_ms
     from runtime.evaluate import top5_predictions
 
     rows = evaluation_rows(args.eval_limit)  # a bad labels file fails before anything is prepared
@@ -81,7 +82,16 @@ def run_bench(args: BenchArgs, console) -> list[dict]:
                 memory[artifact.name] = measure_peak_rss(artifact.to_json(), args.threads, args.memory_runs,
                                                          args.spin_wait)
                 progress.advance(task)
-    return _records(args, contenders, latency, top5, labels, memory, weights.random_init)
+        native_bundles = [a for a in artifacts if has_runner(a)]
+        task = progress.add_task("native runners (own process each)", total=len(native_bundles))
+        natives = {}
+        for artifact in native_bundles:
+            natives[artifact.name] = native_record(
+                artifact, threads=args.threads, runs=args.rounds * PER_ROUND, images=labelled_images() / "images",
+                labels_csv=labelled_images() / "labels.csv", rows=None if weights.random_init else
+                (CALIBRATION_ROWS, args.eval_limit))
+            progress.advance(task)
+    return _records(args, contenders, latency, top5, labels, memory, weights.random_init, natives)
 
 
 def _prepare(args: BenchArgs, weights: Path, console) -> list[Artifact | Unavailable]:
@@ -111,8 +121,11 @@ def _unique_names(contenders: list[Artifact | Unavailable]) -> list[Artifact | U
             for c in contenders]
 
 
-def _records(args: BenchArgs, contenders, latency, top5, labels, memory, random_init: bool) -> list[dict]:
+def _records(args: BenchArgs, contenders, latency, top5, labels, memory, random_init: bool,
+             natives: dict[str, dict]) -> list[dict]:
+    """One record per contender; an edgevit bundle with a native runner is followed by the runner's record."""
     from compile.data import CALIBRATION_ROWS
+    from results.peers.native import KIND
     from runtime.bench import machine_facts
     from runtime.evaluate import accuracy
 
@@ -130,6 +143,14 @@ def _records(args: BenchArgs, contenders, latency, top5, labels, memory, random_
         top1, top5_rate = (None, None) if random_init else accuracy(top5[c.name], labels)
         records.append({"contender": c.name, "status": "ok", "runtime": c.kind, "recipe": c.recipe, **latency[c.name],
                         **memory.get(c.name, {}), "top1": top1, "top5": top5_rate, **common})
+        if c.name in natives:
+            native = natives[c.name]
+            name = f"{c.name}-native"
+            if native["status"] != "ok":
+                records.append({"contender": name, "status": "unavailable", "reason": native["reason"], **common})
+            else:
+                records.append({"contender": name, "runtime": KIND, "recipe": c.recipe, "top1": None, "top5": None,
+                                **native, **common})
     return _with_speedups(records)
 
 

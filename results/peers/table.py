@@ -8,7 +8,8 @@ from pathlib import Path
 from results.model_weights import RANDOM_INIT_NOTE
 from results.records import save_figure
 
-FAMILY_COLORS = {"edgevit": "tab:red", "onnxruntime": "tab:blue", "pytorch": "tab:gray", "executorch": "tab:green",
+FAMILY_COLORS = {"edgevit": "tab:red", "edgevit-native": "darkred",
+                 "onnxruntime": "tab:blue", "pytorch": "tab:gray", "executorch": "tab:green",
                  "litert": "tab:orange"}
 
 
@@ -37,8 +38,10 @@ def _speedup(record: dict, key: str) -> str:
 
 
 def _memory(record: dict) -> str:
-    if "peak_rss_mb" in record:
+    if "peak_rss_growth_mb" in record:
         return f"{record['peak_rss_mb']:.0f} (+{record['peak_rss_growth_mb']:.0f})"
+    if "peak_rss_mb" in record:  # a native runner: no interpreter under it
+        return f"{record['peak_rss_mb']:.0f}"
     return record.get("peak_rss_error", "-")
 
 
@@ -56,7 +59,10 @@ def markdown_table(records: list[dict]) -> str:
         (f"{first['model']}, batch 1, {first['threads']} threads, {first['cpu']} ({first['machine']}), "
          f"{first['time_utc']}; {accuracy}. "
          f"Latency: contenders interleaved in one process, {_spin_note(first['spin_wait'])}; "
-         "peak RSS MB: each alone in a fresh process (growth over the bare interpreter in brackets)."),
+         "peak RSS MB: each alone in a fresh process (growth over the bare interpreter in brackets). "
+         "`-native` rows: the bundle's own bin/edgevit-run in its own process (its bench loop right after the "
+         "interleaved phase, as many timed runs; its own decoding and resampling for top-1; peak RSS of the whole "
+         "runner)."),
         "",
         (f"| contender | median ms | p90 ms | vs ONNX Runtime FP32 | vs best ONNX Runtime INT8{best_name} | "
          "peak RSS MB |" + (" top-1 | top-5 |" if scored else "")),
