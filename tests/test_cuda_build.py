@@ -2,14 +2,18 @@
 
 import hashlib
 import os
-import shutil
 
 import pytest
 
 from runtime.cuda_kernels import FATBIN_MAGIC, fatbin_for
+from tests.cuda_tools import bundle_fatbins, cuobjdump, needs_cuobjdump, needs_nvcc
 from tests.helpers import assert_one_line_error, cached_bundle, run_module
 
-needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc (CUDA toolkit) is not installed")
+
+@pytest.fixture(scope="module")
+def small_sm86_bundle(data):
+    """fp32 DeiT-tiny at 64 px (17 tokens: a quick build) for the desktop-GPU preset cuda-sm86."""
+    return cached_bundle("deit_tiny64-cuda-sm86-fp32", "--target", "cuda-sm86", "--image-size", "64")
 
 
 @needs_nvcc
@@ -54,6 +58,24 @@ def test_jetson_bundle_carries_fatbins(data):
     kernels = [name for name in manifest.files if name.startswith("device/")]
     assert kernels and all((bundle / name).read_bytes()[:4] == FATBIN_MAGIC for name in kernels)
     assert manifest.target.tvm_target["arch"] == "sm_87" and manifest.target.device == "cuda"
+
+
+@needs_nvcc
+def test_desktop_gpu_preset_builds(small_sm86_bundle):
+    from runtime.bundle import read_manifest, verify_files
+
+    manifest = read_manifest(small_sm86_bundle)
+    verify_files(small_sm86_bundle, manifest)
+    assert manifest.target.preset == "cuda-sm86" and manifest.target.arch == "x86_64"
+    fatbins = bundle_fatbins(small_sm86_bundle)
+    assert fatbins and all(path.read_bytes()[:4] == FATBIN_MAGIC for path in fatbins)
+
+
+@needs_nvcc
+@needs_cuobjdump
+def test_desktop_gpu_fatbin_holds_sm86_code(small_sm86_bundle):
+    for path in bundle_fatbins(small_sm86_bundle):
+        assert "sm_86" in cuobjdump("-lelf", path)
 
 
 def test_missing_nvcc_is_one_clear_error():
