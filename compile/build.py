@@ -48,9 +48,13 @@ def build_library(mod, preset: TargetPreset, out_path: Path, tuning_dir: Path | 
     target = preset.target()
     fcompile = cc.cross_compiler(preset.cross_compiler) if preset.cross_compiler else None
     if preset.device == "cuda":
+        import tvm
+
         from compile.cuda import compile_device_code
 
-        with target:
+        # One CUDA graph for the whole batch-1 inference: RewriteCUDAGraph (in the default pipeline, off
+        # unless this is set) lifts the static kernel sequence into a function captured on the first run.
+        with target, tvm.transform.PassContext(config={"relax.backend.use_cuda_graph": True}):
             mod = relax.get_default_pipeline(target)(mod)
         if dump is not None:
             dump("lowered", mod)

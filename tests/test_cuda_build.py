@@ -7,13 +7,13 @@ import pytest
 
 from runtime.cuda_kernels import FATBIN_MAGIC, fatbin_for
 from tests.cuda_tools import bundle_fatbins, cuobjdump, needs_cuobjdump, needs_nvcc
-from tests.helpers import assert_one_line_error, cached_bundle, run_module
+from tests.helpers import assert_one_line_error, bundle_ir, cached_bundle, run_module
 
 
 @pytest.fixture(scope="module")
 def small_sm86_bundle(data):
     """fp32 DeiT-tiny at 64 px (17 tokens: a quick build) for the desktop-GPU preset cuda-sm86."""
-    return cached_bundle("deit_tiny64-cuda-sm86-fp32", "--target", "cuda-sm86", "--image-size", "64")
+    return cached_bundle("deit_tiny64-cuda-sm86-fp32", "--target", "cuda-sm86", "--image-size", "64", dump_ir=True)
 
 
 @needs_nvcc
@@ -76,6 +76,21 @@ def test_desktop_gpu_preset_builds(small_sm86_bundle):
 def test_desktop_gpu_fatbin_holds_sm86_code(small_sm86_bundle):
     for path in bundle_fatbins(small_sm86_bundle):
         assert "sm_86" in cuobjdump("-lelf", path)
+
+
+@needs_nvcc
+def test_inference_is_one_cuda_graph(small_sm86_bundle):
+    """Every kernel but the first (it reads the caller's input) and the last (it writes the returned tensor)
+    is replayed from one captured graph: 3 launches per image instead of one per kernel."""
+    import tvm
+
+    from compile.cuda import count_launches
+
+    assert b"vm.builtin.cuda_graph.run_or_capture" in (small_sm86_bundle / "model.so").read_bytes()
+    count = count_launches(tvm.ir.load_json((bundle_ir(small_sm86_bundle) / "02_lowered.json").read_text()))
+    print(f"kernels per image: {count.kernels}; launches with the CUDA graph: {count.launches}")
+    assert count.graphs == 1 and count.kernels - count.graph_kernels <= 2
+    assert count.kernels >= 12 * 10  # 12 blocks of about a dozen kernels each
 
 
 def test_missing_nvcc_is_one_clear_error():
