@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import re
 
 import pytest
 
@@ -91,6 +92,46 @@ def test_inference_is_one_cuda_graph(small_sm86_bundle):
     print(f"kernels per image: {count.kernels}; launches with the CUDA graph: {count.launches}")
     assert count.graphs == 1 and count.kernels - count.graph_kernels <= 2
     assert count.kernels >= 12 * 10  # 12 blocks of about a dozen kernels each
+
+
+# DeiT-tiny's int8 GEMMs as (M, K, N): patch embedding, qkv, q @ k^T (per head), proj, fc1, fc2
+DEIT_TINY_GEMMS = {(196, 768, 192), (197, 192, 576), (197, 64, 197), (197, 192, 192), (197, 192, 768), (197, 768, 192)}
+
+
+def _int8_operands(signature: str) -> list[tuple[int, ...]]:
+    """Shapes of the int8 parameters in a TIR function's signature, in order."""
+    buffers = re.findall(r'T\.Buffer\(\((.*?)\), "(\w+)"\)', signature)
+    return [tuple(int(v) for v in re.findall(r"\d+", shape.replace("int64", ""))) for shape, dtype in buffers
+            if dtype == "int8"]
+
+
+@needs_nvcc
+@needs_cuobjdump
+@pytest.mark.slow
+def test_jetson_int8_gemms_run_on_tensor_cores(data):
+    """sm_87 int8 DeiT-tiny: every large GEMM is an int8 x int8 -> int32 wmma kernel (IMMA in its SASS, its
+    requantize / bias / GELU epilogue fused in); the small ones (head, p @ v with 64 columns) keep dp4a."""
+    import tvm
+
+    bundle = cached_bundle("deit_tiny-jetson-int8", "--target", "jetson", "--quant", "int8", dump_ir=True)
+    lowered = tvm.ir.load_json((bundle_ir(bundle) / "02_lowered.json").read_text())
+    tensor_core = {}
+    for gv, func in lowered.functions.items():
+        script = func.script() if isinstance(func, tvm.tirx.PrimFunc) else ""
+        if "T.tvm_mma_sync" in script:
+            assert '"int8", scope="wmma.matrix_a"' in script and '"int8", scope="wmma.matrix_b"' in script
+            assert '"int32", scope="wmma.accumulator"' in script
+            a, b = _int8_operands(next(line for line in script.splitlines() if line.startswith("def ")))[:2]
+            assert a[-1] == b[-2], (gv.name_hint, a, b)
+            tensor_core[gv.name_hint] = (a[-2], a[-1], b[-1])
+    assert set(tensor_core.values()) == DEIT_TINY_GEMMS
+    sass = "".join(cuobjdump("-sass", path) for path in bundle_fatbins(bundle))
+    imma = {}
+    for name, code in zip(re.findall(r"Function : (\S+)", sass), re.split(r"Function : \S+", sass)[1:]):
+        if "IMMA" in code:
+            imma[name] = code.count("IMMA")
+    print(f"{sum(imma.values())} IMMA in {len(imma)} kernels; {sass.count('IDP.4A')} dp4a (IDP.4A) left")
+    assert set(imma) == {f"{name}_kernel" for name in tensor_core}
 
 
 def test_missing_nvcc_is_one_clear_error():
