@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
-from dataclasses import dataclass
 
 from runtime.cuda_kernels import DEVICE_DIR, FATBIN_MAGIC
 from runtime.errors import EdgevitError
@@ -67,57 +66,3 @@ def compile_device_code(executable, preset: TargetPreset) -> dict[str, bytes]:
         raise EdgevitError(f"the build for {preset.name} produced no CUDA kernels")
     return files
 
-
-@dataclass(frozen=True)
-class LaunchCount:
-    """What one inference of a lowered CUDA module launches: kernels in all, and how many of them a CUDA graph replays."""
-
-    kernels: int  # device kernels per inference
-    graph_kernels: int  # of those, inside captured CUDA graphs
-    graphs: int  # graph launches per inference (vm.builtin.cuda_graph.run_or_capture)
-
-    @property
-    def launches(self) -> int:
-        """Launches per inference with the graphs: the kernels outside them, plus one per graph."""
-        return self.kernels - self.graph_kernels + self.graphs
-
-
-def _kernels_in(stmt) -> int:
-    """Device kernels under a scheduled TIR statement: its outermost blockIdx-bound loops (0 for host code)."""
-    from tvm import tirx
-
-    if isinstance(stmt, tirx.For) and stmt.thread_binding is not None \
-            and stmt.thread_binding.thread_tag.startswith("blockIdx"):
-        return 1
-    if isinstance(stmt, tirx.SeqStmt):
-        return sum(_kernels_in(child) for child in stmt.seq)
-    children = (getattr(stmt, name, None) for name in ("body", "block", "then_case", "else_case"))
-    return sum(_kernels_in(child) for child in children if isinstance(child, tirx.Stmt))
-
-
-def count_launches(mod) -> LaunchCount:
-    """LaunchCount of `mod` after the CUDA pipeline (what --dump-ir writes as 02_lowered)."""
-    import tvm
-    from tvm import relax, tirx
-
-    builtin = tvm.ir.Op.get("relax.call_builtin_with_ctx")
-
-    def calls(name: str) -> tuple[int, list[str]]:
-        """(kernels `name` launches itself, the graph-capture functions it runs)"""
-        kernels, captures = 0, []
-
-        def visit(expr) -> None:
-            nonlocal kernels
-            if not isinstance(expr, relax.Call):
-                return
-            if isinstance(expr.op, relax.GlobalVar) and isinstance(mod[expr.op], tirx.PrimFunc):
-                kernels += _kernels_in(mod[expr.op].body)
-            elif expr.op.same_as(builtin) and expr.args[0].global_symbol == "vm.builtin.cuda_graph.run_or_capture":
-                captures.append(expr.args[1].fields[0].name_hint)
-
-        relax.analysis.post_order_visit(mod[name], visit)
-        return kernels, captures
-
-    outside, captures = calls("main")
-    graph_kernels = sum(calls(name)[0] for name in captures)
-    return LaunchCount(kernels=outside + graph_kernels, graph_kernels=graph_kernels, graphs=len(captures))
