@@ -7,6 +7,7 @@ nvidia/cu13/bin) or a CUDA toolkit on PATH; tests that need them are skipped wit
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -47,3 +48,9 @@ def cuobjdump(*args: str | Path) -> str:
 def bundle_fatbins(bundle: Path) -> list[Path]:
     """The device code files a CUDA bundle ships (device/*.fatbin)."""
     return sorted((bundle / "device").glob("*.fatbin"))
+
+
+def kernel_sass(fatbin: Path) -> dict[str, str]:
+    """The SASS of each kernel in a fatbin / cubin (cuobjdump -sass): {kernel name: its instructions}."""
+    parts = re.split(r"^\s*Function : (\S+)\s*$", cuobjdump("-sass", fatbin), flags=re.MULTILINE)
+    return dict(zip(parts[1::2], parts[2::2]))

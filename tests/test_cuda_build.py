@@ -7,7 +7,7 @@ import re
 import pytest
 
 from runtime.cuda_kernels import FATBIN_MAGIC, fatbin_for
-from tests.cuda_tools import bundle_fatbins, cuobjdump, needs_cuobjdump, needs_nvcc
+from tests.cuda_tools import bundle_fatbins, cuobjdump, kernel_sass, needs_cuobjdump, needs_nvcc
 from tests.helpers import assert_one_line_error, bundle_ir, cached_bundle, run_module
 
 
@@ -125,12 +125,10 @@ def test_jetson_int8_gemms_run_on_tensor_cores(data):
             assert a[-1] == b[-2], (gv.name_hint, a, b)
             tensor_core[gv.name_hint] = (a[-2], a[-1], b[-1])
     assert set(tensor_core.values()) == DEIT_TINY_GEMMS
-    sass = "".join(cuobjdump("-sass", path) for path in bundle_fatbins(bundle))
-    imma = {}
-    for name, code in zip(re.findall(r"Function : (\S+)", sass), re.split(r"Function : \S+", sass)[1:]):
-        if "IMMA" in code:
-            imma[name] = code.count("IMMA")
-    print(f"{sum(imma.values())} IMMA in {len(imma)} kernels; {sass.count('IDP.4A')} dp4a (IDP.4A) left")
+    sass = {name: code for path in bundle_fatbins(bundle) for name, code in kernel_sass(path).items()}
+    imma = {name: code.count("IMMA") for name, code in sass.items() if "IMMA" in code}
+    dp4a = sum(code.count("IDP.4A") for code in sass.values())
+    print(f"{sum(imma.values())} IMMA in {len(imma)} of {len(sass)} kernels; {dp4a} dp4a (IDP.4A) left")
     assert set(imma) == {f"{name}_kernel" for name in tensor_core}
 
 

@@ -22,7 +22,7 @@ from compile.kernels import emit_int8_batch_matmul, emit_int8_dense
 from compile.kernels.dot_kernel import dot_kernel_for
 from compile.lowering import lower_for_cpu
 from targets import load_preset
-from tests.cuda_tools import cuobjdump, needs_cuobjdump, needs_nvcc
+from tests.cuda_tools import kernel_sass, needs_cuobjdump, needs_nvcc
 
 RNG_SEED = 0
 
@@ -335,12 +335,6 @@ def test_cuda_formulation_is_exact_on_cpu():
     _assert_exact(_run_on_host(_cpu_build(host, suite), suite), suite)
 
 
-def _kernel_sass(sass: str) -> dict[str, str]:
-    """cuobjdump -sass output split per kernel: {kernel name: its SASS}."""
-    parts = re.split(r"^\s*Function : (\S+)\s*$", sass, flags=re.MULTILINE)
-    return dict(zip(parts[1::2], parts[2::2]))
-
-
 @needs_nvcc
 @needs_cuobjdump
 def test_cuda_int8_gemms_use_tensor_cores_where_they_pay(tmp_path):
@@ -357,7 +351,7 @@ def test_cuda_int8_gemms_use_tensor_cores_where_they_pay(tmp_path):
     sass = {}
     for name, data in files.items():
         (tmp_path / Path(name).name).write_bytes(data)
-        sass.update(_kernel_sass(cuobjdump("-sass", tmp_path / Path(name).name)))
+        sass.update(kernel_sass(tmp_path / Path(name).name))
     for case in CASES:
         funcs = _prim_funcs_called(lowered, case.name)
         kernels = [code for kernel, code in sass.items() if kernel.split("_kernel")[0] in funcs]
