@@ -41,7 +41,8 @@ def _preset_for_this_gpu() -> str | None:
     return None
 
 
-pytestmark = [needs_nvcc, pytest.mark.skipif(_gpu_skip_reason() is not None, reason=str(_gpu_skip_reason()))]
+NO_GPU = _gpu_skip_reason()
+pytestmark = [needs_nvcc, pytest.mark.skipif(NO_GPU is not None, reason=str(NO_GPU))]
 
 
 @pytest.fixture(scope="module")
