@@ -65,4 +65,3 @@ def compile_device_code(executable, preset: TargetPreset) -> dict[str, bytes]:
     if not files:
         raise EdgevitError(f"the build for {preset.name} produced no CUDA kernels")
     return files
-
