@@ -2,7 +2,8 @@
 
 CPU presets are lowered by compile.lowering (the default pipeline leaves compute unscheduled), with
 the preset's tuning database where it has faster schedules (compile.tuning);
-CUDA presets use TVM's GPU pipeline (dlight rules) and nvcc for device code (compile.cuda).
+CUDA presets use TVM's GPU pipeline (dlight rules) with int8 GEMMs on tensor cores and one CUDA graph
+(compile.cuda_lowering), and nvcc for device code (compile.cuda).
 """
 
 from __future__ import annotations
@@ -49,11 +50,9 @@ def build_library(mod, preset: TargetPreset, out_path: Path, tuning_dir: Path | 
     fcompile = cc.cross_compiler(preset.cross_compiler) if preset.cross_compiler else None
     if preset.device == "cuda":
         from compile.cuda import compile_device_code
+        from compile.cuda_lowering import lower_for_cuda
 
-        with target:
-            mod = relax.get_default_pipeline(target)(mod)
-        if dump is not None:
-            dump("lowered", mod)
+        mod = lower_for_cuda(mod, target, dump)
         executable = relax.build(mod, target=target, relax_pipeline=None)
         extra_files = compile_device_code(executable, preset)
     else:

@@ -47,11 +47,14 @@ def _source_digest() -> str:
     return digest.hexdigest()[:16]
 
 
-def cached_bundle(name: str, *compile_args: str) -> Path:
-    """Compile a bundle once per source version (python -m compile ... --out CACHE/...) and reuse it."""
+def cached_bundle(name: str, *compile_args: str, dump_ir: bool = False) -> Path:
+    """Compile a bundle once per source version (python -m compile ... --out CACHE/...) and reuse it.
+
+    dump_ir: also keep its --dump-ir phases, in bundle_ir(bundle)."""
     out = edgevit_cache_dir() / "bundles" / _source_digest() / name
     if not (out / "manifest.json").is_file():
-        result = run_module("compile", *compile_args, "--out", out)
+        dump = ("--dump-ir", bundle_ir(out)) if dump_ir else ()
+        result = run_module("compile", *compile_args, *dump, "--out", out)
         assert result.returncode == 0, result.stderr[-3000:]
         assert result.stdout.strip().splitlines()[-1] == str(out)
     return out
@@ -90,6 +93,11 @@ def compile_timm_folder(name: str, model_args: dict, folder: Path, *flags: str, 
     result = run_module("compile", "--weights", folder / "weights", *flags, "--out", bundle)
     assert result.returncode == 0, result.stderr[-3000:]
     return model, bundle
+
+
+def bundle_ir(bundle: Path) -> Path:
+    """Where cached_bundle(..., dump_ir=True) keeps the IR phases of `bundle` (beside it, not in it)."""
+    return bundle.with_name(bundle.name + ".ir")
 
 
 def ina3221_tree(root: Path) -> str:

@@ -22,6 +22,7 @@ from compile.kernels import emit_int8_batch_matmul, emit_int8_dense
 from compile.kernels.dot_kernel import dot_kernel_for
 from compile.lowering import lower_for_cpu
 from targets import load_preset
+from tests.cuda_tools import kernel_sass, needs_cuobjdump, needs_nvcc
 
 RNG_SEED = 0
 
@@ -323,17 +324,52 @@ def test_arm_kernels_are_exact_on_emulated_board(arm_libraries, preset, cpu, tmp
 # ---- CUDA ----------------------------------------------------------------------------------------
 
 def test_cuda_formulation_is_exact_on_cpu():
-    """The Relax graph emitted for CUDA (uint8-shifted activation + correction), run by the CPU."""
-    suite = _suite(load_preset("jetson").target())
+    """The Relax graph emitted for CUDA, both forms (int8 x int8 for tensor cores, uint8-shifted for dp4a, each
+    with its correction), run by the CPU."""
+    from compile.kernels.cuda_matmul import use_tensor_cores
+
+    target = load_preset("jetson").target()
+    assert {use_tensor_cores(target, c.m, c.n, c.k) for c in CASES} == {True, False}
+    suite = _suite(target)
     host = load_preset("host").target()
     _assert_exact(_run_on_host(_cpu_build(host, suite), suite), suite)
 
 
-@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc (CUDA toolkit) is not installed")
-def test_cuda_build_compiles_for_sm87():
+@needs_nvcc
+@needs_cuobjdump
+def test_cuda_int8_gemms_use_tensor_cores_where_they_pay(tmp_path):
+    """sm_87: the large GEMMs run IMMA (int8 tensor cores), the tiny ones (head, M = 1) keep dp4a."""
     from compile.cuda import compile_device_code
+    from compile.cuda_lowering import lower_for_cuda
+    from compile.kernels.cuda_matmul import use_tensor_cores
 
     preset = load_preset("jetson")
-    suite = _suite(preset.target())
-    files = compile_device_code(relax.build(suite.module, target=preset.target()), preset)
-    assert files and all(name.startswith("device/") for name in files)
+    target = preset.target()
+    suite = _suite(target)
+    lowered = lower_for_cuda(suite.module, target)
+    files = compile_device_code(relax.build(lowered, target=target, relax_pipeline=None), preset)
+    sass = {}
+    for name, data in files.items():
+        (tmp_path / Path(name).name).write_bytes(data)
+        sass.update(kernel_sass(tmp_path / Path(name).name))
+    for case in CASES:
+        funcs = _prim_funcs_called(lowered, case.name)
+        kernels = [code for kernel, code in sass.items() if kernel.split("_kernel")[0] in funcs]
+        assert kernels, case.name
+        imma = sum(code.count("IMMA") for code in kernels)
+        print(f"{case.name}: {imma} IMMA")
+        assert (imma > 0) == use_tensor_cores(target, case.m, case.n, case.k), case.name
+
+
+def _prim_funcs_called(mod: tvm.IRModule, name: str) -> set[str]:
+    """The TIR functions Relax function `name` calls, itself or through its captured CUDA graphs."""
+    called = set()
+
+    def visit(expr) -> None:
+        if isinstance(expr, relax.Call) and isinstance(expr.op, relax.GlobalVar):
+            called.add(expr.op.name_hint)
+
+    for gv, func in mod.functions.items():
+        if gv.name_hint == name or gv.name_hint.startswith(f"{name}_cuda_graph"):
+            relax.analysis.post_order_visit(func, visit)
+    return {n for n in called if isinstance(mod[n], tvm.tirx.PrimFunc)}

@@ -6,7 +6,9 @@ from runtime.errors import EdgevitError
 from targets import list_presets, load_preset
 from tests.helpers import run_module
 
-EXPECTED = {"host", "x86-avx512", "rpi4", "rpi5", "aarch64", "jetson-orin-nano", "jetson-agx-orin", "jetson-xavier"}
+CUDA_SM = ("80", "86", "89", "90")
+EXPECTED = {"host", "x86-avx512", "rpi4", "rpi5", "aarch64", "jetson-orin-nano", "jetson-agx-orin", "jetson-xavier",
+            *(f"cuda-sm{sm}" for sm in CUDA_SM)}
 
 
 def test_every_preset_builds_a_tvm_target():
@@ -28,6 +30,15 @@ def test_board_specs():
     assert "asimddp" not in load_preset("rpi4").required_cpu_features
     assert load_preset("rpi5").target().attrs["feature.has_dotprod"]
     assert not load_preset("rpi4").target().attrs["feature.has_dotprod"]
+
+
+@pytest.mark.parametrize("sm", CUDA_SM)
+def test_desktop_gpu_presets(sm):
+    preset = load_preset(f"cuda-sm{sm}")
+    assert preset.device == "cuda" and preset.arch == "x86_64" and preset.cross_compiler is None
+    target = preset.target()
+    assert target.attrs["arch"] == f"sm_{sm}"
+    assert target.host.kind.name == "llvm" and target.host.attrs["mtriple"].startswith("x86_64")
 
 
 def test_host_is_detected_from_this_machine():

@@ -8,7 +8,8 @@ CPU targets get one TE function per matmul (compile.kernels.packed_gemm: operand
 target's dot instruction, constant weights packed here in numpy) that compile.schedule.int8_gemm
 tiles and tensorizes with the target's instruction (compile.kernels.dot_kernel: AVX-512 VNNI
 vpdpbusd, AVX2 vpmaddwd, ARM dotprod sdot, ARMv8.0 NEON smull + sadalp, else a widening fallback);
-CUDA targets get plain Relax matmuls for dlight (compile.kernels.cuda_matmul).
+CUDA targets get plain Relax matmuls, int8 x int8 on tensor cores where they pay, else uint8 x int8 for
+dlight's SIMT schedule (compile.kernels.cuda_matmul).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def emit_int8_dense(bb: relax.BlockBuilder, x: relax.Expr, weight: np.ndarray, t
     if target.kind.name == "cuda":
         if (start, stop) != (0, x_k):
             x = bb.emit(relax.op.strided_slice(x, [len(x.ty.shape) - 1], [start], [stop]))
-        return cuda_matmul.dense(bb, x, weight)
+        return cuda_matmul.dense(bb, x, weight, target)
     plan = GemmPlan.make(dot_kernel_for(target), m, weight.shape[1], k, x.ty.dtype)
     args = [x, relax.const(packed_gemm.pack_weight(weight, plan))]
     correction = packed_gemm.weight_correction(weight, plan)
@@ -142,7 +143,7 @@ def emit_int8_batch_matmul(bb: relax.BlockBuilder, a: relax.Expr, b: relax.Expr,
     if target.kind.name == "cuda":
         a = a_view.relax(bb, a) if a_view else a
         b = b_view.relax(bb, b) if b_view else b
-        return cuda_matmul.batch_matmul(bb, a, b, transpose_b)
+        return cuda_matmul.batch_matmul(bb, a, b, transpose_b, target)
     plan = GemmPlan.make(dot_kernel_for(target), m, n, k, a.ty.dtype)
     view_a, view_b = _viewed(a_view), _viewed(b_view)
     args = [a, b]

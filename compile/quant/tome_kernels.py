@@ -5,8 +5,8 @@
   prefix tokens masked), the r A tokens with the highest best score (ties: lower index first, a stable
   descending sort) merge into their partner's row, the rest keep their order. Output layout: protected
   A tokens, protected B tokens, other kept A tokens, other B tokens.
-- `tome_merge`: x [N, C] and size [N, 1] summed into their rows (x weighted by size), then the
-  size-weighted mean: a float division, or for integers round half up, floor((2 sum + s) / (2 s)).
+- `tome_merge`: x [N, C] and size [N, 1] summed into their rows of the output (x weighted by size), then
+  the size-weighted mean in place: a float division, or for integers round half up, floor((2 sum + s) / (2 s)).
 
 Serial loops (the work is a few thousand operations; the merge's channel loop is vectorized): with
 the thread pool asleep between kernels a parallel region would cost more than the work. On CUDA
@@ -29,14 +29,15 @@ def _destinations_func(num_a: int, num_b: int, r: int, protected: int, gpu: bool
     keep_a, keep_b = (protected + 1) // 2, protected // 2
     tokens = num_a + num_b
     kept = num_a - r
+    scratch = "local" if gpu else "global"  # CUDA kernels cannot allocate global memory
 
     @T.prim_func(private=True, s_tir=True)
     def destinations(scores: T.Buffer((num_a, num_b), "int32"), dest: T.Buffer((tokens,), "int32")):
         T.func_attr({"tirx.is_scheduled": True, "op_pattern": OPAQUE})
         with T.sblock("root"):
-            best = T.sblock_alloc_buffer((num_a,), "int32")
-            partner = T.sblock_alloc_buffer((num_a,), "int32")
-            merged = T.sblock_alloc_buffer((num_a,), "int32")
+            best = T.sblock_alloc_buffer((num_a,), "int32", scope=scratch)
+            partner = T.sblock_alloc_buffer((num_a,), "int32", scope=scratch)
+            merged = T.sblock_alloc_buffer((num_a,), "int32", scope=scratch)
             count = T.sblock_alloc_buffer((1,), "int32", scope="local")
             for _t in T.thread_binding(1, thread="threadIdx.x") if gpu else T.serial(1):
                 for a in T.serial(num_a):
@@ -86,25 +87,24 @@ def _merge_func(tokens: int, out_tokens: int, channels: int, dtype: str, lanes: 
               out_size: T.Buffer((out_tokens, 1), dtype)):
         T.func_attr({"tirx.is_scheduled": True, "op_pattern": OPAQUE})
         with T.sblock("root"):
-            total = T.sblock_alloc_buffer((out_tokens, channels), dtype)
             for _t in T.thread_binding(1, thread="threadIdx.x") if gpu else T.serial(1):
                 for i, v in T.grid(out_tokens, vectors):
                     for w in T.vectorized(width):
-                        total[i, v * width + w] = T.Cast(dtype, 0)
+                        out[i, v * width + w] = T.Cast(dtype, 0)
                 for i in T.serial(out_tokens):
                     out_size[i, 0] = T.Cast(dtype, 0)
                 for j in T.serial(tokens):
                     out_size[dest[j], 0] = out_size[dest[j], 0] + size[j, 0]
                     for v in T.serial(vectors):
                         for w in T.vectorized(width):
-                            total[dest[j], v * width + w] = total[dest[j], v * width + w] + x[j, v * width + w] * size[j, 0]
+                            out[dest[j], v * width + w] = out[dest[j], v * width + w] + x[j, v * width + w] * size[j, 0]
                 for i, v in T.grid(out_tokens, vectors):
                     for w in T.vectorized(width):
                         if integer:
-                            out[i, v * width + w] = T.floordiv(2 * total[i, v * width + w] + out_size[i, 0],
+                            out[i, v * width + w] = T.floordiv(2 * out[i, v * width + w] + out_size[i, 0],
                                                                2 * out_size[i, 0])
                         else:
-                            out[i, v * width + w] = total[i, v * width + w] / out_size[i, 0]
+                            out[i, v * width + w] = out[i, v * width + w] / out_size[i, 0]
 
     return merge
 

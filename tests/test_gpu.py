@@ -1,0 +1,113 @@
+"""CUDA bundles on a real GPU: they load from their shipped fatbins and compute what the host bundles and
+PyTorch compute. Skipped, with the reason, where no CUDA device is present (the CPU-only CI machines); the
+device code is checked without a GPU in test_cuda_build.py and test_int8_kernels.py."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compile.data import evaluation_rows
+from runtime.errors import EdgevitError
+from tests.cuda_tools import needs_nvcc
+from tests.helpers import cached_bundle
+from tests.reference import load_batch, torch_logits
+
+
+def _gpu_skip_reason() -> str | None:
+    """Why the GPU tests cannot run here, None when a CUDA device is present (TVM loads its CUDA runtime,
+    libtvm_runtime_cuda.so, at import where libcuda.so.1 is found)."""
+    import tvm
+
+    if not tvm.cuda(0).exist:
+        return "no CUDA device (tvm.cuda(0) does not exist: no GPU, or no driver / libcuda.so.1)"
+    return None
+
+
+def _preset_for_this_gpu() -> str | None:
+    """The target preset for the GPU at hand: a Jetson (sm_87 + aarch64) or a cuda-sm<NN> preset on x86-64."""
+    import tvm
+
+    from runtime.cpu_features import machine_arch
+    from targets import list_presets
+
+    arch = "sm_" + tvm.cuda(0).compute_version.replace(".", "")
+    for preset in list_presets():
+        if preset.device == "cuda" and preset.tvm_target["arch"] == arch and preset.arch == machine_arch():
+            return preset.name
+    return None
+
+
+NO_GPU = _gpu_skip_reason()
+pytestmark = [needs_nvcc, pytest.mark.skipif(NO_GPU is not None, reason=str(NO_GPU))]
+
+
+@pytest.fixture(scope="module")
+def gpu_preset() -> str:
+    name = _preset_for_this_gpu()
+    if name is None:
+        import tvm
+
+        pytest.skip(f"no target preset for this GPU (compute capability {tvm.cuda(0).compute_version})")
+    return name
+
+
+def _gpu_bundle(preset: str, quant: str) -> Path:
+    return cached_bundle(f"deit_tiny-{preset}-{quant}", "--target", preset, "--quant", quant)
+
+
+def _logits(bundle: Path, images: Path, names: list[str]) -> np.ndarray:
+    from runtime.bundle import open_bundle
+    from runtime.preprocess import Preprocess
+    from runtime.session import InferenceSession
+
+    session = InferenceSession(open_bundle(bundle))
+    preprocess = Preprocess.from_manifest(session.bundle.manifest.input)
+    return np.concatenate([session.run(preprocess.load(images / name)[None]) for name in names])
+
+
+def _names(limit: int | None = None) -> list[str]:
+    return [name for name, _ in evaluation_rows(limit)]
+
+
+def test_bundle_loads_its_shipped_kernels(gpu_preset, images_dir, tmp_path):
+    """A bundle runs from its shipped fatbins; one missing a fatbin is refused."""
+    bundle = _gpu_bundle(gpu_preset, "fp32")
+    assert np.isfinite(_logits(bundle, images_dir, _names(1))).all()
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy)
+    next((copy / "device").glob("*.fatbin")).unlink()
+    with pytest.raises((EdgevitError, RuntimeError)):
+        _logits(copy, images_dir, _names(1))
+
+
+def test_fp32_matches_pytorch(gpu_preset, images_dir):
+    from compile.models import load_model
+    from runtime.bundle import open_bundle
+    from runtime.preprocess import Preprocess
+
+    bundle = _gpu_bundle(gpu_preset, "fp32")
+    names = _names(16)
+    expected = torch_logits(load_model("deit_tiny_patch16_224"),
+                            load_batch(Preprocess.from_manifest(open_bundle(bundle).manifest.input), images_dir, names))
+    assert np.abs(_logits(bundle, images_dir, names) - expected).max() <= 1e-3
+
+
+def test_int8_agrees_with_the_host_int8_bundle(gpu_preset, int8_bundle, images_dir):
+    """Same integer GEMMs (tensor cores / dp4a vs the CPU's dot instructions), float nonlinearities."""
+    names = _names()
+    gpu = _logits(_gpu_bundle(gpu_preset, "int8"), images_dir, names)
+    host = _logits(int8_bundle, images_dir, names)
+    agreement = float((gpu.argmax(1) == host.argmax(1)).mean())
+    print(f"int8 top-1 agreement GPU vs host: {agreement:.4f} over {len(names)} images")
+    assert agreement >= 0.99
+
+
+def test_int8_full_equals_the_host_bundle_bit_for_bit(gpu_preset, int8_full_bundle, images_dir):
+    """Integer only: the GPU's logits equal the host bundle's exactly (test_quant checks those against numpy)."""
+    names = _names(32)
+    gpu = _logits(_gpu_bundle(gpu_preset, "int8-full"), images_dir, names)
+    assert np.array_equal(gpu, _logits(int8_full_bundle, images_dir, names))
