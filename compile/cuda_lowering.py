@@ -21,6 +21,8 @@ import tvm
 from tvm import s_tir, tirx
 from tvm.target import Target
 
+from compile.prim_funcs import rewrite_unscheduled
+
 PIPELINE_ANNOTATIONS = ("software_pipeline_order", "software_pipeline_stage")
 
 
@@ -80,15 +82,12 @@ class ScheduleInt8TensorCores:
         self.target = target
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        updates = {}
-        for gv, func in mod.functions.items():
-            if not isinstance(func, tirx.PrimFunc) or func.attrs.get("tirx.is_scheduled", False):
-                continue
-            if _int8_matmul_block(func):
-                updates[gv] = tensor_core_schedule(func, self.target) or func.with_attr("dlight.do_not_tensorize", True)
-        for gv, func in updates.items():
-            mod[gv] = func
-        return mod
+        return rewrite_unscheduled(mod, self._on_tensor_cores)
+
+    def _on_tensor_cores(self, func: tirx.PrimFunc) -> tirx.PrimFunc | None:
+        if not _int8_matmul_block(func):
+            return None
+        return tensor_core_schedule(func, self.target) or func.with_attr("dlight.do_not_tensorize", True)
 
 
 def lower_for_cuda(mod: tvm.IRModule, target: Target,

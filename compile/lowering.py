@@ -16,6 +16,7 @@ import tvm
 from tvm import relax, tirx
 from tvm.target import Target
 
+from compile.prim_funcs import rewrite_unscheduled
 from compile.schedule import hand_schedule
 from compile.schedule.small_work import serial_if_small
 
@@ -40,13 +41,7 @@ class ScheduleForCPU:
         self.target = target
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        updates = {}
-        for gv, func in mod.functions.items():
-            if isinstance(func, tirx.PrimFunc) and not func.attrs.get("tirx.is_scheduled", False):
-                updates[gv] = _schedule_func(func, self.target)
-        for gv, func in updates.items():
-            mod[gv] = func
-        return mod
+        return rewrite_unscheduled(mod, lambda func: _schedule_func(func, self.target))
 
 
 def _legalize_gelu(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:

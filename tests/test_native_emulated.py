@@ -2,11 +2,13 @@
 Python, numpy or TVM: a sysroot of glibc and libstdc++ only, under qemu-aarch64-static."""
 
 import json
+import re
 
 import pytest
 
 from runtime.bundle import RUNNER
-from tests.helpers import run_module
+from tests.cuda_tools import needs_nvcc
+from tests.helpers import cached_bundle, run_module
 
 IMAGES = ["ILSVRC2012_val_00000347.JPEG", "ILSVRC2012_val_00000355.JPEG"]
 
@@ -50,3 +52,18 @@ def test_rpi5_bundle_refused_by_native_runner_on_cortex_a72(bare_boards, rpi5_in
     assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "asimddp" in last and "rpi5" in last, last
+
+
+@needs_nvcc
+@pytest.mark.slow
+def test_cuda_bundle_on_a_board_without_cuda_names_the_missing_library(bare_boards, images_dir):
+    """A Jetson bundle carries lib/libtvm_runtime_cuda.so; on a board without the CUDA libraries it links, the
+    runner says which one is missing (one line, exit 2), not a loader error."""
+    bundle = cached_bundle("deit_tiny-jetson-fp32", "--target", "jetson")
+    assert "lib/libtvm_runtime_cuda.so" in json.loads((bundle / "manifest.json").read_text())["files"]
+    board = bare_boards["cortex-a76"]
+    result = board.run(board.host_program_argv(bundle / RUNNER, ["run", str(bundle), str(images_dir / IMAGES[0])]),
+                       timeout_s=600)
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and re.search(r"needs libcu\w*\.so\.\d+", last) and "jetson" in last, last

@@ -7,6 +7,7 @@ from tvm import tirx
 from tvm.s_tir import meta_schedule as ms
 from tvm.target import Target
 
+from compile.prim_funcs import rewrite_unscheduled
 from compile.tuning.database import records_for, workload_of
 from compile.tuning.hand import is_hand_trace
 
@@ -25,14 +26,11 @@ class ApplyTuningDatabase:
         self.target = target
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        updates = {}
-        for gv, func in mod.functions.items():
-            if not isinstance(func, tirx.PrimFunc) or func.attrs.get("tirx.is_scheduled", False):
-                continue
-            records = records_for(self.database, workload_of(func), self.target)
-            if records and not is_hand_trace(records[0].trace):
-                tuned = records[0].as_measure_candidate().sch.mod["main"].without_attr("global_symbol")
-                updates[gv] = tuned.with_attrs(func.attrs).with_attr("tirx.is_scheduled", True)
-        for gv, func in updates.items():
-            mod[gv] = func
-        return mod
+        return rewrite_unscheduled(mod, self._tuned)
+
+    def _tuned(self, func: tirx.PrimFunc) -> tirx.PrimFunc | None:
+        records = records_for(self.database, workload_of(func), self.target)
+        if not records or is_hand_trace(records[0].trace):
+            return None
+        tuned = records[0].as_measure_candidate().sch.mod["main"].without_attr("global_symbol")
+        return tuned.with_attrs(func.attrs).with_attr("tirx.is_scheduled", True)
