@@ -165,13 +165,22 @@ GLIBC_AND_LIBSTDCXX = ("ld-linux-aarch64.so.1", "libc.so.6", "libm.so.6", "libdl
 
 
 def bare_board(cpu: str, root: Path) -> EmulatedBoard:
-    """A board under `root` whose sysroot holds only glibc, libstdc++ and libgcc_s (no Python, numpy or TVM)."""
+    """A board under `root` whose sysroot holds only glibc, libstdc++ and libgcc_s (no Python, numpy or TVM).
+
+    The loader's own directories must exist in the sysroot, and so must an (empty, so ignored) ld.so.cache:
+    qemu would otherwise resolve them on the host, whose multiarch /lib/aarch64-linux-gnu (the arm64 -dev
+    packages the runner links statically bring libc6:arm64) holds another build of glibc than this loader's.
+    """
     if shutil.which(QEMU) is None:
         raise RuntimeError(f"emulated boards need {QEMU} (apt package qemu-user-static)")
-    lib = root / "lib"
-    lib.mkdir(parents=True, exist_ok=True)
+    multiarch = root / "lib" / "aarch64-linux-gnu"
+    multiarch.mkdir(parents=True, exist_ok=True)
+    (root / "usr" / "lib" / "aarch64-linux-gnu").mkdir(parents=True, exist_ok=True)
+    (root / "etc").mkdir(exist_ok=True)
+    (root / "etc" / "ld.so.cache").write_bytes(b"")
     for name in GLIBC_AND_LIBSTDCXX:
-        shutil.copy2((CROSS_TARGET_LIBS / name).resolve(), lib / name)
+        shutil.copy2((CROSS_TARGET_LIBS / name).resolve(), multiarch / name)
+    os.replace(multiarch / "ld-linux-aarch64.so.1", root / "lib" / "ld-linux-aarch64.so.1")  # the ELF interpreter path
     return EmulatedBoard(root, cpu)
 
 
