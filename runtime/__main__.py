@@ -9,14 +9,9 @@ import os
 import sys
 from pathlib import Path
 
-# On a board only numpy, pillow and TVM are installed. tvm_ffi imports torch opportunistically when
-# it is present, which on a development host would add ~1 s and hundreds of MB to every number this
-# runtime reports; refusing those imports here makes the host measure what a board would run.
-for _name in ("torch", "timm", "onnx", "onnxruntime", "compile"):
-    sys.modules.setdefault(_name, None)
-# The apache-tvm wheel's libtvm_compiler.so (~250 MB) is not needed to run a bundle: load only
-# libtvm_runtime.so (and libtvm_ffi.so), as a board with a runtime-only TVM would.
-os.environ["TVM_USE_RUNTIME_LIB"] = "1"
+from runtime.as_on_a_board import load_as_on_a_board
+
+load_as_on_a_board()  # before TVM is imported: its runtime library only, no torch
 
 from runtime.errors import run_cli  # noqa: E402
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import platform
-import resource
 import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from runtime.errors import EdgevitError
+from runtime.memory import peak_rss_mb
 from runtime.session import InferenceSession
 
 
@@ -28,28 +27,6 @@ class BenchResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def status_mb(field: str, status: str = "/proc/self/status") -> float:
-    """A memory field of this process from /proc/self/status (VmRSS: now, VmHWM: peak), in MiB.
-
-    VmHWM belongs to the address space, which exec replaces; getrusage's ru_maxrss does not restart at
-    exec, so a process forked from a large parent (pytest, a benchmark driver) would report the
-    parent's size.
-    """
-    with open(status) as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024.0
-    raise EdgevitError(f"no {field} in {status}")
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB (ru_maxrss where /proc is not mounted)."""
-    try:
-        return status_mb("VmHWM")
-    except (OSError, EdgevitError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def bench(session: InferenceSession, *, warmup: int, repeat: int, threads: int) -> BenchResult:

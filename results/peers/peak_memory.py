@@ -8,21 +8,28 @@ growth over the interpreter as it started (before anything beyond the standard l
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from runtime.bench import status_mb
+from runtime.memory import status_mb
+
+if TYPE_CHECKING:
+    from runtime.preprocess import Preprocess
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def measure_peak_rss(artifact_json: str, threads: int, runs: int, spin_wait: bool, timeout_s: float = 900) -> dict:
+def measure_peak_rss(artifact_json: str, preprocess: Preprocess, threads: int, runs: int, spin_wait: bool,
+                     timeout_s: float = 900) -> dict:
     """{"peak_rss_mb", "rss_start_mb", "peak_rss_growth_mb"} of one artifact (Artifact.to_json()), or
-    {"peak_rss_error": ...} when the probe fails."""
-    proc = subprocess.run([sys.executable, "-m", "results.peers.peak_memory", artifact_json, str(threads), str(runs),
-                           str(int(spin_wait))],
+    {"peak_rss_error": ...} when the probe fails. The input transform is handed over, so the probe never
+    imports timm (and torch) to look it up: a contender is charged only for what it loads itself."""
+    proc = subprocess.run([sys.executable, "-m", "results.peers.peak_memory", artifact_json,
+                           json.dumps(dataclasses.asdict(preprocess)), str(threads), str(runs), str(int(spin_wait))],
                           cwd=REPO, capture_output=True, text=True, timeout=timeout_s, check=False)
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
@@ -31,11 +38,18 @@ def measure_peak_rss(artifact_json: str, threads: int, runs: int, spin_wait: boo
     return json.loads(lines[-1])
 
 
-def _probe(artifact_json: str, threads: int, runs: int, spin_wait: bool) -> dict:
+def _probe(artifact_json: str, preprocess_json: str, threads: int, runs: int, spin_wait: bool) -> dict:
     start_mb = status_mb("VmRSS")
-    from results.peers.runners import Artifact, load_runner
+    artifact = json.loads(artifact_json)
+    if artifact["kind"] == "edgevit":  # measured as python -m runtime runs it on a board
+        from runtime.as_on_a_board import load_as_on_a_board
 
-    runner = load_runner(Artifact.from_json(artifact_json), threads, spin_wait)
+        load_as_on_a_board()
+    from results.peers.runners import Artifact, load_runner
+    from runtime.preprocess import Preprocess
+
+    preprocess = Preprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(preprocess_json).items()})
+    runner = load_runner(Artifact.from_json(artifact_json), threads, spin_wait, preprocess)
     x = runner.example()
     for _ in range(3 + runs):  # 3 warm-up runs, then the measured ones
         runner.run(x)
@@ -44,4 +58,4 @@ def _probe(artifact_json: str, threads: int, runs: int, spin_wait: bool) -> dict
 
 
 if __name__ == "__main__":
-    print(json.dumps(_probe(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1")))
+    print(json.dumps(_probe(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1")))

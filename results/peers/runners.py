@@ -55,7 +55,7 @@ class Runner:
                                        interpolation=p.interpolation))
 
 
-def load_runner(artifact: Artifact, threads: int, spin_wait: bool) -> Runner:
+def load_runner(artifact: Artifact, threads: int, spin_wait: bool, preprocess: Preprocess | None = None) -> Runner:
     """Load `artifact` with `threads` intra-op threads.
 
     TVM and PyTorch read their thread count and spin policy from the environment, set by the caller
@@ -68,7 +68,7 @@ def load_runner(artifact: Artifact, threads: int, spin_wait: bool) -> Runner:
 
     load = {"pytorch": _pytorch, "onnxruntime": partial(_onnxruntime, spin_wait=spin_wait), "executorch": _executorch,
             "litert": _litert}
-    return Runner(load[artifact.kind](artifact, threads), model_preprocess(artifact.model))
+    return Runner(load[artifact.kind](artifact, threads), preprocess or model_preprocess(artifact.model))
 
 
 def _pytorch(artifact: Artifact, threads: int) -> Callable[[np.ndarray], np.ndarray]:

@@ -79,7 +79,8 @@ def run_bench(args: BenchArgs, console) -> list[dict]:
         if args.memory_runs:
             task = progress.add_task("peak RSS (fresh process each)", total=len(artifacts))
             for artifact in artifacts:
-                memory[artifact.name] = measure_peak_rss(artifact.to_json(), args.threads, args.memory_runs,
+                memory[artifact.name] = measure_peak_rss(artifact.to_json(), runners[artifact.name].preprocess,
+                                                         args.threads, args.memory_runs,
                                                          args.spin_wait)
                 progress.advance(task)
         native_bundles = [a for a in artifacts if has_runner(a)]
