@@ -9,11 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from runtime.as_on_a_board import load_as_on_a_board
-
-load_as_on_a_board()  # before TVM is imported: its runtime library only, no torch
-
-from runtime.errors import run_cli  # noqa: E402
+from runtime.errors import run_cli
 
 
 def _session_options(in_command: bool) -> argparse.ArgumentParser:
@@ -196,4 +192,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from runtime.as_on_a_board import load_as_on_a_board
+
+    load_as_on_a_board()  # before anything imports TVM: its runtime library only, and no torch
     run_cli(main)
