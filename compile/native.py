@@ -30,7 +30,8 @@ SOURCE_DIR = Path(__file__).resolve().parent.parent / "runtime" / "native"
 API_SOURCES = ("edgevit.cc", "image.cc", "sha256.cc", "cpu_features.cc")
 RUNTIME_LIBS = ("libtvm_runtime.so", "libtvm_ffi.so")
 CUDA_LIB = "libtvm_runtime_cuda.so"
-STATIC_LIBS = ("-ljpeg", "-lpng16", "-lz")
+# The image libraries linked in statically: (library name for -l, its header, the Debian package with both)
+STATIC_LIBS = (("jpeg", "jpeglib.h", "libjpeg62-turbo-dev"), ("png16", "png.h", "libpng-dev"), ("z", "zlib.h", "zlib1g-dev"))
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,8 @@ class NativeToolchain:
             *(f"-I{d}" for d in (SOURCE_DIR, *self.include_dirs)),
             *map(str, sources), "-o", str(out),
             f"-L{self.tvm_lib_dir}", f"-L{self.ffi_lib_dir}", "-ltvm_runtime", "-ltvm_ffi",
-            *(f"-L{d}" for d in self.static_lib_dirs), "-Wl,-Bstatic", *STATIC_LIBS, "-Wl,-Bdynamic",
+            *(f"-L{d}" for d in self.static_lib_dirs),
+            "-Wl,-Bstatic", *(f"-l{lib}" for lib, _, _ in STATIC_LIBS), "-Wl,-Bdynamic",
             "-lm", "-Wl,-rpath,$ORIGIN/../lib",
         ]
 
@@ -122,18 +124,16 @@ def toolchain_for(preset: TargetPreset) -> NativeToolchain:
     if shutil.which(toolchain.cxx[0]) is None:
         raise EdgevitError(f"{toolchain.cxx[0]} not found (it builds bin/edgevit-run for {preset.name}); "
                            f"{toolchain.compiler_hint}")
-    for archive, package in (("libjpeg.a", "libjpeg62-turbo-dev"), ("libpng16.a", "libpng-dev"), ("libz.a", "zlib1g-dev")):
-        if not any((d / archive).is_file() for d in toolchain.static_lib_dirs):
-            raise EdgevitError(f"bin/edgevit-run for {preset.name} links {archive} statically: install "
+    for lib, _, package in STATIC_LIBS:
+        if not any((d / f"lib{lib}.a").is_file() for d in toolchain.static_lib_dirs):
+            raise EdgevitError(f"bin/edgevit-run for {preset.name} links lib{lib}.a statically: install "
                                f"{package}{toolchain.package_suffix} (or pass --no-native)")
     return toolchain
 
 
 # What a failed build's output says is missing -> the Debian package that provides it.
 _MISSING = (
-    (r"jpeglib\.h|-ljpeg\b", "libjpeg62-turbo-dev"),
-    (r"png\.h|-lpng16\b", "libpng-dev"),
-    (r"zlib\.h|-lz\b", "zlib1g-dev"),
+    *((rf"{re.escape(header)}|-l{lib}\b", package) for lib, header, package in STATIC_LIBS),
     (r"tvm/ffi/|-ltvm_ffi\b", "the apache-tvm-ffi wheel"),
     (r"tvm/runtime/|-ltvm_runtime\b", "the apache-tvm wheel"),
 )
