@@ -73,13 +73,22 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--tome-r", type=_int_list, default=(0, 4, 8, 12, 13, 15),
                        help="constant r values (the first is the baseline), e.g. 0,4,8,12,13,15")
     sweep.add_argument("--target", default="host", help="a preset this machine can run (host)")
-    bench = add("bench", "edgevit vs PyTorch, ONNX Runtime, ExecuTorch, LiteRT: latency, memory, top-1")
-    bench.add_argument("bundles", type=Path, nargs="*", help="host bundles of the model, included as they are")
+    bench = add("bench", "edgevit vs PyTorch, ONNX Runtime, ExecuTorch, LiteRT (cpu) or TensorRT (cuda): latency, "
+                         "memory, top-1")
+    bench.add_argument("bundles", type=Path, nargs="*",
+                       help="bundles of the model for --device, included as they are")
+    bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                       help="where every contender runs: this machine's CPU (default) or its GPU 0")
+    bench.add_argument("--target", default=None,
+                       help="preset of the bundles --edgevit compiles (default: host on cpu; on cuda the cuda-sm<NN> "
+                            "preset of the GPU's compute capability, cuda-sm80 when it cannot be read)")
     bench.add_argument("--edgevit", type=_str_list, default=(),
                        help="edgevit modes to compile here, e.g. fp32,int8,int8-full")
     bench.add_argument("--tome-r", type=_int_list, default=(0,), help="ToMe r for each --edgevit mode, e.g. 0,8")
     bench.add_argument("--peers", default="default",
-                       help="comma list of peers, 'default', 'all' (adds every ONNX Runtime recipe) or 'none'")
+                       help="comma list of peers, 'default', 'all' (cpu: adds every ONNX Runtime recipe) or 'none'; "
+                            "cuda peers: pytorch-cuda-fp32, pytorch-cuda-fp16, onnxruntime-cuda-fp32, tensorrt-fp16, "
+                            "tensorrt-int8 (default: all)")
     bench.add_argument("--calib-images", type=int, default=128,
                        help="calibration images for every contender that calibrates (labels.csv rows 1..N, 8..256)")
     bench.add_argument("--memory-runs", type=int, default=20,
@@ -130,15 +139,32 @@ def _publish(out: Path, stem: str, records: list[dict], markdown_table, caption:
     print(out / f"{stem}.md")
 
 
-def _peer_names(text: str) -> tuple[str, ...]:
-    from results.peers.prepare import DEFAULT_PEERS, PEERS
+def _peer_names(text: str, device: str) -> tuple[str, ...]:
+    from results.peers.prepare import DEVICE_PEERS
 
-    presets = {"default": DEFAULT_PEERS, "all": tuple(PEERS), "none": ()}
+    peers, default = DEVICE_PEERS[device]
+    presets = {"default": default, "all": tuple(peers), "none": ()}
     names = presets[text] if text in presets else _str_list(text)
-    unknown = [n for n in names if n not in PEERS]
+    unknown = [n for n in names if n not in peers]
     if unknown:
-        raise EdgevitError(f"unknown peer '{unknown[0]}'; known peers: {', '.join(PEERS)}")
+        raise EdgevitError(f"unknown peer '{unknown[0]}' for --device {device}; known peers: {', '.join(peers)}")
     return names
+
+
+def _bench_target(args) -> str:
+    """The preset --edgevit compiles for: --target (it must run on --device), else the device's default."""
+    from targets import load_preset
+
+    if args.target is None:
+        if args.device == "cpu":
+            return "host"
+        from results.peers.cuda_device import default_cuda_target, gpu_facts
+
+        return default_cuda_target(gpu_facts()["compute_capability"])
+    preset = load_preset(args.target)
+    if preset.device != args.device:
+        raise EdgevitError(f"--target {args.target} builds for {preset.device}, not --device {args.device}")
+    return preset.name
 
 
 def cmd_bench(args) -> None:
@@ -158,20 +184,27 @@ def cmd_bench(args) -> None:
     if args.no_spin:
         os.environ["TVM_THREAD_POOL_SPIN_COUNT"] = "0"
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    peers = _peer_names(args.peers)
+    peers = _peer_names(args.peers, args.device)
     if not (peers or args.edgevit or args.bundles):
         raise EdgevitError("nothing to measure: give bundles, --edgevit modes or --peers")
+    if args.device == "cuda":
+        from results.peers.cuda_device import require_cuda
+
+        require_cuda()  # before anything is prepared or written
+    target = _bench_target(args)
     from results.peers.edgevit_contenders import check_build_request
     from results.peers.suite import BenchArgs, run_bench
     from results.peers.table import markdown_table, plot
     from runtime.bundle import open_bundle
 
-    for bundle in args.bundles:
-        open_bundle(bundle)  # refuse corrupt or foreign bundles before measuring anything
+    for bundle in args.bundles:  # refuse corrupt, foreign or other-device bundles before measuring anything
+        device = open_bundle(bundle).device
+        if device != args.device:
+            raise EdgevitError(f"bundle {bundle} runs on {device}, not --device {args.device}")
     check_build_request(args.model, args.edgevit, args.tome_r)
     records = run_bench(BenchArgs(args.model, tuple(args.bundles), args.edgevit, args.tome_r, peers, args.threads,
                                   args.rounds, args.limit, args.calib_images, args.memory_runs, args.build_dir,
-                                  not args.no_spin),
+                                  not args.no_spin, args.device, target),
                         Console(stderr=True))
     _publish(args.out, "bench", records, markdown_table, "latency vs top-1", plot)
 

@@ -1,4 +1,4 @@
-"""edgevit's own contenders: host bundles given on the command line or compiled here (mode x ToMe r)."""
+"""edgevit's own contenders: bundles given on the command line or compiled here (mode x ToMe r) for one preset."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ def bundle_artifact(path: Path, model: str) -> Artifact:
     """A verified bundle of `model`, named by its quantization mode and ToMe schedule (edgevit-int8-tome8)."""
     from runtime.bundle import open_bundle
 
-    manifest = open_bundle(path).manifest
+    bundle = open_bundle(path)
+    manifest = bundle.manifest
     if manifest.model.name != model:
         raise EdgevitError(f"bundle {path} is of {manifest.model.name}, not {model}: "
                            "contenders must share one model (pass --model)")
@@ -24,7 +25,7 @@ def bundle_artifact(path: Path, model: str) -> Artifact:
     return Artifact(f"edgevit-{mode}{tome}", "edgevit", path, model, {
         "quant": mode, "input_dtype": manifest.input.dtype, "tome_schedule": schedule,
         "gflops": manifest.tome.gflops, "target": manifest.target.preset, "bundle": str(path),
-    })
+    }, device=bundle.device)
 
 
 def check_build_request(model: str, modes: tuple[str, ...], tome_rs: tuple[int, ...]) -> None:
@@ -43,20 +44,21 @@ def check_build_request(model: str, modes: tuple[str, ...], tome_rs: tuple[int, 
 
 
 def build_bundles(model: str, modes: tuple[str, ...], tome_rs: tuple[int, ...], build_dir: Path, calib_count: int,
-                  log: Callable[[str], None], weights: Path | None = None) -> list[Artifact | Unavailable]:
-    """Compile a host bundle for every (mode, r) from `weights` (None: the stored ones); a mode the compiler
-    refuses is reported, not fatal."""
+                  log: Callable[[str], None], weights: Path | None = None,
+                  target: str = "host") -> list[Artifact | Unavailable]:
+    """Compile a bundle for preset `target` for every (mode, r) from `weights` (None: the stored ones); a mode the
+    compiler refuses is reported, not fatal."""
     from compile.pipeline import CompileArgs, compile_bundle
     from compile.quant.config import QuantConfig
 
     built: list[Artifact | Unavailable] = []
     for mode in modes:
         for r in tome_rs:
-            out = build_dir / f"{model}-host-{mode}-tome{r}"
+            out = build_dir / f"{model}-{target}-{mode}-tome{r}"
             log(f"compile edgevit {mode}, ToMe r={r} -> {out}")
             try:
                 quant = QuantConfig(mode=mode, calib_count=calib_count)
-                path = compile_bundle(CompileArgs(target="host", model=model, weights=weights, quant=quant, tome_r=str(r),
+                path = compile_bundle(CompileArgs(target=target, model=model, weights=weights, quant=quant, tome_r=str(r),
                                                   out=out),
                                       log=lambda m: log("  " + m))
             except (EdgevitError, NotImplementedError) as err:

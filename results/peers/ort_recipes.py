@@ -34,13 +34,16 @@ class OrtRecipe:
     op_types: tuple[str, ...] = ("MatMul", "Gemm", "Conv")  # () quantizes every op type ORT supports
     calibration: str = "minmax"  # static: minmax | entropy | percentile
     const_b_only: bool = True  # quantize only MatMuls whose B is a weight (not q @ k^T, attn @ v)
+    symmetric_activations: bool = False  # static: activation zero points 0 (what TensorRT's Q/DQ layers take)
+    quantize_bias: bool = True  # static: biases as int32 through a DequantizeLinear (TensorRT takes float ones)
 
     def describe(self) -> dict:
         """The recipe as a flat record (what the JSONL and the table say)."""
         if self.quant == "none":
             return {"quant": "none", "fused": self.fused}
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()
-                if not (self.quant == "dynamic" and k in ("quant_format", "activations", "calibration"))}
+                if not (self.quant == "dynamic" and k in ("quant_format", "activations", "calibration",
+                                                          "symmetric_activations", "quantize_bias"))}
 
 
 _STATIC = OrtRecipe(quant="static", quant_format="QOperator")
@@ -69,12 +72,23 @@ RECIPES: dict[str, OrtRecipe] = {
     "int8-dynamic-fused": replace(_DYNAMIC, fused=True),
 }
 
+# The explicit-quantization graph TensorRT builds its INT8 engine from (not an ONNX Runtime peer: several knobs
+# away from int8-static): QDQ, s8 symmetric per-tensor activations calibrated on edgevit's calibration images,
+# s8 symmetric per-channel weights, every MatMul (q @ k^T and attn @ v too, as edgevit's int8 GEMMs), float biases.
+TENSORRT_INT8 = OrtRecipe(quant="static", quant_format="QDQ", activations="s8", const_b_only=False,
+                          symmetric_activations=True, quantize_bias=False)
 
-def export_onnx(model, image_size: int, path: Path) -> Path:
-    """The timm model as ONNX (TorchScript exporter, opset 17: LayerNormalization is one op)."""
+
+def export_onnx(model, image_size: int, path: Path, half: bool = False) -> Path:
+    """The timm model as ONNX (TorchScript exporter, opset 17: LayerNormalization is one op); `half`: every
+    tensor FP16, input and logits included (a copy of the model is cast, `model` stays FP32)."""
+    import copy
+
     import torch
 
-    torch.onnx.export(model, (torch.zeros(1, 3, image_size, image_size),), str(path), dynamo=False,
+    dtype = torch.float16 if half else torch.float32
+    module = copy.deepcopy(model).to(dtype) if half else model
+    torch.onnx.export(module, (torch.zeros(1, 3, image_size, image_size, dtype=dtype),), str(path), dynamo=False,
                       opset_version=17, input_names=["x"], output_names=["logits"])
     return path
 
@@ -118,8 +132,10 @@ def quantize(recipe: OrtRecipe, src: Path, out: Path, calibration: list[np.ndarr
             batch = next(self.batches, None)
             return None if batch is None else {"x": batch}
 
-    if recipe.fused:  # the classifier's input comes from a Gather ORT leaves unquantized: no int32 bias scale
-        options["QuantizeBias"] = False
+    if recipe.fused or not recipe.quantize_bias:  # fused: the classifier's input comes from a Gather ORT leaves
+        options["QuantizeBias"] = False  # unquantized, so there is no int32 bias scale
+    if recipe.symmetric_activations:
+        options["ActivationSymmetric"] = True
     quantize_static(
         str(src), str(out), Reader(), quant_format=getattr(QuantFormat, recipe.quant_format),
         op_types_to_quantize=op_types, per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,

@@ -1,9 +1,11 @@
 """The alternatives edgevit is measured against, each prepared from the same timm model and weights.
 
 A peer is a function PeerContext -> Artifact (results.peers.runners loads it into a batch-1 callable);
-PEERS names them all. Peers that calibrate use the calibration split only (results.peers.inputs).
-ExecuTorch and LiteRT are optional installs: when one is missing, or a converter or quantizer
-fails on the model, the peer comes back as Unavailable with a one-line reason instead of a number.
+PEERS names the CPU peers, CUDA_PEERS those of `--device cuda` (PyTorch, ONNX Runtime's CUDA provider,
+TensorRT). Peers that calibrate use the calibration split only (results.peers.inputs).
+ExecuTorch, LiteRT, TensorRT and onnxruntime-gpu are optional installs: when one is missing, or a converter,
+quantizer or engine builder fails on the model, the peer comes back as Unavailable with a one-line reason
+instead of a number.
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ INSTALL_HINTS = {
     "executorch": "pip install -e '.[peers]'",
     "litert_torch": "pip install --no-deps -r results/peers/litert-requirements.txt",
     "ai_edge_litert": "pip install --no-deps -r results/peers/litert-requirements.txt",
+    "tensorrt": "pip install -e '.[gpu]'",
+    # onnxruntime-gpu ships the same `onnxruntime` package as the CPU wheel a plain install brings: replace its files
+    "onnxruntime_gpu": "pip install -e '.[gpu]' && pip install --force-reinstall --no-deps onnxruntime-gpu==1.31.1",
 }
+
+
+class NotHere(Exception):
+    """Raised by a peer that cannot run on this machine as it is set up; the message is the one-line reason."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +53,7 @@ class PeerContext:
         self.weights = weights
         self.work_dir = work_dir
         self.calib_count = calib_count
-        self._onnx: dict[bool, Path] = {}  # made in this run; files left by an earlier run are not trusted
+        self._onnx: dict[tuple[bool, bool], Path] = {}  # made in this run; files left by an earlier run are not trusted
         work_dir.mkdir(parents=True, exist_ok=True)
 
     @cached_property
@@ -71,17 +80,19 @@ class PeerContext:
 
         return (torch.zeros(1, 3, self.image_size, self.image_size),)
 
-    def onnx(self, fused: bool) -> Path:
-        """The exported FP32 ONNX graph, optionally through ORT's transformer optimizer (made once per run)."""
-        if fused not in self._onnx:
-            path = self.work_dir / ("model_fp32_fused.onnx" if fused else "model_fp32.onnx")
+    def onnx(self, fused: bool, half: bool = False) -> Path:
+        """The exported ONNX graph, FP32 (optionally through ORT's transformer optimizer) or FP16 (`half`: every
+        tensor, input and logits included), made once per run."""
+        key = (fused, half)
+        if key not in self._onnx:
+            path = self.work_dir / f"model_{'fp16' if half else 'fp32'}{'_fused' if fused else ''}.onnx"
             if fused:
                 ort_recipes.fuse_transformer(self.onnx(False), path, self.model.blocks[0].attn.num_heads,
                                              self.model.embed_dim)
             else:
-                ort_recipes.export_onnx(self.model, self.image_size, path)
-            self._onnx[fused] = path
-        return self._onnx[fused]
+                ort_recipes.export_onnx(self.model, self.image_size, path, half=half)
+            self._onnx[key] = path
+        return self._onnx[key]
 
 
 def pytorch_eager(ctx: PeerContext) -> Artifact:
@@ -178,6 +189,59 @@ def litert_int8(ctx: PeerContext) -> Artifact:
                      "calibration_images": len(ctx.calibration)})
 
 
+def _torch_cuda() -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise NotHere(f"torch {torch.__version__} sees no CUDA device (a CPU build? torch==2.13.0 from PyPI is a CUDA one)")
+
+
+def pytorch_cuda(precision: str, ctx: PeerContext) -> Artifact:
+    """PyTorch eager on GPU 0, FP32 or FP16 (the model cast with .half(), as in a quick deployment)."""
+    from compile.models import stored_weights
+
+    _torch_cuda()
+    return Artifact(f"pytorch-cuda-{precision}", "pytorch", ctx.weights or stored_weights(ctx.model_name),
+                    ctx.model_name, {"precision": precision, "mode": "eager, inference_mode"}, device="cuda")
+
+
+def onnxruntime_cuda(ctx: PeerContext) -> Artifact:
+    """ONNX Runtime's CUDA execution provider on the FP32 graph (onnxruntime-gpu)."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise NotHere(f"onnxruntime {ort.__version__} has no CUDAExecutionProvider ({INSTALL_HINTS['onnxruntime_gpu']})")
+    return Artifact("onnxruntime-cuda-fp32", "onnxruntime", ctx.onnx(False), ctx.model_name,
+                    {"exporter": "torch.onnx (TorchScript), opset 17", "precision": "fp32",
+                     "provider": "CUDAExecutionProvider"}, device="cuda")
+
+
+def tensorrt_int8_graph(ctx: PeerContext) -> Path:
+    """The explicit-quantization (QDQ) ONNX graph of TensorRT INT8, calibrated on ctx.calibration."""
+    return ort_recipes.quantize(ort_recipes.TENSORRT_INT8, ctx.onnx(False), ctx.work_dir / "model_tensorrt_int8_qdq.onnx",
+                                ctx.calibration)
+
+
+def tensorrt(precision: str, ctx: PeerContext) -> Artifact:
+    """A TensorRT engine built here for GPU 0: FP16 from the FP16 graph, INT8 from the QDQ graph (explicit
+    quantization, edgevit's calibration images; its unquantized layers FP32: strong typing keeps the graph's types)."""
+    import tensorrt as trt
+
+    from results.peers.tensorrt_engine import build_engine
+
+    _torch_cuda()
+    details = {"exporter": "torch.onnx (TorchScript), opset 17", "precision": precision, "typing": "strong",
+               "tensorrt": trt.__version__}
+    if precision == "fp16":
+        graph = ctx.onnx(False, half=True)
+    else:
+        graph = tensorrt_int8_graph(ctx)
+        details |= {"quantization": "explicit (QDQ)", **ort_recipes.TENSORRT_INT8.describe(),
+                    "calibration_images": len(ctx.calibration), "unquantized_layers": "fp32"}
+    plan = build_engine(graph, ctx.work_dir / f"model_tensorrt_{precision}.plan")
+    return Artifact(f"tensorrt-{precision}", "tensorrt", plan, ctx.model_name, details, device="cuda")
+
+
 PEERS: dict[str, Callable[[PeerContext], Artifact]] = {
     "pytorch-eager-fp32": pytorch_eager,
     **{f"onnxruntime-{name}": partial(onnxruntime, name) for name in ort_recipes.RECIPES},
@@ -187,6 +251,14 @@ PEERS: dict[str, Callable[[PeerContext], Artifact]] = {
 }
 DEFAULT_PEERS = ("pytorch-eager-fp32", "onnxruntime-fp32", "onnxruntime-int8-static", "onnxruntime-int8-dynamic",
                  "executorch-xnnpack-fp32", "executorch-xnnpack-int8", "litert-int8")
+CUDA_PEERS: dict[str, Callable[[PeerContext], Artifact]] = {
+    "pytorch-cuda-fp32": partial(pytorch_cuda, "fp32"),
+    "pytorch-cuda-fp16": partial(pytorch_cuda, "fp16"),
+    "onnxruntime-cuda-fp32": onnxruntime_cuda,
+    "tensorrt-fp16": partial(tensorrt, "fp16"),
+    "tensorrt-int8": partial(tensorrt, "int8"),
+}
+DEVICE_PEERS = {"cpu": (PEERS, DEFAULT_PEERS), "cuda": (CUDA_PEERS, tuple(CUDA_PEERS))}  # device -> (all, default)
 
 
 def prepare_peer(name: str, ctx: PeerContext) -> Artifact | Unavailable:
@@ -194,7 +266,9 @@ def prepare_peer(name: str, ctx: PeerContext) -> Artifact | Unavailable:
     becomes Unavailable with a one-line reason, so the rest of the run goes on."""
     try:
         with contextlib.redirect_stdout(sys.stderr):  # converters and calibrators print progress; stdout is the table's
-            return PEERS[name](ctx)
+            return {**PEERS, **CUDA_PEERS}[name](ctx)
+    except NotHere as err:
+        return Unavailable(name, str(err))
     except ModuleNotFoundError as err:
         top = (err.name or "").split(".")[0]
         hint = f" ({INSTALL_HINTS[top]})" if top in INSTALL_HINTS else ""

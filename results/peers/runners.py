@@ -20,13 +20,14 @@ from runtime.preprocess import Preprocess
 
 @dataclass(frozen=True)
 class Artifact:
-    """A contender ready to load: what runs it (`kind`), its file, the model and how it was made."""
+    """A contender ready to load: what runs it (`kind`) on which device, its file, the model and how it was made."""
 
     name: str
-    kind: str  # pytorch | onnxruntime | executorch | litert | edgevit
-    path: Path  # weights (pytorch), .onnx, .pte, .tflite, or a bundle directory
+    kind: str  # pytorch | onnxruntime | executorch | litert | tensorrt | edgevit
+    path: Path  # weights (pytorch), .onnx, .pte, .tflite, a TensorRT plan, or a bundle directory
     model: str
     recipe: dict = field(default_factory=dict, hash=False)
+    device: str = "cpu"  # cpu | cuda (GPU 0)
 
     def to_json(self) -> str:
         return json.dumps({**asdict(self), "path": str(self.path)})
@@ -67,28 +68,38 @@ def load_runner(artifact: Artifact, threads: int, spin_wait: bool, preprocess: P
     from results.peers.inputs import model_preprocess
 
     load = {"pytorch": _pytorch, "onnxruntime": partial(_onnxruntime, spin_wait=spin_wait), "executorch": _executorch,
-            "litert": _litert}
+            "litert": _litert, "tensorrt": _tensorrt}
     return Runner(load[artifact.kind](artifact, threads), preprocess or model_preprocess(artifact.model))
 
 
 def _pytorch(artifact: Artifact, threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    """PyTorch eager FP32 under inference_mode (OMP_WAIT_POLICY, set by the caller, decides if its pool spins)."""
+    """PyTorch eager under inference_mode (OMP_WAIT_POLICY, set by the caller, decides if its pool spins); on cuda
+    in the recipe's precision (fp32 | fp16), the input copied to the GPU and the logits back in every call."""
     import torch
 
     from compile.models import load_model
 
     torch.set_num_threads(threads)
     model = load_model(artifact.model, artifact.path)
+    if artifact.device == "cpu":
+        def run(x: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return model(torch.from_numpy(x)).numpy()
 
-    def run(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return model(torch.from_numpy(x)).numpy()
+        return run
+    dtype = {"fp32": torch.float32, "fp16": torch.float16}[artifact.recipe["precision"]]
+    model = model.to("cuda", dtype)
 
-    return run
+    def run_cuda(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():  # .cpu() copies to pageable memory: it returns once the GPU is done
+            return model(torch.from_numpy(x).to("cuda", dtype)).float().cpu().numpy()
+
+    return run_cuda
 
 
 def _onnxruntime(artifact: Artifact, threads: int, spin_wait: bool) -> Callable[[np.ndarray], np.ndarray]:
-    """ONNX Runtime, CPU execution provider, all graph optimizations (Q/DQ fused into integer kernels)."""
+    """ONNX Runtime, all graph optimizations (Q/DQ fused into integer kernels), on the CPU execution provider or
+    (cuda) the CUDA one, which copies the input in and the logits out in every call."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -98,7 +109,10 @@ def _onnxruntime(artifact: Artifact, threads: int, spin_wait: bool) -> Callable[
     # contenders take turns in one process: a pool that keeps spinning after its run steals the
     # cores of the next one, so unless asked for, every pool here sleeps when idle
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_wait else "0")
-    session = ort.InferenceSession(str(artifact.path), options, providers=["CPUExecutionProvider"])
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if artifact.device == "cuda" else ["CPUExecutionProvider"]
+    session = ort.InferenceSession(str(artifact.path), options, providers=providers)
+    if session.get_providers()[0] != providers[0]:  # ORT falls back to the CPU when the CUDA provider cannot load
+        raise RuntimeError(f"ONNX Runtime could not start {providers[0]} (session providers: {session.get_providers()})")
     return lambda x: session.run(None, {"x": x})[0]
 
 
@@ -132,6 +146,13 @@ def _litert(artifact: Artifact, threads: int) -> Callable[[np.ndarray], np.ndarr
         return (y.astype(np.float32) - out_zero) * out_scale if out["dtype"] == np.int8 else y
 
     return run
+
+
+def _tensorrt(artifact: Artifact, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    """A serialized TensorRT engine (results.peers.tensorrt_engine); `threads` does not apply to it."""
+    from results.peers.tensorrt_engine import engine_runner
+
+    return engine_runner(artifact.path)
 
 
 def _edgevit(bundle: Path) -> Runner:

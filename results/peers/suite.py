@@ -1,4 +1,5 @@
-"""edgevit against its real alternatives: latency, peak memory and accuracy, in one run on one machine.
+"""edgevit against its real alternatives: latency, peak memory and accuracy, in one run on one machine, on its
+CPU (`device` cpu) or its GPU (cuda: edgevit's CUDA bundles against PyTorch CUDA, ONNX Runtime CUDA, TensorRT).
 
 Phases: prepare every contender from the same model and weights (peers: results.peers.prepare; edgevit:
 bundles given or compiled), load them all into this process, time them interleaved (each takes
@@ -21,8 +22,8 @@ from results.model_weights import RANDOM_INIT_NOTE
 from results.peers.prepare import Unavailable
 from results.peers.runners import Artifact
 
-VERSIONED = ("edgevit", "torch", "timm", "onnx", "onnxruntime", "apache-tvm", "executorch", "torchao",
-             "litert-torch", "ai-edge-litert", "numpy")
+VERSIONED = ("edgevit", "torch", "timm", "onnx", "onnxruntime", "onnxruntime-gpu", "apache-tvm", "executorch", "torchao",
+             "litert-torch", "ai-edge-litert", "tensorrt", "tensorrt-cu12", "tensorrt-cu13", "numpy")
 
 
 SETTLE_S = 0.05  # pause before each contender's turn: spinning pools of the previous one go to sleep
@@ -33,7 +34,7 @@ class BenchArgs:
     bundles: tuple[Path, ...]  # edgevit bundles to include as they are
     edgevit_modes: tuple[str, ...]  # ... and bundles to compile here: each mode with each ToMe r
     tome_r: tuple[int, ...]
-    peers: tuple[str, ...]  # names in results.peers.prepare.PEERS
+    peers: tuple[str, ...]  # names in results.peers.prepare.DEVICE_PEERS[device]
     threads: int
     rounds: int
     eval_limit: int | None
@@ -41,6 +42,8 @@ class BenchArgs:
     memory_runs: int  # runs in each fresh-process peak-RSS probe; 0 skips the probes
     build_dir: Path
     spin_wait: bool  # thread pools spin between operators (ORT option; TVM / OpenMP: env set by the caller)
+    device: str = "cpu"  # cpu | cuda: where every contender runs
+    target: str = "host"  # the preset edgevit's bundles are compiled for (a CUDA one on cuda)
 
 
 def run_bench(args: BenchArgs, console) -> list[dict]:
@@ -108,7 +111,7 @@ def _prepare(args: BenchArgs, weights: Path, console) -> list[Artifact | Unavail
         console.print(f"{name}: " + (f"not available: {contenders[-1].reason}"
                                      if isinstance(contenders[-1], Unavailable) else "ready"))
     contenders += build_bundles(args.model, args.edgevit_modes, args.tome_r, args.build_dir / "edgevit",
-                                args.calib_count, console.print, weights)
+                                args.calib_count, console.print, weights, args.target)
     contenders += [bundle_artifact(path, args.model) for path in args.bundles]
     return _unique_names(contenders)
 
@@ -131,11 +134,15 @@ def _records(args: BenchArgs, contenders, latency, top5, labels, memory, random_
     from runtime.evaluate import accuracy
 
     facts = machine_facts()
-    common = {"model": args.model, "batch": 1, "threads": args.threads, "spin_wait": args.spin_wait,
-              "cpu": facts["cpu"], "machine": platform.machine(), "hostname": facts["hostname"],
+    common = {"model": args.model, "device": args.device, "batch": 1, "threads": args.threads,
+              "spin_wait": args.spin_wait, "cpu": facts["cpu"], "machine": platform.machine(), "hostname": facts["hostname"],
               "n_images": len(labels), "split": f"labels.csv rows {CALIBRATION_ROWS + 1}..",
               "weights": RANDOM_INIT_NOTE if random_init else "stored", "random_init": random_init,
               "versions": _versions(), "time_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    if args.device == "cuda":
+        from results.peers.cuda_device import gpu_facts
+
+        common |= {"gpu_facts": gpu_facts(), "edgevit_target": args.target}
     records = []
     for c in contenders:
         if isinstance(c, Unavailable):
@@ -156,17 +163,17 @@ def _records(args: BenchArgs, contenders, latency, top5, labels, memory, random_
 
 
 def _with_speedups(records: list[dict]) -> list[dict]:
-    """Add speed-ups (median latency ratios) vs ONNX Runtime FP32 and vs the fastest ONNX Runtime INT8 recipe."""
-    from results.peers.table import best_ort_int8, ort_fp32
+    """Add speed-ups (median latency ratios) vs each baseline of the device (results.peers.table.BASELINES: on the
+    CPU ONNX Runtime FP32 and its fastest INT8 recipe, on cuda ONNX Runtime CUDA FP32 and the fastest TensorRT);
+    a baseline picked as the fastest of several is named in the record too."""
+    from results.peers.table import baselines
 
-    fp32, int8 = ort_fp32(records), best_ort_int8(records)
-    for r in records:
-        if r["status"] == "ok":
-            if fp32:
-                r["speedup_vs_ort_fp32"] = fp32["median_ms"] / r["median_ms"]
-            if int8:
-                r["speedup_vs_best_ort_int8"] = int8["median_ms"] / r["median_ms"]
-                r["best_ort_int8"] = int8["contender"]
+    for baseline, picked in baselines(records):
+        for r in records:
+            if r["status"] == "ok":
+                r[f"speedup_vs_{baseline.key}"] = picked["median_ms"] / r["median_ms"]
+                if baseline.fastest_of_several:
+                    r[baseline.key] = picked["contender"]
     return records
 
 
