@@ -29,3 +29,15 @@ def topk_hits(logits: np.ndarray, labels: np.ndarray, k: int) -> int:
     """How many rows have their label among the k largest logits."""
     best = np.argsort(-logits, axis=1)[:, :k]
     return int((best == labels[:, None]).any(axis=1).sum())
+
+
+def timm_top1(images: Path, n_images: int, model_name: str = "deit_tiny_patch16_224") -> float:
+    """Top-1 of the timm model itself (stored weights) on the first `n_images` evaluation images."""
+    from compile.data import evaluation_rows
+    from compile.models import load_model
+    from results.peers.inputs import model_preprocess
+
+    rows = evaluation_rows(n_images)
+    batch = load_batch(model_preprocess(model_name), images, [name for name, _ in rows])
+    logits = torch_logits(load_model(model_name), batch)
+    return topk_hits(logits, np.array([label for _, label in rows]), 1) / len(rows)

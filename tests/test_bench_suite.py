@@ -6,27 +6,13 @@ images, computed here.
 
 from __future__ import annotations
 
-import numpy as np
-
 from results.peers.table import markdown_table
 from results.records import read_jsonl
 from tests.helpers import assert_one_line_error, run_module
+from tests.reference import timm_top1
 
 CI_PEERS = ("pytorch-eager-fp32", "onnxruntime-fp32", "onnxruntime-int8-static", "onnxruntime-int8-dynamic")
 N_IMAGES = 20
-
-
-def _reference_top1(images_dir) -> float:
-    """Top-1 of the timm model itself on the first evaluation images."""
-    from compile.data import evaluation_rows
-    from compile.models import load_model
-    from results.peers.inputs import model_preprocess
-    from tests.reference import load_batch, topk_hits, torch_logits
-
-    rows = evaluation_rows(N_IMAGES)
-    batch = load_batch(model_preprocess("deit_tiny_patch16_224"), images_dir, [name for name, _ in rows])
-    logits = torch_logits(load_model("deit_tiny_patch16_224"), batch)
-    return topk_hits(logits, np.array([label for _, label in rows]), 1) / len(rows)
 
 
 def test_bench_suite_end_to_end(host_bundle, images_dir, tmp_path):
@@ -39,7 +25,7 @@ def test_bench_suite_end_to_end(host_bundle, images_dir, tmp_path):
 
     records = read_jsonl(out / "bench.jsonl")
     assert [r["contender"] for r in records] == [*CI_PEERS, "edgevit-fp32", "edgevit-fp32-native"]
-    reference = _reference_top1(images_dir)
+    reference = timm_top1(images_dir, N_IMAGES)
     for r in records:
         assert r["status"] == "ok" and r["n_images"] == N_IMAGES and r["threads"] == 2 and r["batch"] == 1, r
         assert r["cpu"] and r["machine"] and {"torch", "onnxruntime", "apache-tvm"} <= set(r["versions"]), r

@@ -111,3 +111,59 @@ def test_int8_full_equals_the_host_bundle_bit_for_bit(gpu_preset, int8_full_bund
     names = _names(32)
     gpu = _logits(_gpu_bundle(gpu_preset, "int8-full"), images_dir, names)
     assert np.array_equal(gpu, _logits(int8_full_bundle, images_dir, names))
+
+
+def _missing_package(peer: str) -> str | None:
+    """What the unavailable row of a cuda peer says when its packages are not installed here; None when they are."""
+    import importlib.util
+
+    import onnxruntime
+    import torch
+
+    if peer.startswith("tensorrt") and importlib.util.find_spec("tensorrt") is None:
+        return "tensorrt is not installed (pip install -e '.[gpu]')"
+    if peer == "onnxruntime-cuda-fp32" and "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        return "has no CUDAExecutionProvider"
+    if peer.startswith(("pytorch", "tensorrt")) and not torch.cuda.is_available():
+        return "sees no CUDA device"
+    return None
+
+
+def test_bench_device_cuda_end_to_end(gpu_preset, images_dir, tmp_path):
+    """A short `results bench --device cuda`: edgevit fp32 / int8 / int8-full / int8 with ToMe against every cuda
+    peer, interleaved; the table and JSONL name the GPU, and every contender whose packages are installed runs and
+    scores as the timm model does on the same images (a peer without its package is a row saying what to install)."""
+    from results.peers.prepare import CUDA_PEERS
+    from results.records import read_jsonl
+    from tests.helpers import run_module
+    from tests.reference import timm_top1
+
+    n_images = 20
+    bundles = [_gpu_bundle(gpu_preset, quant) for quant in ("fp32", "int8", "int8-full")]
+    bundles.append(cached_bundle(f"deit_tiny-{gpu_preset}-int8-tome8", "--target", gpu_preset, "--quant", "int8",
+                                 "--tome-r", "8"))
+    out = tmp_path / "out"
+    result = run_module("results", "bench", "--device", "cuda", *bundles, "--limit", n_images, "--rounds", 2,
+                        "--calib-images", 16, "--memory-runs", 2, "--build-dir", tmp_path / "build", "--out", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == str(out / "bench.md")
+    records = read_jsonl(out / "bench.jsonl")
+    main_rows = [r for r in records if not r["contender"].endswith("-native")]  # native rows: not verified on a GPU
+    assert [r["contender"] for r in main_rows] == [*CUDA_PEERS, "edgevit-fp32", "edgevit-int8", "edgevit-int8-full",
+                                                   "edgevit-int8-tome8"]
+    reference = timm_top1(images_dir, n_images)
+    facts = records[0]["gpu_facts"]
+    assert facts["gpu"] and facts["compute_capability"], facts
+    for r in main_rows:
+        assert r["device"] == "cuda" and r["edgevit_target"] == gpu_preset and r["gpu_facts"] == facts, r
+        missing = _missing_package(r["contender"])
+        if missing is not None:
+            assert r["status"] == "unavailable" and missing in r["reason"], r
+            continue
+        assert r["status"] == "ok", r
+        assert 0 < r["median_ms"] <= r["p90_ms"] and r["n"] == 10, r
+        quantized = "int8" in r["contender"]
+        assert abs(r["top1"] - reference) <= (3 if quantized else 1) / n_images, (r["contender"], r["top1"], reference)
+    table = (out / "bench.md").read_text()
+    assert facts["gpu"] in table and all(f"| {r['contender']} |" in table for r in records)
+    assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
