@@ -24,7 +24,7 @@ def build_engine(onnx_path: Path, plan_path: Path) -> Path:
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     creation = trt.NetworkDefinitionCreationFlag
-    # TensorRT 10: strong typing is a flag; 11: always on, and the flag may be gone
+    # TensorRT 10: strong typing is this flag; 11: always on, the flag accepted and ignored (a later release may drop it)
     network = builder.create_network(1 << int(creation.STRONGLY_TYPED) if hasattr(creation, "STRONGLY_TYPED") else 0)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
@@ -49,7 +49,7 @@ def engine_runner(plan_path: Path) -> Callable[[np.ndarray], np.ndarray]:
     if engine is None:
         raise RuntimeError(f"TensorRT could not load {plan_path} (built by another TensorRT version or for another GPU?)")
     context = engine.create_execution_context()
-    dtypes = {trt.float32: torch.float32, trt.float16: torch.float16}
+    dtypes = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16}
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
     buffers = {name: torch.empty(tuple(engine.get_tensor_shape(name)), dtype=dtypes[engine.get_tensor_dtype(name)],
                                  device="cuda") for name in names}
