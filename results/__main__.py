@@ -22,6 +22,7 @@ def _str_list(text: str) -> tuple[str, ...]:
 
 
 DEFAULT_MODEL = "deit_tiny_patch16_224"
+CUDA_BENCH_OUT = Path("results/data/bench_cuda")  # bench --device cuda: its own folder, beside the CPU results
 DEFAULTS = {  # each command's values of the shared options it takes (SHARED), filled in after parsing
     "sweep": {"out": Path("results/data/tome_sweep"), "build_dir": Path("build/sweep"), "model": DEFAULT_MODEL,
               "limit": None, "threads": len(os.sched_getaffinity(0)), "rounds": 10},
@@ -78,7 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("bundles", type=Path, nargs="*",
                        help="bundles of the model for --device, included as they are")
     bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                       help="where every contender runs: this machine's CPU (default) or its GPU 0")
+                       help=f"where every contender runs: this machine's CPU (default) or its GPU 0 (--out default "
+                            f"{CUDA_BENCH_OUT})")
     bench.add_argument("--target", default=None,
                        help="preset of the bundles --edgevit compiles (default: host on cpu; on cuda the cuda-sm<NN> "
                             "preset of the GPU's compute capability, cuda-sm80 when it cannot be read)")
@@ -117,9 +119,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for flag in SHARED:
         if hasattr(args, _dest(flag)) and _dest(flag) not in DEFAULTS[args.command]:
             parser.error(f"{flag} does not apply to '{args.command}'")
+    args.defaulted = set()  # the shared options not given, so a command may choose another default (bench --device)
     for dest, value in DEFAULTS[args.command].items():
         if not hasattr(args, dest):
             setattr(args, dest, value)
+            args.defaulted.add(dest)
     return args
 
 
@@ -192,6 +196,8 @@ def cmd_bench(args) -> None:
 
         require_cuda()  # before anything is prepared or written
     target = _bench_target(args)
+    if args.device == "cuda" and "out" in args.defaulted:
+        args.out = CUDA_BENCH_OUT
     from results.peers.edgevit_contenders import check_build_request
     from results.peers.suite import BenchArgs, run_bench
     from results.peers.table import markdown_table, plot
