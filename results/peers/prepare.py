@@ -27,9 +27,9 @@ INSTALL_HINTS = {
     "litert_torch": "pip install --no-deps -r results/peers/litert-requirements.txt",
     "ai_edge_litert": "pip install --no-deps -r results/peers/litert-requirements.txt",
     "tensorrt": "pip install -e '.[gpu]'",
-    # onnxruntime-gpu ships the same `onnxruntime` package as the CPU wheel a plain install brings: replace its files
-    "onnxruntime_gpu": "pip install -e '.[gpu]' && pip install --force-reinstall --no-deps onnxruntime-gpu==1.31.1",
 }
+# onnxruntime-gpu ships the same `onnxruntime` package as the CPU wheel a plain install brings: its files replace those
+ORT_GPU_HINT = "pip install -e '.[gpu]' && pip install --force-reinstall --no-deps onnxruntime-gpu==1.31.1"
 
 
 class NotHere(Exception):
@@ -210,7 +210,7 @@ def onnxruntime_cuda(ctx: PeerContext) -> Artifact:
     import onnxruntime as ort
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
-        raise NotHere(f"onnxruntime {ort.__version__} has no CUDAExecutionProvider ({INSTALL_HINTS['onnxruntime_gpu']})")
+        raise NotHere(f"onnxruntime {ort.__version__} has no CUDAExecutionProvider ({ORT_GPU_HINT})")
     return Artifact("onnxruntime-cuda-fp32", "onnxruntime", ctx.onnx(False), ctx.model_name,
                     {"exporter": "torch.onnx (TorchScript), opset 17", "precision": "fp32",
                      "provider": "CUDAExecutionProvider"}, device="cuda")
