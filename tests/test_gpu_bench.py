@@ -152,3 +152,26 @@ def test_gpu_table_names_the_gpu_and_its_baselines():
     assert "| vs ONNX Runtime CUDA FP32 | vs best TensorRT (tensorrt-int8) |" in table
     assert "| edgevit-int8 | 2.00 | 2.00 | 2.00x | 0.40x |" in table
     assert "| pytorch-cuda-fp16 | not available: r | | | | |" in table
+
+
+def test_cuda_peers_without_their_packages_say_what_to_install(tmp_path):
+    """Here (CPU torch, CPU onnxruntime, no tensorrt) every cuda peer is a row naming what it lacks, not a crash."""
+    import importlib.util
+
+    import onnxruntime
+    import torch
+
+    from results.peers.prepare import CUDA_PEERS, PeerContext, Unavailable, prepare_peer
+
+    if torch.cuda.is_available() or importlib.util.find_spec("tensorrt") is not None \
+            or "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("a CUDA build of torch, tensorrt or onnxruntime-gpu is installed here")
+    ctx = PeerContext("deit_tiny_patch16_224", tmp_path, calib_count=8)
+    got = {name: prepare_peer(name, ctx) for name in CUDA_PEERS}
+    assert all(isinstance(u, Unavailable) for u in got.values()), got
+    assert got["pytorch-cuda-fp16"].reason.startswith(f"torch {torch.__version__} sees no CUDA device")
+    assert got["onnxruntime-cuda-fp32"].reason.endswith(
+        "has no CUDAExecutionProvider (pip install -e '.[gpu]' && pip install --force-reinstall --no-deps "
+        "onnxruntime-gpu==1.31.1)")
+    assert got["tensorrt-int8"].reason == "tensorrt is not installed (pip install -e '.[gpu]')"
+    assert not list(tmp_path.iterdir())  # nothing exported for a peer that cannot run
