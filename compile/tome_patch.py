@@ -128,8 +128,6 @@ def apply_tome(model: nn.Module, schedule: Sequence[int]) -> nn.Module:
         missing = [part for part in BLOCK_PARTS if not hasattr(block, part)]
         if missing:
             raise EdgevitError(f"ToMe supports timm's standard ViT Block; block {i} lacks {', '.join(missing)}")
-    if getattr(model, "global_pool", "token") != "token" and any(schedule):
-        raise EdgevitError(f"ToMe here needs class-token pooling; {model.__class__.__name__} pools '{model.global_pool}'")
     model.blocks = ToMeBlocks(blocks, schedule, protected=model.num_prefix_tokens)
     return model
 

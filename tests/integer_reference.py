@@ -51,32 +51,63 @@ def layer_norm(x: np.ndarray, params: P.LayerNormParams) -> np.ndarray:
     std = np.maximum(isqrt(var), 1)
     inv = (np.int64(1) << P.NORM_INV_BITS) // std
     z = shift_round(d * inv, P.NORM_INV_BITS - P.NORM_FRAC)
-    y = shift_round(z * params.gamma + params.beta, P.NORM_FRAC + P.GAMMA_FRAC)
+    y = shift_round(z * params.gamma + params.beta, params.shift)
     return np.clip(y, params.low, params.high)
+
+
+def exp2_negative(u: np.ndarray) -> np.ndarray:
+    """2^-u in Q15 for u >= 0 in Q15."""
+    u = np.minimum(u, P.EXP_MIN << P.EXP_FRAC)
+    whole, frac = u >> P.EXP_FRAC, u & ((1 << P.EXP_FRAC) - 1)
+    c1, c2 = P.exp2_poly()
+    poly = shift_round(frac * c1, P.EXP_FRAC) + shift_round(shift_round(frac * frac, P.EXP_FRAC) * c2, P.EXP_FRAC)
+    return (poly + (1 << P.EXP_FRAC)) >> whole
 
 
 def softmax(logits: np.ndarray, block: QBlock, heads: int, log_size: np.ndarray | None) -> np.ndarray:
     z = logits if log_size is None else logits + log_size[None, None, :]
     d = z - z.max(axis=-1, keepdims=True)
     exponent = P.softmax_exponent(block, heads)
-    t = np.maximum(shift_round(d * exponent.mult, exponent.shift), -(P.EXP_MIN << P.EXP_FRAC))
-    u = -t
-    whole, frac = u >> P.EXP_FRAC, u & ((1 << P.EXP_FRAC) - 1)
-    c1, c2 = P.exp2_poly()
-    poly = shift_round(frac * c1, P.EXP_FRAC) + shift_round(shift_round(frac * frac, P.EXP_FRAC) * c2, P.EXP_FRAC)
-    e = (poly + (1 << P.EXP_FRAC)) >> whole
+    e = exp2_negative(-shift_round(d * exponent.mult, exponent.shift))
     inv = (np.int64(1) << P.PROB_RECIP_BITS) // e.sum(axis=-1, keepdims=True)
-    return np.clip(shift_round(e * 255 * inv, P.PROB_RECIP_BITS), 0, 255)
+    return np.clip(shift_round(e * P.prob_levels(block, heads) * inv, P.PROB_RECIP_BITS), 0, 255)
 
 
-def gelu_to_int8(y: np.ndarray, fc1: QLinear, fc2: QLinear) -> np.ndarray:
-    g = requant(y, P.gelu_in(fc1), -P.GELU_CLAMP, P.GELU_CLAMP)
+def gelu(g: np.ndarray) -> np.ndarray:
+    """GELU with I-BERT's second-order erf, Q12 in and out."""
     u = shift_round(np.abs(g) * P.INV_SQRT2, 15)
     c = np.minimum(u, P.ERF_B) - P.ERF_B
     magnitude = shift_round(shift_round(c * c, P.GELU_FRAC) * P.ERF_A, 15) + (1 << P.GELU_FRAC)
     erf = np.where(g < 0, -magnitude, magnitude)
-    gelu = shift_round(g * (erf + (1 << P.GELU_FRAC)), P.GELU_FRAC + 1)
-    return requant(gelu, P.gelu_out(fc2)[0], -127, 127)
+    return shift_round(g * (erf + (1 << P.GELU_FRAC)), P.GELU_FRAC + 1)
+
+
+def quick_gelu(g: np.ndarray) -> np.ndarray:
+    """g * sigmoid(1.702 g), Q12 in and out."""
+    e = exp2_negative(shift_round(np.abs(g) * P.QUICK_GELU_EXP, P.GELU_FRAC))
+    sigmoid = (np.int64(1) << (2 * P.EXP_FRAC)) // (e + (1 << P.EXP_FRAC))
+    sigmoid = np.where(g < 0, (1 << P.EXP_FRAC) - sigmoid, sigmoid)
+    return shift_round(g * sigmoid, P.EXP_FRAC)
+
+
+def activation_to_int8(y: np.ndarray, block: QBlock) -> np.ndarray:
+    """The block's activation in Q12, then fc2's int8 input."""
+    g = requant(y, P.gelu_in(block.fc1), -P.GELU_CLAMP, P.GELU_CLAMP)
+    out = quick_gelu(g) if block.activation == "quick_gelu" else gelu(g)
+    return requant(out, P.gelu_out(block.fc2)[0], -127, 127)
+
+
+def qkv_to_int8(y: np.ndarray, block: QBlock, heads: int) -> np.ndarray:
+    """int8 q, k, v; with a q/k norm, q and k go to their pre-norm scale, then through the per-head LayerNorm."""
+    if block.qk_norm is None:
+        return requant(y, P.qkv_requant(block), -127, 127)
+    n, width = y.shape[0], y.shape[1] // 3
+    parts = []
+    for j, (req, params) in enumerate(zip(P.qk_norm_in(block), P.qk_layer_norms(block))):
+        pre = requant(y[:, j * width:(j + 1) * width], req, -P.RESIDUAL_CLAMP, P.RESIDUAL_CLAMP)
+        parts.append(layer_norm(pre.reshape(n * heads, width // heads), params).reshape(n, width))
+    parts.append(requant(y[:, 2 * width:], P.v_requant(block), -127, 127))
+    return np.concatenate(parts, axis=1)
 
 
 def tome_merge(keys: np.ndarray, x: np.ndarray, size: np.ndarray, r: int, protected: int):
@@ -110,28 +141,35 @@ def run(qvit: QuantizedViT, pixels: np.ndarray) -> np.ndarray:
     prefix, pos = P.embedding(qvit)
     x = requant(linear(patches, qvit.patch), P.to_residual(qvit.patch, qvit), -P.RESIDUAL_CLAMP, P.RESIDUAL_CLAMP)
     x = np.concatenate([prefix, x + pos]).astype(np.int64)
+    if qvit.norm_pre is not None:
+        x = layer_norm(x, P.residual_layer_norm(qvit.norm_pre, qvit))
     size = None
     heads = qvit.num_heads
     tokens_total = len(x)
     for block in qvit.blocks:
         h = layer_norm(x, P.layer_norm(block.ln1, block.qkv, qvit))
-        qkv = requant(linear(h, block.qkv), P.qkv_requant(block), -127, 127)
+        qkv = qkv_to_int8(linear(h, block.qkv), block, heads)
         n, width = qkv.shape
         q, k, v = qkv.reshape(n, 3, heads, width // 3 // heads).transpose(1, 2, 0, 3)
         log_size = None if size is None else P.log_size_table(block, heads, tokens_total)[size[:, 0]]
         probs = softmax(imatmul(q, k.transpose(0, 2, 1)), block, heads, log_size)
-        o = requant(imatmul(probs, v), P.attention_out_requant(block), -127, 127)
+        o = requant(imatmul(probs, v), P.attention_out_requant(block, heads), -127, 127)
         o = o.transpose(1, 0, 2).reshape(n, width // 3)
         x = x + requant(linear(o, block.proj), P.to_residual(block.proj, qvit), -P.RESIDUAL_CLAMP, P.RESIDUAL_CLAMP)
         if block.tome_r:
             x, size = tome_merge(k, x, np.ones((n, 1), np.int64) if size is None else size, block.tome_r,
                                  qvit.num_prefix)
         h = layer_norm(x, P.layer_norm(block.ln2, block.fc1, qvit))
-        hidden = gelu_to_int8(linear(h, block.fc1), block.fc1, block.fc2)
+        hidden = activation_to_int8(linear(h, block.fc1), block)
         x = x + requant(linear(hidden, block.fc2), P.to_residual(block.fc2, qvit), -P.RESIDUAL_CLAMP, P.RESIDUAL_CLAMP)
+    if qvit.pool == "avg":
+        rows = len(x) - qvit.num_prefix
+        pooled = [(2 * x[qvit.num_prefix:].sum(axis=0, keepdims=True) + rows) // (2 * rows)]
+    else:
+        pooled = [x[i:i + 1] for i in range(len(qvit.heads))]
     outs = []
-    for i, head in enumerate(qvit.heads):
-        h = layer_norm(x[i:i + 1], P.layer_norm(qvit.norm, head, qvit))
+    for rows_in, head in zip(pooled, qvit.heads):
+        h = layer_norm(rows_in, P.layer_norm(qvit.norm, head, qvit))
         outs.append(linear(h, head).astype(np.float32) * P.head_scale(head))
     out = outs[0]
     for y in outs[1:]:

@@ -100,3 +100,24 @@ def test_clip_vit_base_features_equal_pytorch(tmp_path):
     expected = _pre_logits(model, x)
     assert got.shape == (1, 768) and np.abs(expected).max() > 0.1
     assert np.abs(got - expected).max() <= 1e-3
+
+
+@pytest.mark.slow
+def test_clip_vit_base_int8_tome_features_track_pytorch(tmp_path, images_dir):
+    """The same two-block CLIP tower (norm_pre) as int8 with ToMe r=8, on real images: its embeddings point where
+    PyTorch's ToMe-patched model's do."""
+    import copy
+
+    from compile.models import model_spec
+    from compile.tome_patch import apply_tome
+
+    name = "vit_base_patch16_clip_224"
+    model, bundle = compile_timm_folder(name, {"depth": 2}, tmp_path, "--output", "features", "--quant", "int8",
+                                        "--tome-r", "8")
+    names = [row for row, _ in evaluation_rows()[:4]]
+    got = bundle_outputs(bundle, images_dir, names)
+    expected = _pre_logits(apply_tome(copy.deepcopy(model), [8, 8]),
+                           load_batch(model_spec(name).preprocess(), images_dir, names))
+    cosine = (got * expected).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1))
+    print(f"int8 + ToMe CLIP features: cosine with PyTorch {np.round(cosine, 4)}")
+    assert got.shape == (4, 768) and cosine.min() >= 0.98

@@ -2,8 +2,11 @@
 
 Two passes over the same images: the first records each site's per-channel |x| maximum, the second
 a histogram of |x| over that fixed range (what the observers read) and a few sampled rows (what the
-sensitivity pass re-quantizes). Sites are named `blocks.<i>.<site>` (see SITES) plus `head_in`
-and `residual`; the model may be ToMe-patched, so statistics see the token counts that will run.
+sensitivity pass re-quantizes). Sites are named `blocks.<i>.<site>` (see SITES; `q` / `k` are qkv's
+outputs, `q_normed` / `k_normed` those of a q/k norm, `probs` each image's largest attention probability
+per head, read with timm's unfused attention) plus `head_in` (the head's LayerNorm output on the
+pooled rows) and `residual` (every value the residual stream holds); the model may be ToMe-patched,
+so statistics see the token counts that will run.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ CHANNEL_HIST_ROWS = 2048  # rows per batch that feed the per-channel histograms 
 SAMPLE_ROWS = 512  # rows per site kept for the sensitivity pass
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
 # what each site records: a per-channel or per-tensor histogram, or (None) only maxima and samples
-SITES = {"ln1": "channel", "q": "tensor", "k": "tensor", "v": "tensor", "attn_out": "tensor", "ln2": "channel",
-         "fc1_out": None, "fc2_in": "channel", "head_in": "channel", "patch_in": None, "residual": None}
+SITES = {"ln1": "channel", "q": "tensor", "k": "tensor", "v": "tensor", "q_normed": "tensor", "k_normed": "tensor",
+         "attn_out": "tensor", "ln2": "channel", "fc1_out": None, "fc2_in": "channel", "head_in": "channel",
+         "patch_in": None, "residual": None, "probs": None}
+UNSAMPLED = {"residual", "probs"}  # sites that only need their maxima
 
 
 @dataclass
@@ -83,17 +88,28 @@ class _Recorder:
         self.handles = []
         self.callback: Callable[[str, torch.Tensor], None] = lambda name, x: None
         blocks = model.blocks.blocks if hasattr(model.blocks, "blocks") else model.blocks
-        prefix = model.num_prefix_tokens
         for i, block in enumerate(blocks):
             dim = block.attn.qkv.in_features
             self._hook(block.norm1, lambda m, a, out, i=i: (self._emit("residual", a[0]), self._emit(f"blocks.{i}.ln1", out)))
             self._hook(block.attn.qkv, lambda m, a, out, i=i, d=dim: [
                 self._emit(f"blocks.{i}.{part}", out[..., j * d:(j + 1) * d]) for j, part in enumerate("qkv")])
+            if _is_layer_norm(block.attn.q_norm):
+                for part in "qk":
+                    self._hook(getattr(block.attn, f"{part}_norm"),
+                               lambda m, a, out, i=i, part=part: self._emit(f"blocks.{i}.{part}_normed", out))
+            block.attn.fused_attn = False  # the probabilities pass through attn_drop (an identity in eval)
+            self._hook(block.attn.attn_drop, lambda m, a, out, i=i: self._emit(f"blocks.{i}.probs", out.amax(dim=(2, 3))))
             self._hook(block.attn.proj, lambda m, a, out, i=i: self._emit(f"blocks.{i}.attn_out", a[0]))
             self._hook(block.norm2, lambda m, a, out, i=i: (self._emit("residual", a[0]), self._emit(f"blocks.{i}.ln2", out)))
             self._hook(block.mlp.fc1, lambda m, a, out, i=i: self._emit(f"blocks.{i}.fc1_out", out))
             self._hook(block.mlp.fc2, lambda m, a, out, i=i: self._emit(f"blocks.{i}.fc2_in", a[0]))
-        self._hook(model.norm, lambda m, a, out: (self._emit("residual", a[0]), self._emit("head_in", out[:, :prefix])))
+        self._hook(model.norm_pre, lambda m, a, out: self._emit("residual", a[0]))
+        if model.global_pool == "avg":  # fc_norm reads the pooled rows
+            self._hook(model.norm, lambda m, a, out: self._emit("residual", a[0]))
+            self._hook(model.fc_norm, lambda m, a, out: self._emit("head_in", out))
+        else:  # the heads read the class (and distillation) rows of norm's output
+            heads = 2 if getattr(model, "dist_token", None) is not None else 1
+            self._hook(model.norm, lambda m, a, out: (self._emit("residual", a[0]), self._emit("head_in", out[:, :heads])))
         patch = model.patch_embed.patch_size[0]
         self._hook(model.patch_embed, lambda m, a, out: self._emit("patch_in", image_patches(a[0], patch)))
 
@@ -111,6 +127,11 @@ class _Recorder:
     def close(self) -> None:
         for handle in self.handles:
             handle.remove()
+
+
+def _is_layer_norm(module: torch.nn.Module) -> bool:
+    """A LayerNorm, also when ToMe's key tap wraps it."""
+    return isinstance(getattr(module, "k_norm", module), torch.nn.LayerNorm)
 
 
 def _histogram_kind(name: str) -> str | None:
@@ -153,7 +174,7 @@ def collect_stats(model: torch.nn.Module, images: np.ndarray, batch_size: int = 
         if counts is not None:
             counts = counts.numpy().astype(np.float64)
             site.hist = counts if site.hist is None else site.hist + counts
-        if name != "residual":
+        if name.rsplit(".", 1)[-1] not in UNSAMPLED:
             pick = rng.choice(x.shape[0], size=min(rows_per_batch, x.shape[0]), replace=False)
             site.samples.append(x[pick].numpy())
 

@@ -12,7 +12,7 @@ from tvm import relax
 
 from compile.kernels import MergedHeads
 from compile.quant.graph import Emitter
-from compile.quant.qvit import PROB_SCALE, QBlock, QLayerNorm, QLinear, QuantizedViT
+from compile.quant.qvit import QBlock, QLayerNorm, QLinear, QuantizedViT
 
 
 class FloatNumerics:
@@ -37,15 +37,19 @@ class FloatNumerics:
     def _quantize(self, x: relax.Expr, linear: QLinear) -> relax.Expr:
         return self._scale_round(x, 1.0 / linear.input_scale, None, *linear.input_range, "int8")
 
+    def _layer_norm(self, x: relax.Expr, norm: QLayerNorm) -> relax.Expr:
+        em = self.em
+        return em.emit(relax.op.nn.layer_norm(x, em.const(norm.gamma), em.const(norm.beta), axes=[-1], epsilon=norm.eps))
+
     # -- Numerics --------------------------------------------------------------------------------
     def embed(self, patch_out: relax.Expr) -> relax.Expr:
         em = self.em
         x = em.emit(relax.op.add(patch_out, em.const(self.qvit.pos)))
-        return em.emit(relax.op.concat([em.const(self.qvit.prefix), x], axis=0))
+        x = em.emit(relax.op.concat([em.const(self.qvit.prefix), x], axis=0))
+        return x if self.qvit.norm_pre is None else self._layer_norm(x, self.qvit.norm_pre)
 
     def norm_for(self, x: relax.Expr, norm: QLayerNorm, linear: QLinear) -> relax.Expr:
-        em = self.em
-        h = em.emit(relax.op.nn.layer_norm(x, em.const(norm.gamma), em.const(norm.beta), axes=[-1], epsilon=norm.eps))
+        h = self._layer_norm(x, norm)
         return h if linear.kept_float else self._quantize(h, linear)
 
     def linear(self, x: relax.Expr, linear: QLinear, x_view: MergedHeads | None = None) -> relax.Expr:
@@ -59,8 +63,17 @@ class FloatNumerics:
         return em.emit(relax.op.add(y, em.const(linear.bias)))
 
     def qkv_int8(self, y: relax.Expr, block: QBlock) -> relax.Expr:
-        width = y.ty.shape[-1] // 3
-        inv = np.repeat(1.0 / np.asarray(block.qkv_scales, np.float64), int(width)).astype(np.float32)
+        em = self.em
+        tokens, width = em.shape(y)
+        width //= 3
+        if block.qk_norm is not None:  # LayerNorm over each head's q and k
+            heads = self.qvit.num_heads
+            parts = [em.rows(y, j * width, (j + 1) * width, axis=1) for j in range(3)]
+            for j, norm in enumerate((block.qk_norm.q, block.qk_norm.k)):
+                per_head = em.emit(relax.op.reshape(parts[j], (tokens, heads, width // heads)))
+                parts[j] = em.emit(relax.op.reshape(self._layer_norm(per_head, norm), (tokens, width)))
+            y = em.emit(relax.op.concat(parts, axis=1))
+        inv = np.repeat(1.0 / np.asarray(block.qkv_scales, np.float64), width).astype(np.float32)
         return self._scale_round(y, inv, None, -127, 127, "int8")
 
     def attention_probs(self, logits: relax.Expr, block: QBlock, size: relax.Expr | None) -> relax.Expr:
@@ -72,11 +85,11 @@ class FloatNumerics:
             tokens = em.shape(size)[0]
             z = em.emit(relax.op.add(z, em.emit(relax.op.reshape(relax.op.log(size), (1, 1, tokens)))))
         p = em.emit(relax.op.nn.softmax(z, axis=-1))
-        return self._scale_round(p, 1.0 / PROB_SCALE, None, 0, 255, "uint8")
+        return self._scale_round(p, 1.0 / block.prob_scales(self.qvit.num_heads), None, 0, 255, "uint8")
 
     def attention_out(self, o: relax.Expr, block: QBlock) -> relax.Expr:
         em = self.em
-        real = PROB_SCALE * block.qkv_scales[2]
+        real = block.prob_scales(self.qvit.num_heads) * block.qkv_scales[2]
         if block.proj.kept_float:
             return em.emit(relax.op.multiply(em.emit(relax.op.astype(o, "float32")), em.const(real, "float32")))
         return self._scale_round(o, real / block.proj.input_base, None, -127, 127, "int8")
@@ -84,9 +97,17 @@ class FloatNumerics:
     def residual_add(self, x: relax.Expr, y: relax.Expr, linear: QLinear) -> relax.Expr:
         return self.em.emit(relax.op.add(x, y))
 
-    def mlp_hidden(self, y: relax.Expr, fc1: QLinear, fc2: QLinear) -> relax.Expr:
-        g = self.em.emit(relax.op.nn.gelu(y))
-        return g if fc2.kept_float else self._quantize(g, fc2)
+    def mlp_hidden(self, y: relax.Expr, block: QBlock) -> relax.Expr:
+        em = self.em
+        if block.activation == "quick_gelu":
+            g = em.emit(relax.op.multiply(y, relax.op.sigmoid(relax.op.multiply(y, em.const(1.702, "float32")))))
+        else:
+            g = em.emit(relax.op.nn.gelu(y))
+        return g if block.fc2.kept_float else self._quantize(g, block.fc2)
+
+    def mean_rows(self, x: relax.Expr, start: int) -> relax.Expr:
+        em = self.em
+        return em.emit(relax.op.mean(em.rows(x, start, em.shape(x)[0]), axis=0, keepdims=True))
 
     def head_logits(self, y: relax.Expr, head: QLinear) -> relax.Expr:
         return y  # already real-valued

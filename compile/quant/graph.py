@@ -71,7 +71,8 @@ class Numerics(Protocol):
     def attention_probs(self, logits: relax.Expr, block: QBlock, size: relax.Expr | None) -> relax.Expr: ...
     def attention_out(self, o: relax.Expr, block: QBlock) -> relax.Expr: ...
     def residual_add(self, x: relax.Expr, y: relax.Expr, linear: QLinear) -> relax.Expr: ...
-    def mlp_hidden(self, y: relax.Expr, fc1: QLinear, fc2: QLinear) -> relax.Expr: ...
+    def mlp_hidden(self, y: relax.Expr, block: QBlock) -> relax.Expr: ...
+    def mean_rows(self, x: relax.Expr, start: int) -> relax.Expr: ...
     def head_logits(self, y: relax.Expr, head: QLinear) -> relax.Expr: ...
 
 
@@ -119,13 +120,14 @@ def emit_quantized_vit(qvit: QuantizedViT, numerics_cls, target: Target) -> tvm.
                 if block.tome_r:
                     dest = match_tokens(em, qkv, qvit.num_heads, block.tome_r, qvit.num_prefix)
                     x, size = emit_merge(em, x, size, dest, block.tome_r)
-                if index == len(qvit.blocks) - 1:  # only the prefix tokens reach the head: the last MLP (row-wise)
-                    x = em.rows(x, 0, qvit.num_prefix)  # runs on them alone, the other rows' result is never read
-                hidden = num.mlp_hidden(num.linear(num.norm_for(x, block.ln2, block.fc1), block.fc1), block.fc1,
-                                        block.fc2)
+                if index == len(qvit.blocks) - 1 and qvit.pool == "token":  # only the heads' rows are read after
+                    x = em.rows(x, 0, len(qvit.heads))  # the last MLP (row-wise): it runs on them alone
+                hidden = num.mlp_hidden(num.linear(num.norm_for(x, block.ln2, block.fc1), block.fc1), block)
                 x = num.residual_add(x, num.linear(hidden, block.fc2), block.fc2)
-            logits = [num.head_logits(num.linear(num.norm_for(em.rows(x, i, i + 1), qvit.norm, head), head), head)
-                      for i, head in enumerate(qvit.heads)]
+            pooled = ([em.rows(x, i, i + 1) for i in range(len(qvit.heads))] if qvit.pool == "token"
+                      else [num.mean_rows(x, qvit.num_prefix)])
+            logits = [num.head_logits(num.linear(num.norm_for(rows, qvit.norm, head), head), head)
+                      for rows, head in zip(pooled, qvit.heads)]
             out = bb.emit_output(_mean(em, logits))
         bb.emit_func_output(out)
     return bb.get()

@@ -7,6 +7,9 @@
 - softmax (Shiftmax-like): logits -> base-2 exponent by a dyadic multiply, 2^-integer part as a shift,
   2^-fraction by a second-order integer polynomial, normalization by one reciprocal per row -> uint8;
 - GELU (ShiftGELU-like, I-BERT's polynomial erf) in Q12, then a per-channel shift into fc2's groups;
+  QuickGELU as x * sigmoid(1.702 x) with e^-|t| from the softmax's 2^-u and one integer division;
+- norm_pre (a LayerNorm from the residual stream into it), q/k norm (qkv's q and k columns first brought
+  to one power-of-two scale each) and average pooling (a rounded integer mean) use the same pieces;
 The last op multiplies the int32 logits by their float scales (the graph's output is float32 logits).
 Constants come from compile.quant.integer_params; the tests re-implement these steps in numpy.
 """
@@ -51,17 +54,10 @@ class IntegerNumerics:
     def _mul(self, x: relax.Expr, value) -> relax.Expr:
         return self.em.emit(relax.op.multiply(x, self._c(value)))
 
-    # -- Numerics ----------------------------------------------------------------------------------
-    def embed(self, patch_out: relax.Expr) -> relax.Expr:
-        em, qvit = self.em, self.qvit
-        prefix, pos = P.embedding(qvit)
-        x = self._requant(patch_out, P.to_residual(qvit.patch, qvit), -P.RESIDUAL_CLAMP, P.RESIDUAL_CLAMP, "int32")
-        x = em.emit(relax.op.add(x, em.const(pos)))
-        return em.emit(relax.op.concat([em.const(prefix), x], axis=0))
-
-    def norm_for(self, x: relax.Expr, norm: QLayerNorm, linear: QLinear) -> relax.Expr:
+    def _layer_norm(self, x: relax.Expr, params: P.LayerNormParams, dtype: str) -> relax.Expr:
+        """I-ViT LayerNorm over the last axis of x [rows, C]: integer mean / variance, exact isqrt, one
+        division per row; the output lands in the units `params` were made for."""
         em = self.em
-        params = P.layer_norm(norm, linear, self.qvit)
         channels = em.shape(x)[1]
         x = self._i64(x)
         total = em.emit(relax.op.sum(x, axis=1, keepdims=True))
@@ -74,15 +70,54 @@ class IntegerNumerics:
         inv = em.emit(relax.op.floor_divide(self._c(1 << P.NORM_INV_BITS), std))
         z = self._shift_round(em.emit(relax.op.multiply(d, inv)), P.NORM_INV_BITS - P.NORM_FRAC)
         y = em.emit(relax.op.add(self._mul(z, params.gamma), self._c(params.beta)))
-        y = self._shift_round(y, P.NORM_FRAC + P.GAMMA_FRAC)
-        return em.emit(relax.op.astype(relax.op.clip(y, params.low, params.high), "int8"))
+        y = self._shift_round(y, params.shift)
+        return em.emit(relax.op.astype(relax.op.clip(y, params.low, params.high), dtype))
+
+    def _exp2_negative(self, u: relax.Expr) -> relax.Expr:
+        """2^-u in Q15 for u >= 0 in Q15 (u clipped at EXP_MIN): 2^-whole as a shift, 2^-frac by a polynomial."""
+        em = self.em
+        u = em.emit(relax.op.minimum(u, self._c(P.EXP_MIN << P.EXP_FRAC)))
+        whole = em.emit(relax.op.right_shift(u, self._c(P.EXP_FRAC)))
+        frac = em.emit(relax.op.bitwise_and(u, self._c((1 << P.EXP_FRAC) - 1)))
+        c1, c2 = P.exp2_poly()
+        square = self._shift_round(em.emit(relax.op.multiply(frac, frac)), P.EXP_FRAC)
+        poly = em.emit(relax.op.add(self._shift_round(self._mul(frac, c1), P.EXP_FRAC),
+                                    self._shift_round(self._mul(square, c2), P.EXP_FRAC)))
+        return em.emit(relax.op.right_shift(relax.op.add(poly, self._c(1 << P.EXP_FRAC)), whole))
+
+    # -- Numerics ----------------------------------------------------------------------------------
+    def embed(self, patch_out: relax.Expr) -> relax.Expr:
+        em, qvit = self.em, self.qvit
+        prefix, pos = P.embedding(qvit)
+        x = self._requant(patch_out, P.to_residual(qvit.patch, qvit), -P.RESIDUAL_CLAMP, P.RESIDUAL_CLAMP, "int32")
+        x = em.emit(relax.op.add(x, em.const(pos)))
+        x = em.emit(relax.op.concat([em.const(prefix), x], axis=0))
+        if qvit.norm_pre is None:
+            return x
+        return self._layer_norm(x, P.residual_layer_norm(qvit.norm_pre, qvit), "int32")
+
+    def norm_for(self, x: relax.Expr, norm: QLayerNorm, linear: QLinear) -> relax.Expr:
+        return self._layer_norm(x, P.layer_norm(norm, linear, self.qvit), "int8")
 
     def linear(self, x: relax.Expr, linear: QLinear, x_view: MergedHeads | None = None) -> relax.Expr:
         em = self.em
         return em.emit(relax.op.add(em.int8_accumulate(x, linear, x_view), em.const(P.bias_int(linear))))
 
     def qkv_int8(self, y: relax.Expr, block: QBlock) -> relax.Expr:
-        return self._requant(y, P.qkv_requant(block), -127, 127, "int8")
+        if block.qk_norm is None:
+            return self._requant(y, P.qkv_requant(block), -127, 127, "int8")
+        em = self.em
+        tokens, width = em.shape(y)
+        width //= 3
+        heads = self.qvit.num_heads
+        parts = []
+        for j, (requant, params) in enumerate(zip(P.qk_norm_in(block), P.qk_layer_norms(block))):
+            pre = self._requant(em.rows(y, j * width, (j + 1) * width, axis=1), requant, -P.RESIDUAL_CLAMP,
+                                P.RESIDUAL_CLAMP, "int32")
+            per_head = em.emit(relax.op.reshape(pre, (tokens * heads, width // heads)))
+            parts.append(em.emit(relax.op.reshape(self._layer_norm(per_head, params, "int8"), (tokens, width))))
+        parts.append(self._requant(em.rows(y, 2 * width, 3 * width, axis=1), P.v_requant(block), -127, 127, "int8"))
+        return em.emit(relax.op.concat(parts, axis=1))
 
     def attention_probs(self, logits: relax.Expr, block: QBlock, size: relax.Expr | None) -> relax.Expr:
         em = self.em
@@ -96,38 +131,53 @@ class IntegerNumerics:
         d = self._i64(em.emit(relax.op.subtract(z, relax.op.max(z, axis=-1, keepdims=True))))
         exponent = P.softmax_exponent(block, heads)
         t = self._shift_round(em.emit(relax.op.multiply(d, self._c(exponent.mult))), exponent.shift)
-        u = em.emit(relax.op.negative(relax.op.maximum(t, self._c(-(P.EXP_MIN << P.EXP_FRAC)))))
-        whole = em.emit(relax.op.right_shift(u, self._c(P.EXP_FRAC)))
-        frac = em.emit(relax.op.bitwise_and(u, self._c((1 << P.EXP_FRAC) - 1)))
-        c1, c2 = P.exp2_poly()
-        square = self._shift_round(em.emit(relax.op.multiply(frac, frac)), P.EXP_FRAC)
-        poly = em.emit(relax.op.add(self._shift_round(self._mul(frac, c1), P.EXP_FRAC),
-                                    self._shift_round(self._mul(square, c2), P.EXP_FRAC)))
-        e = em.emit(relax.op.right_shift(relax.op.add(poly, self._c(1 << P.EXP_FRAC)), whole))
+        e = self._exp2_negative(em.emit(relax.op.negative(t)))
         total = em.emit(relax.op.sum(e, axis=-1, keepdims=True))
         inv = em.emit(relax.op.floor_divide(self._c(1 << P.PROB_RECIP_BITS), total))
-        p = self._shift_round(em.emit(relax.op.multiply(self._mul(e, 255), inv)), P.PROB_RECIP_BITS)
+        levels = P.prob_levels(block, heads)
+        p = self._shift_round(em.emit(relax.op.multiply(self._mul(e, levels), inv)), P.PROB_RECIP_BITS)
         return em.emit(relax.op.astype(relax.op.clip(p, 0, 255), "uint8"))
 
     def attention_out(self, o: relax.Expr, block: QBlock) -> relax.Expr:
-        return self._requant(o, P.attention_out_requant(block), -127, 127, "int8")
+        return self._requant(o, P.attention_out_requant(block, self.qvit.num_heads), -127, 127, "int8")
 
     def residual_add(self, x: relax.Expr, y: relax.Expr, linear: QLinear) -> relax.Expr:
         branch = self._requant(y, P.to_residual(linear, self.qvit), -P.RESIDUAL_CLAMP, P.RESIDUAL_CLAMP, "int32")
         return self.em.emit(relax.op.add(x, branch))
 
-    def mlp_hidden(self, y: relax.Expr, fc1: QLinear, fc2: QLinear) -> relax.Expr:
+    def mlp_hidden(self, y: relax.Expr, block: QBlock) -> relax.Expr:
+        g = self._i64(self._requant(y, P.gelu_in(block.fc1), -P.GELU_CLAMP, P.GELU_CLAMP, "int64"))
+        gelu = self._quick_gelu(g) if block.activation == "quick_gelu" else self._gelu(g)
+        requant, _ = P.gelu_out(block.fc2)
+        return self._requant(gelu, requant, -127, 127, "int8")
+
+    def _quick_gelu(self, g: relax.Expr) -> relax.Expr:
+        """g * sigmoid(1.702 g) in Q12: sigmoid(|t|) = 1 / (1 + e^-|t|) in Q15, mirrored for g < 0."""
         em = self.em
-        g = self._i64(self._requant(y, P.gelu_in(fc1), -P.GELU_CLAMP, P.GELU_CLAMP, "int64"))
+        e = self._exp2_negative(self._shift_round(self._mul(em.emit(relax.op.abs(g)), P.QUICK_GELU_EXP), P.GELU_FRAC))
+        sigmoid = em.emit(relax.op.floor_divide(self._c(1 << (2 * P.EXP_FRAC)), relax.op.add(e, self._c(1 << P.EXP_FRAC))))
+        sigmoid = em.emit(relax.op.where(relax.op.less(g, self._c(0)), relax.op.subtract(self._c(1 << P.EXP_FRAC), sigmoid),
+                                         sigmoid))
+        return self._shift_round(em.emit(relax.op.multiply(g, sigmoid)), P.EXP_FRAC)
+
+    def _gelu(self, g: relax.Expr) -> relax.Expr:
+        """g * (1 + erf(g / sqrt 2)) / 2 in Q12, with I-BERT's second-order erf."""
+        em = self.em
         u = self._shift_round(self._mul(em.emit(relax.op.abs(g)), P.INV_SQRT2), 15)
         c = em.emit(relax.op.subtract(relax.op.minimum(u, self._c(P.ERF_B)), self._c(P.ERF_B)))
         c2 = self._shift_round(em.emit(relax.op.multiply(c, c)), P.GELU_FRAC)
         magnitude = em.emit(relax.op.add(self._shift_round(self._mul(c2, P.ERF_A), 15), self._c(1 << P.GELU_FRAC)))
         erf = em.emit(relax.op.where(relax.op.less(g, self._c(0)), relax.op.negative(magnitude), magnitude))
-        gelu = self._shift_round(em.emit(relax.op.multiply(g, relax.op.add(erf, self._c(1 << P.GELU_FRAC)))),
+        return self._shift_round(em.emit(relax.op.multiply(g, relax.op.add(erf, self._c(1 << P.GELU_FRAC)))),
                                  P.GELU_FRAC + 1)
-        requant, _ = P.gelu_out(fc2)
-        return self._requant(gelu, requant, -127, 127, "int8")
+
+    def mean_rows(self, x: relax.Expr, start: int) -> relax.Expr:
+        """The rounded integer mean of rows start.. of the residual stream (average pooling)."""
+        em = self.em
+        rows = em.shape(x)[0] - start
+        total = em.emit(relax.op.sum(self._i64(em.rows(x, start, start + rows)), axis=0, keepdims=True))
+        mean = em.emit(relax.op.floor_divide(relax.op.add(self._mul(total, 2), self._c(rows)), self._c(2 * rows)))
+        return em.emit(relax.op.astype(mean, "int32"))
 
     def head_logits(self, y: relax.Expr, head: QLinear) -> relax.Expr:
         return self.em.emit(relax.op.multiply(relax.op.astype(y, "float32"), self.em.const(P.head_scale(head))))

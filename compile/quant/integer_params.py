@@ -15,7 +15,7 @@ from functools import cache
 import numpy as np
 
 from compile.quant.fixed_point import dyadic
-from compile.quant.qvit import PROB_SCALE, QBlock, QLayerNorm, QLinear, QuantizedViT
+from compile.quant.qvit import QBlock, QLayerNorm, QLinear, QuantizedViT
 
 # Fixed-point formats
 NORM_FRAC = 15  # LayerNorm: normalized value (x - mean) / std in Q15
@@ -32,6 +32,8 @@ RESIDUAL_CLAMP = 1 << 30
 ERF_A = round(-0.2888 * 2**15)
 ERF_B = round(1.769 * 2**GELU_FRAC)
 INV_SQRT2 = round(2**15 / math.sqrt(2))
+# QuickGELU x * sigmoid(1.702 x): e^(-1.702 |x|) = 2^-(|x| * 1.702 log2(e)), the base-2 exponent in Q15 from x in Q12
+QUICK_GELU_EXP = round(1.702 * math.log2(math.e) * 2**EXP_FRAC)
 
 
 @cache
@@ -76,20 +78,59 @@ def embedding(qvit: QuantizedViT) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class LayerNormParams:
-    gamma: np.ndarray  # int64 [C]: gamma / scale in Q16
-    beta: np.ndarray  # int64 [C]: beta / scale in Q31
-    eps: int  # in residual units squared
+    gamma: np.ndarray  # int64 [C]: gamma / output scale in Q(gamma_frac)
+    beta: np.ndarray  # int64 [C]: beta / output scale in Q(NORM_FRAC + gamma_frac)
+    eps: int  # in input units squared
     low: int
     high: int
+    gamma_frac: int = GAMMA_FRAC
+
+    @property
+    def shift(self) -> int:
+        """The rounding shift that brings z * gamma + beta to output units."""
+        return NORM_FRAC + self.gamma_frac
+
+
+def _layer_norm_params(norm: QLayerNorm, out_scale, in_scale: float, low: int, high: int,
+                       gamma_frac: int = GAMMA_FRAC) -> LayerNormParams:
+    scale = np.asarray(out_scale, dtype=np.float64)
+    gamma = np.round(norm.gamma / scale * 2.0**gamma_frac).astype(np.int64)
+    beta = np.round(norm.beta / scale * 2.0 ** (NORM_FRAC + gamma_frac)).astype(np.int64)
+    eps = max(1, round(norm.eps / in_scale**2))
+    return LayerNormParams(gamma, beta, eps, low, high, gamma_frac)
 
 
 def layer_norm(norm: QLayerNorm, linear: QLinear, qvit: QuantizedViT) -> LayerNormParams:
     """LayerNorm whose output is directly the next linear's int8 input (its per-channel scales)."""
-    scale = linear.input_scale.astype(np.float64)
-    gamma = np.round(norm.gamma / scale * 2**GAMMA_FRAC).astype(np.int64)
-    beta = np.round(norm.beta / scale * 2 ** (NORM_FRAC + GAMMA_FRAC)).astype(np.int64)
-    eps = max(1, round(norm.eps / qvit.residual_scale**2))
-    return LayerNormParams(gamma, beta, eps, *linear.input_range)
+    return _layer_norm_params(norm, linear.input_scale, qvit.residual_scale, *linear.input_range)
+
+
+def residual_layer_norm(norm: QLayerNorm, qvit: QuantizedViT) -> LayerNormParams:
+    """norm_pre: a LayerNorm from the residual stream back into it (int32 at the residual scale). gamma's
+    fraction bits shrink with that fine scale so that z * gamma stays far inside int64."""
+    top = max(float(np.abs(norm.gamma).max()) / qvit.residual_scale, 1.0)
+    gamma_frac = int(np.clip(30 - math.ceil(math.log2(top)), 1 - NORM_FRAC, GAMMA_FRAC))
+    return _layer_norm_params(norm, qvit.residual_scale, qvit.residual_scale, -RESIDUAL_CLAMP, RESIDUAL_CLAMP,
+                              gamma_frac)
+
+
+def qk_norm_in(block: QBlock) -> tuple[Requant, Requant]:
+    """qkv accumulator columns of q and of k -> int32 at their power-of-two pre-norm scales."""
+    width = block.qkv.weight.shape[1] // 3
+    acc = block.qkv.acc_scale.astype(np.float64)
+    return tuple(Requant.of(acc[j * width:(j + 1) * width] / block.qk_norm.pre_scales[j]) for j in range(2))
+
+
+def qk_layer_norms(block: QBlock) -> tuple[LayerNormParams, LayerNormParams]:
+    """The q and k LayerNorms (over each head's channels), from their pre-norm units to int8 q / k."""
+    norms, pre = (block.qk_norm.q, block.qk_norm.k), block.qk_norm.pre_scales
+    return tuple(_layer_norm_params(norms[j], block.qkv_scales[j], pre[j], -127, 127) for j in range(2))
+
+
+def v_requant(block: QBlock) -> Requant:
+    """qkv accumulator columns of v -> int8 v (a q/k norm leaves v as it is)."""
+    width = block.qkv.weight.shape[1] // 3
+    return Requant.of(block.qkv.acc_scale[2 * width:].astype(np.float64) / block.qkv_scales[2])
 
 
 def qkv_requant(block: QBlock) -> Requant:
@@ -115,9 +156,15 @@ def log_size_table(block: QBlock, num_heads: int, tokens: int) -> np.ndarray:
     return _int32(np.log(np.maximum(sizes, 1)) / logit_scale(block, num_heads))
 
 
-def attention_out_requant(block: QBlock) -> Requant:
-    """probs @ v accumulator -> proj's int8 input."""
-    return Requant.of(PROB_SCALE * block.qkv_scales[2] / block.proj.input_base)
+def prob_levels(block: QBlock, num_heads: int) -> np.ndarray:
+    """int64 [heads, 1, 1]: 1 / each head's probability scale (255 << its shift)."""
+    return np.round(1.0 / block.prob_scales(num_heads)).astype(np.int64)
+
+
+def attention_out_requant(block: QBlock, num_heads: int) -> Requant:
+    """probs @ v accumulator [heads, N, D] -> proj's int8 input (a multiplier per head)."""
+    req = Requant.of(block.prob_scales(num_heads).ravel() * block.qkv_scales[2] / block.proj.input_base)
+    return Requant(req.mult.reshape(num_heads, 1, 1), req.shift.reshape(num_heads, 1, 1))
 
 
 def gelu_in(fc1: QLinear) -> Requant:

@@ -28,7 +28,8 @@ from compile.quant.observers import QMAX, activation_scale
 from compile.quant.weights import quantize_weight
 
 SEGMENT_ALIGN = 16  # channel groups are multiples of this (the int8 kernels' K blocking)
-PROB_SCALE = 1.0 / 255.0  # attention probabilities as uint8
+PROB_SCALE = 1.0 / 255.0  # attention probabilities as uint8, at PROB_SCALE * 2^-shift (a shift per head)
+MAX_PROB_SHIFT = 7
 
 
 @dataclass
@@ -71,33 +72,59 @@ class QLayerNorm:
 
 
 @dataclass
+class QKNorm:
+    """LayerNorms over each head's q and k (timm's qk_norm), applied between qkv and the int8 q, k.
+
+    int8-full first brings qkv's per-column accumulator to one power-of-two scale per part
+    (`pre_scales`, from the calibrated pre-norm range) so that the integer LayerNorm sees uniform units."""
+
+    q: QLayerNorm
+    k: QLayerNorm
+    pre_scales: tuple[float, float]
+
+
+@dataclass
 class QBlock:
     ln1: QLayerNorm
     qkv: QLinear
-    qkv_scales: tuple[float, float, float]  # int8 scales of q, k, v
+    qkv_scales: tuple[float, float, float]  # int8 scales of q, k, v (after the q/k norm when there is one)
     proj: QLinear
     ln2: QLayerNorm
     fc1: QLinear
     fc2: QLinear
     tome_r: int = 0
+    activation: str = "gelu"  # or "quick_gelu": x * sigmoid(1.702 x) (OpenAI CLIP)
+    qk_norm: QKNorm | None = None
+    prob_shifts: tuple[int, ...] = ()  # per head; () = 0 for every head
+
+    def prob_scales(self, heads: int) -> np.ndarray:
+        """float64 [heads, 1, 1]: each head's uint8 probability scale."""
+        shifts = np.asarray(self.prob_shifts or (0,) * heads, dtype=np.float64)
+        return (PROB_SCALE * np.exp2(-shifts)).reshape(heads, 1, 1)
 
 
 @dataclass
 class QuantizedViT:
-    """Everything the integer graph needs; the input is uint8 pixels [1, 3, H, W]."""
+    """Everything the integer graph needs; the input is uint8 pixels [1, 3, H, W].
+
+    The token rows are the prefix tokens (class, registers, distillation) then the patches. `norm` is
+    the LayerNorm before the head: timm's `norm` on every row for class-token pooling, or `fc_norm` on
+    the mean of the patch rows for average pooling."""
 
     mode: str
     image_size: int
     patch_size: int
     num_heads: int
     patch: QLinear  # input: uint8 pixels in patch order (channel, row, column); normalization folded in
-    prefix: np.ndarray  # float32 [P, C]: class (and distillation) tokens plus their position embedding
+    prefix: np.ndarray  # float32 [P, C]: class / register / distillation tokens with their position embedding
     pos: np.ndarray  # float32 [patches, C]
     blocks: list[QBlock]
     norm: QLayerNorm
-    heads: list[QLinear]  # head i reads prefix token i; logits are their mean
+    heads: list[QLinear]  # token pooling: head i reads prefix token i; logits are their mean
     residual_scale: float  # int8-full: the residual stream is int32 at this power-of-two scale
     recipe: dict = field(default_factory=dict)
+    norm_pre: QLayerNorm | None = None  # a LayerNorm on the embedded tokens before the blocks (CLIP)
+    pool: str = "token"  # or "avg": the mean of the patch rows feeds the head
 
     @property
     def num_prefix(self) -> int:
@@ -281,6 +308,40 @@ def _head_params(module, dim: int) -> tuple[np.ndarray, np.ndarray]:
     return _linear_params(module)
 
 
+def prob_shifts(site: SiteStats) -> tuple[int, ...]:
+    """Per head, the s in [0, MAX_PROB_SHIFT] with its calibrated largest probability <= 2^-s: the head's
+    uint8 probabilities get 2^s times the levels. At 1/255 alone, a head that spreads its attention over
+    more than 510 tokens (384 px and up, or any broad head) would round every probability to 0."""
+    top = np.maximum(site.absmax.astype(np.float64), 1e-30)
+    return tuple(int(s) for s in np.clip(np.floor(-np.log2(top)), 0, MAX_PROB_SHIFT))
+
+
+def _optional_norm(module) -> QLayerNorm | None:
+    """The QLayerNorm of a LayerNorm, None for an nn.Identity (the architecture check allows only these)."""
+    return _layer_norm(module) if hasattr(module, "weight") else None
+
+
+def _embedding_rows(model) -> tuple[np.ndarray, np.ndarray]:
+    """(prefix rows [P, C], what is added to each patch row [patches, C]), as timm's own `_pos_embed` makes
+    them: it is affine in the patch tokens, so zero patches give the class / register / distillation tokens
+    with whatever position embedding they get, and each patch's position embedding (with or without the
+    class token's, DeiT III and DINOv2's registers included)."""
+    import torch
+
+    with torch.no_grad():
+        rows = _np(model._pos_embed(torch.zeros(1, model.patch_embed.num_patches, model.embed_dim))[0])
+    return rows[: model.num_prefix_tokens].copy(), rows[model.num_prefix_tokens:].copy()
+
+
+def _qk_norm(attn, site) -> QKNorm | None:
+    """q/k LayerNorms with the power-of-two scales of their (pre-norm) inputs; None without q/k norm."""
+    q, k = _optional_norm(attn.q_norm), _optional_norm(attn.k_norm)
+    if q is None:
+        return None
+    pre = tuple(2.0 ** -_residual_exponent(site(part).tensor_absmax) for part in "qk")
+    return QKNorm(q, k, pre)
+
+
 def quantize_vit(model, stats: dict[str, SiteStats], config: QuantConfig, schedule: list[int],
                  mean, std) -> QuantizedViT:
     """The QuantizedViT of a (float, unpatched) timm ViT from its calibration statistics."""
@@ -288,7 +349,9 @@ def quantize_vit(model, stats: dict[str, SiteStats], config: QuantConfig, schedu
     for i, block in enumerate(model.blocks):
         site = lambda name, i=i: stats[f"blocks.{i}.{name}"]  # noqa: E731
         qkv = _ln_input_linear(f"blocks.{i}.qkv", *_linear_params(block.attn.qkv), site("ln1"), config)
-        qkv_scales = tuple(_tensor_scale(site(part), config.observer) for part in "qkv")
+        qk_norm = _qk_norm(block.attn, site)
+        parts = ("q_normed", "k_normed", "v") if qk_norm else ("q", "k", "v")
+        qkv_scales = tuple(_tensor_scale(site(part), config.observer) for part in parts)
         proj_scale = _tensor_scale(site("attn_out"), config.observer)
         dim = block.attn.proj.in_features
         proj = _linear(f"blocks.{i}.proj", *_branch_params(block.attn.proj, block.ls1), np.full(dim, proj_scale, np.float32),
@@ -296,21 +359,21 @@ def quantize_vit(model, stats: dict[str, SiteStats], config: QuantConfig, schedu
         order, fc2 = _fc2_groups(_branch_params(block.mlp.fc2, block.ls2), site("fc2_in"), config, i)
         w1, b1 = _linear_params(block.mlp.fc1)
         fc1 = _ln_input_linear(f"blocks.{i}.fc1", w1[:, order], b1[order], site("ln2"), config)
+        activation = "quick_gelu" if type(block.mlp.act).__name__ == "QuickGELU" else "gelu"
         blocks.append(QBlock(_layer_norm(block.norm1), qkv, qkv_scales, proj, _layer_norm(block.norm2), fc1, fc2,
-                             schedule[i]))
+                             schedule[i], activation, qk_norm, prob_shifts(site("probs"))))
     head_modules = [model.head] + ([model.head_dist] if getattr(model, "head_dist", None) is not None else [])
     heads = [_ln_input_linear(name, *_head_params(m, model.embed_dim), stats["head_in"], config)
              for name, m in zip(("head", "head_dist"), head_modules)]
-    prefix_tokens = [model.cls_token] + ([model.dist_token] if getattr(model, "dist_token", None) is not None else [])
-    pos = _np(model.pos_embed)[0]
-    prefix = np.concatenate([_np(t)[0] for t in prefix_tokens]) + pos[: len(prefix_tokens)]
+    prefix, pos = _embedding_rows(model)
+    pool = model.global_pool
     residual_max = stats["residual"].tensor_absmax
     qvit = QuantizedViT(
         mode=config.mode, image_size=model.patch_embed.img_size[0], patch_size=model.patch_embed.patch_size[0],
         num_heads=model.blocks[0].attn.num_heads, patch=_patch_linear(model, config, mean, std, stats["patch_in"]),
-        prefix=prefix.astype(np.float32), pos=pos[len(prefix_tokens):].copy(), blocks=blocks,
-        norm=_layer_norm(model.norm), heads=heads,
-        residual_scale=2.0 ** -_residual_exponent(residual_max), recipe=config.summary(),
+        prefix=prefix, pos=pos, blocks=blocks, norm=_layer_norm(model.fc_norm if pool == "avg" else model.norm),
+        heads=heads, residual_scale=2.0 ** -_residual_exponent(residual_max), recipe=config.summary(),
+        norm_pre=_optional_norm(model.norm_pre), pool=pool,
     )
     return qvit
 
