@@ -281,3 +281,17 @@ def test_bad_preprocessing_flags_are_one_line(flags, message):
 def test_a_mean_of_two_values_is_a_usage_error():
     result = run_module("compile", "--random-init", "--mean", "0.5,0.5")
     assert result.returncode == 2 and "three comma-separated numbers" in result.stderr.splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_every_part_builds_for_an_arm_board(tmp_path):
+    """The integer graph's new parts (registers, position embedding without the class token, norm_pre, q/k norm,
+    QuickGELU, average pooling) cross compile for rpi5 in int8-full with ToMe."""
+    import json
+
+    args = {"depth": 2, "num_classes": 10, "reg_tokens": 2, "no_embed_class": True, "pre_norm": True,
+            "global_pool": "avg", "fc_norm": True, "qk_norm": True, "act_layer": "quick_gelu", "init_values": 0.5}
+    _, bundle = compile_timm_folder("vit_tiny_patch16_224", args, tmp_path, "--target", "rpi5", "--quant", "int8-full",
+                                    "--tome-r", "4", "--calib-count", "16")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["target"]["arch"] == "aarch64" and manifest["quant"]["mode"] == "int8-full"
