@@ -2,9 +2,10 @@
 
 A bundle's kernels are TIR PrimFuncs named after the Relax operators fused into them
 (`fused_int8_dense3_cast9_multiply6_add5_gelu_...`). The name says most: a GEMM with its epilogue
-is a GEMM, `layer_norm` is LayerNorm. Where names say nothing (the integer-only graph spells
-LayerNorm and softmax as chains of `sum`, `isqrt`, `right_shift` kernels; ToMe's matching reuses
-`cast_sum` and a small batch matmul), the call sequence and the shapes decide:
+is a GEMM, `layer_norm` is LayerNorm (int8-full's row kernels on CPUs: `layer_norm_int_*`,
+`softmax_int_*`). Where names say nothing (int8-full on CUDA spells LayerNorm and softmax as chains
+of `sum`, `isqrt`, `right_shift` kernels; ToMe's matching reuses `cast_sum` and a small batch
+matmul), the call sequence and the shapes decide:
 
 - every kernel after the last token-wise GEMM and up to a `tome_destinations` is ToMe matching;
 - a GEMM whose output is [heads, tokens, n] is attention: q·kᵀ when n is the token count, else p·v;

@@ -190,3 +190,31 @@ def emulated_board(cpu: str) -> EmulatedBoard:
         if shutil.which(tool) is None:
             raise RuntimeError(f"emulated boards need {tool} (apt packages qemu-user-static, debootstrap)")
     return EmulatedBoard(build_sysroot(edgevit_cache_dir()), cpu)
+
+
+VM_RUN = """
+import sys, numpy as np, tvm
+from tvm import relax
+vm = relax.VirtualMachine(tvm.runtime.load_module(sys.argv[1]), tvm.cpu())
+inputs = np.load(sys.argv[2])
+names = sorted({key.split("/")[0] for key in inputs.files})
+outputs = {}
+for name in names:
+    args = [inputs[f"{name}/{i}"] for i in range(len([k for k in inputs.files if k.startswith(name + "/")]))]
+    outputs[name] = vm[name](*map(tvm.runtime.tensor, args)).numpy()
+np.savez(sys.argv[3], **outputs)
+"""
+
+
+def run_vm_functions(board: EmulatedBoard, library: Path, inputs: dict[str, list], work_dir: Path,
+                     timeout_s: float = 900) -> dict:
+    """Outputs of each named Relax VM function of an aarch64 `library`, called on the board with its inputs."""
+    import numpy as np
+
+    np.savez(work_dir / "inputs.npz", **{f"{name}/{i}": a for name, args in inputs.items() for i, a in enumerate(args)})
+    argv = ["-c", VM_RUN, str(library), str(work_dir / "inputs.npz"), str(work_dir / "outputs.npz")]
+    result = board.run(board.python_argv(argv), timeout_s=timeout_s)
+    if result.returncode != 0:
+        raise AssertionError(result.stderr[-3000:])
+    with np.load(work_dir / "outputs.npz") as outputs:
+        return {name: outputs[name] for name in outputs.files}

@@ -65,12 +65,17 @@ def exp2_negative(u: np.ndarray) -> np.ndarray:
 
 
 def softmax(logits: np.ndarray, block: QBlock, heads: int, log_size: np.ndarray | None) -> np.ndarray:
+    return integer_softmax(logits, P.softmax_exponent(block, heads), P.prob_levels(block, heads), log_size)
+
+
+def integer_softmax(logits: np.ndarray, exponent: P.Requant, levels: np.ndarray,
+                    log_size: np.ndarray | None) -> np.ndarray:
+    """uint8-valued probabilities [heads, N, N]; levels [heads, 1, 1]: 1 / each head's probability scale."""
     z = logits if log_size is None else logits + log_size[None, None, :]
     d = z - z.max(axis=-1, keepdims=True)
-    exponent = P.softmax_exponent(block, heads)
     e = exp2_negative(-shift_round(d * exponent.mult, exponent.shift))
     inv = (np.int64(1) << P.PROB_RECIP_BITS) // e.sum(axis=-1, keepdims=True)
-    return np.clip(shift_round(e * P.prob_levels(block, heads) * inv, P.PROB_RECIP_BITS), 0, 255)
+    return np.clip(shift_round(e * levels * inv, P.PROB_RECIP_BITS), 0, 255)
 
 
 def gelu(g: np.ndarray) -> np.ndarray:

@@ -291,34 +291,13 @@ def test_arm_objects_use_their_dot_instructions(arm_libraries):
         assert {"smull", "sadalp"} <= without_dotprod
 
 
-BOARD_RUN = """
-import sys, numpy as np, tvm
-from tvm import relax
-vm = relax.VirtualMachine(tvm.runtime.load_module(sys.argv[1]), tvm.cpu())
-inputs = np.load(sys.argv[2])
-names = sorted({key.split("/")[0] for key in inputs.files})
-outputs = {}
-for name in names:
-    args = [inputs[f"{name}/{i}"] for i in range(len([k for k in inputs.files if k.startswith(name + "/")]))]
-    outputs[name] = vm[name](*map(tvm.runtime.tensor, args)).numpy()
-np.savez(sys.argv[3], **outputs)
-"""
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("preset, cpu", [("rpi5", "cortex-a76"), ("rpi4", "cortex-a72")])
 def test_arm_kernels_are_exact_on_emulated_board(arm_libraries, preset, cpu, tmp_path):
-    from tests.emulated_board import emulated_board
+    from tests.emulated_board import emulated_board, run_vm_functions
 
     library, suite = arm_libraries[preset]
-    np.savez(tmp_path / "inputs.npz", **{f"{name}/{i}": a for name, args in suite.inputs.items()
-                                         for i, a in enumerate(args)})
-    board = emulated_board(cpu)
-    argv = ["-c", BOARD_RUN, str(library), str(tmp_path / "inputs.npz"), str(tmp_path / "outputs.npz")]
-    result = board.run(board.python_argv(argv), timeout_s=900)
-    assert result.returncode == 0, result.stderr[-3000:]
-    with np.load(tmp_path / "outputs.npz") as outputs:
-        _assert_exact({name: outputs[name] for name in outputs.files}, suite)
+    _assert_exact(run_vm_functions(emulated_board(cpu), library, suite.inputs, tmp_path), suite)
 
 
 # ---- CUDA ----------------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ TOME_MATCH = [  # after the attention projection of an int8 + ToMe block, up to 
            ((189, 1), F32)), "ToMe merge"),
     (_call("fused_tir_log_reshape3", ((189, 1), F32), ((1, 1, 189), F32)), "ToMe merge"),
 ]
-INTEGER_ONLY = [  # int8-full: LayerNorm and softmax as chains of unnamed integer kernels
+INTEGER_ONLY = [  # int8-full on CUDA: LayerNorm and softmax as chains of unnamed integer kernels
     (_call("concatenate", ((1, 192), I32), ((196, 192), I32), ((197, 192), I32)), "layout / copies"),
     (_call("cast2", ((197, 192), I32), ((197, 192), I64)), "LayerNorm"),
     (_call("sum", ((197, 192), I64), ((197, 1), I64)), "LayerNorm"),
@@ -63,6 +63,14 @@ INTEGER_ONLY = [  # int8-full: LayerNorm and softmax as chains of unnamed intege
     (_call("fused_cast_multiply_tir_round_tir_clip_cast1", ((197, 192), F32), ((197, 192), I8)),
      "requantize / dequantize"),
 ]
+ROW_KERNELS = [  # int8-full on CPUs: one kernel each
+    (_call("layer_norm_int_int32_int8_197_192", ((197, 192), I32), ((192,), I64), ((192,), I64), ((197, 192), I8)),
+     "LayerNorm"),
+    INTEGER_ONLY[5], INTEGER_ONLY[6],
+    (_call("softmax_int_3_197_197", ((3, 197, 197), I32), ((197,), I32), ((3,), I64), ((3, 197, 197), U8)),
+     "softmax"),
+    INTEGER_ONLY[9],
+]
 FLOAT = [
     (_call("matmul2", ((3, 197, 64), F32), ((3, 64, 197), F32), ((3, 197, 197), F32)), "attention"),
     (_call("fused_matmul5_add4", ((197, 192), F32), ((192, 768), F32), ((768,), F32), ((197, 768), F32)),
@@ -73,8 +81,8 @@ FLOAT = [
 ]
 
 
-@pytest.mark.parametrize("sequence", [INT8_BLOCK + TOME_MATCH, INTEGER_ONLY, FLOAT],
-                         ids=["int8+tome", "int8-full", "fp32"])
+@pytest.mark.parametrize("sequence", [INT8_BLOCK + TOME_MATCH, INTEGER_ONLY, ROW_KERNELS, FLOAT],
+                         ids=["int8+tome", "int8-full-cuda", "int8-full", "fp32"])
 def test_classification_rules(sequence):
     calls, expected = zip(*sequence)
     assert classify(list(calls)) == list(expected)
@@ -117,8 +125,9 @@ def test_profile_of_real_bundles(int8_bundle, int8_full_bundle, int8_tome_bundle
     tome = {r["group"] for r in records if r["bundle"] == int8_tome_bundle.name and r["kind"] == "group"}
     assert {"ToMe matching", "ToMe merge"} <= tome
     full = {r["name"]: r["group"] for r in records if r["bundle"] == int8_full_bundle.name and r["kind"] == "kernel"}
-    assert full["max"] == "softmax"  # the integer-only chains, named by where they sit
-    assert {full[n] for n in full if n.startswith("isqrt")} == {"LayerNorm"}
+    assert {full[n] for n in full if n.startswith("softmax_int")} == {"softmax"}  # one row kernel each
+    assert {full[n] for n in full if n.startswith("layer_norm_int")} == {"LayerNorm"}
+    assert not [n for n in full if n.startswith("isqrt")]  # the square root is inside the LayerNorm kernel
 
 
 def test_profile_refuses_a_missing_bundle(tmp_path):

@@ -24,6 +24,7 @@ from compile.quant import integer_params as P
 from compile.quant.graph import Emitter
 from compile.quant.integer_ops import emit_isqrt
 from compile.quant.qvit import QBlock, QLayerNorm, QLinear, QuantizedViT
+from compile.quant.row_kernels import emit_layer_norm, emit_softmax
 
 
 class IntegerNumerics:
@@ -58,6 +59,8 @@ class IntegerNumerics:
         """I-ViT LayerNorm over the last axis of x [rows, C]: integer mean / variance, exact isqrt, one
         division per row; the output lands in the units `params` were made for."""
         em = self.em
+        if em.target.kind.name == "llvm":
+            return emit_layer_norm(em, x, params, dtype)
         channels = em.shape(x)[1]
         x = self._i64(x)
         total = em.emit(relax.op.sum(x, axis=1, keepdims=True))
@@ -122,12 +125,15 @@ class IntegerNumerics:
     def attention_probs(self, logits: relax.Expr, block: QBlock, size: relax.Expr | None) -> relax.Expr:
         em = self.em
         heads = self.qvit.num_heads
-        z = logits
+        z, bias = logits, None
         if size is not None:  # proportional attention: + ln(size) of each key token, from a table
             tokens = em.shape(size)[0]
             table = em.const(P.log_size_table(block, heads, self.qvit.pos.shape[0] + self.qvit.num_prefix))
             bias = em.emit(relax.op.take(table, relax.op.reshape(size, (tokens,)), axis=0))
-            z = em.emit(relax.op.add(z, relax.op.reshape(bias, (1, 1, tokens))))
+        if em.target.kind.name == "llvm":
+            return emit_softmax(em, logits, bias, P.softmax_exponent(block, heads), P.prob_levels(block, heads))
+        if bias is not None:
+            z = em.emit(relax.op.add(z, relax.op.reshape(bias, (1, 1, em.shape(bias)[0]))))
         d = self._i64(em.emit(relax.op.subtract(z, relax.op.max(z, axis=-1, keepdims=True))))
         exponent = P.softmax_exponent(block, heads)
         t = self._shift_round(em.emit(relax.op.multiply(d, self._c(exponent.mult))), exponent.shift)
