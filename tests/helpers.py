@@ -23,6 +23,31 @@ def run_module(module: str, *args: str | Path, env: dict | None = None,
     )
 
 
+def cpu_executable(module, target):
+    """A Relax module built for an llvm target through edgevit's CPU lowering (fusion, hand schedules)."""
+    from tvm import relax
+
+    from compile.lowering import lower_for_cpu
+
+    return relax.build(lower_for_cpu(module, target), target=target)
+
+
+def cross_compiled_library(module, preset_name: str, library: Path) -> Path:
+    """A Relax module built for an ARM preset and linked by its cross compiler (the test skips without it)."""
+    import shutil
+
+    import pytest
+    from tvm.support import cc
+
+    from targets import load_preset
+
+    preset = load_preset(preset_name)
+    if shutil.which(preset.cross_compiler) is None:
+        pytest.skip(f"{preset.cross_compiler} not installed")
+    cpu_executable(module, preset.target()).export_library(str(library), fcompile=cc.cross_compiler(preset.cross_compiler))
+    return library
+
+
 def assert_one_line_error(result, *fragments: str) -> None:
     """A failed command: no traceback, the last stderr line starts with 'error: ' and holds every fragment."""
     assert result.returncode != 0

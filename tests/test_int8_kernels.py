@@ -23,6 +23,7 @@ from compile.kernels.dot_kernel import dot_kernel_for
 from compile.lowering import lower_for_cpu
 from targets import load_preset
 from tests.cuda_tools import kernel_sass, needs_cuobjdump, needs_nvcc
+from tests.helpers import cpu_executable, cross_compiled_library
 
 RNG_SEED = 0
 
@@ -128,10 +129,6 @@ def _assert_exact(got: dict[str, np.ndarray], suite: Suite) -> None:
         np.testing.assert_array_equal(got[name], expected, err_msg=name)
 
 
-def _cpu_build(target: tvm.target.Target, suite: Suite):
-    return relax.build(lower_for_cpu(suite.module, target), target=target)
-
-
 # ---- host -----------------------------------------------------------------------------------------
 
 def test_presets_pick_their_dot_instruction():
@@ -144,7 +141,7 @@ def test_presets_pick_their_dot_instruction():
 def test_host_kernels_are_exact():
     target = load_preset("host").target()
     suite = _suite(target)
-    _assert_exact(_run_on_host(_cpu_build(target, suite), suite), suite)
+    _assert_exact(_run_on_host(cpu_executable(suite.module, target), suite), suite)
 
 
 @pytest.mark.parametrize("mcpu, kernel", [("haswell", "x86-avx2"), ("x86-64", "widening")])
@@ -157,7 +154,7 @@ def test_x86_without_vnni_is_exact(mcpu, kernel):
     target = tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": mcpu})
     assert dot_kernel_for(target).name.startswith(kernel)
     suite = _suite(target)
-    _assert_exact(_run_on_host(_cpu_build(target, suite), suite), suite)
+    _assert_exact(_run_on_host(cpu_executable(suite.module, target), suite), suite)
 
 
 def _requantize_model(target, weight: np.ndarray, bias: np.ndarray, scale: np.ndarray):
@@ -220,7 +217,7 @@ def test_segmented_layer_and_quantized_attention_are_exact():
             logits = bb.emit(relax.op.multiply(relax.op.astype(scores, "float32"), relax.const(0.125, "float32")))
             out = bb.emit_output(relax.Tuple([acc, logits]))
         bb.emit_func_output(out)
-    vm = relax.VirtualMachine(relax.build(lower_for_cpu(bb.get(), target), target=target), tvm.cpu())
+    vm = relax.VirtualMachine(cpu_executable(bb.get(), target), tvm.cpu())
     acc, logits = vm["main"](*map(tvm.runtime.tensor, (x, q, k)))
 
     wide = x[:, :704].astype(np.int64) @ weight[:704].astype(np.int64)
@@ -253,17 +250,6 @@ def test_float_matmuls_are_not_taken_by_the_int8_rule():
 
 # ---- aarch64: objects and the emulated board -------------------------------------------------------
 
-def _cross_build(preset_name: str, suite: Suite, out: Path) -> Path:
-    from tvm.support import cc
-
-    preset = load_preset(preset_name)
-    if shutil.which(preset.cross_compiler) is None:
-        pytest.skip(f"{preset.cross_compiler} not installed")
-    library = out / f"{preset_name}.so"
-    _cpu_build(preset.target(), suite).export_library(str(library), fcompile=cc.cross_compiler(preset.cross_compiler))
-    return library
-
-
 def _instructions(library: Path) -> set[str]:
     objdump = shutil.which("aarch64-linux-gnu-objdump")
     if objdump is None:
@@ -279,7 +265,7 @@ def arm_libraries(tmp_path_factory) -> dict[str, tuple[Path, Suite]]:
     built = {}
     for name in ("rpi5", "rpi4", "aarch64"):
         suite = _suite(load_preset(name).target())
-        built[name] = (_cross_build(name, suite, out), suite)
+        built[name] = (cross_compiled_library(suite.module, name, out / f"{name}.so"), suite)
     return built
 
 
@@ -311,7 +297,7 @@ def test_cuda_formulation_is_exact_on_cpu():
     assert {use_tensor_cores(target, c.m, c.n, c.k) for c in CASES} == {True, False}
     suite = _suite(target)
     host = load_preset("host").target()
-    _assert_exact(_run_on_host(_cpu_build(host, suite), suite), suite)
+    _assert_exact(_run_on_host(cpu_executable(suite.module, host), suite), suite)
 
 
 @needs_nvcc

@@ -5,19 +5,17 @@ biases, per-head probability scales of 255 << 0..3, uniform rows."""
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 import tvm
 from tvm import relax
 
-from compile.lowering import lower_for_cpu
 from compile.quant import integer_params as P
 from compile.quant.graph import Emitter
 from compile.quant.row_kernels import emit_layer_norm, emit_softmax
 from targets import load_preset
 from tests import integer_reference
+from tests.helpers import cpu_executable, cross_compiled_library
 
 LAYER_NORMS = {  # name: (rows, channels, output dtype, output range)
     "ln_to_int8": (197, 192, "int8", (-127, 127)),
@@ -90,7 +88,7 @@ def _assert_exact(got: dict, expected: dict) -> None:
 def test_row_kernels_equal_the_reference_on_the_host():
     target = load_preset("host").target()
     module, inputs, expected = _suite(target)
-    vm = relax.VirtualMachine(relax.build(lower_for_cpu(module, target), target=target), tvm.cpu())
+    vm = relax.VirtualMachine(cpu_executable(module, target), tvm.cpu())
     got = {name: vm[name](*map(tvm.runtime.tensor, args)).numpy() for name, args in inputs.items()}
     assert {got[name].dtype for name in SOFTMAXES} == {np.dtype("uint8")}
     _assert_exact(got, expected)
@@ -98,15 +96,8 @@ def test_row_kernels_equal_the_reference_on_the_host():
 
 @pytest.mark.slow
 def test_row_kernels_equal_the_reference_on_an_emulated_rpi5(tmp_path):
-    from tvm.support import cc
-
     from tests.emulated_board import emulated_board, run_vm_functions
 
-    preset = load_preset("rpi5")
-    if shutil.which(preset.cross_compiler) is None:
-        pytest.skip(f"{preset.cross_compiler} not installed")
-    module, inputs, expected = _suite(preset.target())
-    library = tmp_path / "row_kernels.so"
-    relax.build(lower_for_cpu(module, preset.target()), target=preset.target()).export_library(
-        str(library), fcompile=cc.cross_compiler(preset.cross_compiler))
+    module, inputs, expected = _suite(load_preset("rpi5").target())
+    library = cross_compiled_library(module, "rpi5", tmp_path / "row_kernels.so")
     _assert_exact(run_vm_functions(emulated_board("cortex-a76"), library, inputs, tmp_path), expected)

@@ -18,13 +18,18 @@ OPAQUE = 8  # relax op pattern kOpaque: FuseOps leaves the call alone
 TOP_BIT = 30  # sqrt of anything below 2^62 is below 2^31
 
 
+def _with_bit(root, b):
+    """The root so far with bit TOP_BIT - b set: the candidate of step b."""
+    return root[0] | (T.int64(1) << T.int64(TOP_BIT - b))
+
+
 @T.macro
 def isqrt_steps(value, root):
     """root[0] = floor(sqrt(value)) for an int64 value < 2^62, one bit at a time from the top."""
     root[0] = T.int64(0)
     for b in T.serial(TOP_BIT + 1):
-        if (root[0] | (T.int64(1) << T.int64(TOP_BIT - b))) * (root[0] | (T.int64(1) << T.int64(TOP_BIT - b))) <= value:
-            root[0] = root[0] | (T.int64(1) << T.int64(TOP_BIT - b))
+        if _with_bit(root, b) * _with_bit(root, b) <= value:
+            root[0] = _with_bit(root, b)
 
 
 def _isqrt_func(rows: int, dtype: str, gpu: bool) -> tvm.tirx.PrimFunc:

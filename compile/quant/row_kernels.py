@@ -2,12 +2,13 @@
 
 As Relax op chains they were 7 (LayerNorm) and 4 (softmax) kernels with int64 intermediates of the
 full tensor between them, and the integer square root a separate serial kernel: int8-full ran at
-1.9x int8's latency. Here each row's statistics stay in registers: LayerNorm reads its row three
-times (sum, variance, output), softmax three times (max, sum of 2^-u, output; recomputing 2^-u costs
-less than a row of scratch); the row loop is parallel, the column loops are plain for LLVM to
-vectorize. The steps are exactly those of compile.quant.integer_numerics (the numpy reference in
-tests/integer_reference.py checks them bit for bit). CUDA targets keep the op chains, which dlight
-spreads over threads; one thread per row would serialize them.
+2.6x int8's latency (DeiT-tiny, results/data/bench_int8_full). Here each row's statistics stay in
+registers: LayerNorm reads its row three times (sum, variance, output), softmax three times (max,
+sum of 2^-u, output; recomputing 2^-u costs less than a row of scratch); the row loop is parallel,
+the column loops are plain for LLVM to vectorize. The steps are exactly those of
+compile.quant.integer_numerics (the numpy reference in tests/integer_reference.py checks them bit
+for bit). CUDA targets keep the op chains, which dlight spreads over threads; one thread per row
+would serialize them.
 
 A row's scalars live in one int64 local buffer: an int32 and an int64 local buffer side by side in
 one block gave wrong results with TVM 0.27 (its storage rewrite merges them).
