@@ -115,19 +115,43 @@ def qkv_to_int8(y: np.ndarray, block: QBlock, heads: int) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
-def tome_merge(keys: np.ndarray, x: np.ndarray, size: np.ndarray, r: int, protected: int):
-    """Bipartite soft matching on int8 keys [heads, N, D], integer size-weighted merge of x [N, C]."""
-    ksum = keys.sum(axis=0)
+def unit_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The int8 unit vectors of the A (even) and B (odd) tokens' keys summed over heads (keys [heads, N, D])."""
+    ksum = keys.astype(np.int64).sum(axis=0)
     norm = np.maximum(isqrt((ksum * ksum).sum(axis=1, keepdims=True)), 1)
     inverse = (np.int64(1) << INVERSE_BITS) // norm
     unit = np.clip((ksum * inverse) >> (INVERSE_BITS - UNIT_BITS), -127, 127)
-    a, b = unit[0::2], unit[1::2]
+    return unit[0::2], unit[1::2]
+
+
+def _matching(keys: np.ndarray, r: int, protected: int):
+    """(partner of each A token, merged A tokens, unmerged A tokens in order) of bipartite soft matching."""
+    a, b = unit_keys(keys)
     scores = imatmul(a, b.T)
     scores = np.where(protection_mask(len(a), len(b), protected), -(2**31) + 1, scores)
     best, partner = scores.max(axis=1), scores.argmax(axis=1)
     order = np.argsort(-best, kind="stable")
-    merged, unmerged = order[:r], np.sort(order[r:])
-    onehot = (np.arange(len(b))[:, None] == partner[merged][None, :]).astype(np.int64)
+    return partner, order[:r], np.sort(order[r:])
+
+
+def tome_destinations(keys: np.ndarray, r: int, protected: int) -> np.ndarray:
+    """The output row of every token after merging (tome_merge's row layout)."""
+    partner, merged, unmerged = _matching(keys, r, protected)
+    num_a, num_b = len(partner), keys.shape[1] // 2
+    keep_a, keep_b, kept = (protected + 1) // 2, protected // 2, num_a - r
+    b_row = np.where(np.arange(num_b) < keep_b, keep_a + np.arange(num_b), kept + np.arange(num_b))
+    dest = np.zeros(keys.shape[1], np.int64)
+    dest[1::2] = b_row
+    dest[2 * unmerged] = np.where(np.arange(kept) < keep_a, np.arange(kept), np.arange(kept) + keep_b)
+    dest[2 * merged] = b_row[partner[merged]]
+    return dest
+
+
+def tome_merge(keys: np.ndarray, x: np.ndarray, size: np.ndarray, r: int, protected: int):
+    """Bipartite soft matching on int8 keys [heads, N, D], integer size-weighted merge of x [N, C]."""
+    partner, merged, unmerged = _matching(keys, r, protected)
+    num_b = keys.shape[1] // 2
+    onehot = (np.arange(num_b)[:, None] == partner[merged][None, :]).astype(np.int64)
 
     def apply(t: np.ndarray) -> np.ndarray:
         src, dst = t[0::2], t[1::2]

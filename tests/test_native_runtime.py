@@ -298,6 +298,25 @@ def test_c_api_image_with_stride_and_tensor_give_the_file_answer(native_int8, im
     assert from_file == from_image == from_tensor and len(from_file.split()) == 1000
 
 
+def test_steady_state_runs_allocate_no_tensor_memory(native_int8, images_dir):
+    """Counted with malloc & co. replaced for the whole process (tests/count_allocations.c): after warm-up, runs
+    allocate nothing of 4 KiB or more (the pooled allocator reuses the static memory plan's storage); the small
+    allocations left are the Relax VM's tensor headers, the same number every run."""
+    program = compile_program(host_toolchain(), native_int8 / "bin" / "count_allocations",
+                              Path(__file__).parent / "count_allocations.c")
+    counts = {}
+    for runs in (5, 10):
+        result = subprocess.run([program, native_int8, images_dir / REAL_IMAGES[0], str(runs)], capture_output=True,
+                                text=True, timeout=300)
+        assert result.returncode == 0, (result.returncode, result.stderr)
+        counts[runs] = tuple(map(int, result.stdout.split()))
+    program.unlink()
+    (small_5, large_5), (small_10, large_10) = counts[5], counts[10]
+    print(f"per steady-state run: {small_10 / 10:.0f} allocations below 4 KiB, {large_10 / 10:.0f} from 4 KiB")
+    assert large_5 == large_10 == 0
+    assert small_10 == 2 * small_5  # per-run work, nothing that grows
+
+
 def test_runner_is_cached_and_a_missing_compiler_is_one_line(native_int8, tmp_path):
     toolchain = host_toolchain()
     binary = cached_runner(toolchain)

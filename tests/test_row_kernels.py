@@ -1,7 +1,8 @@
-"""int8-full's row kernels (compile.quant.row_kernels) equal the numpy reference bit for bit, on the host and on
-an emulated rpi5, for inputs beyond what a calibrated model gives: constant rows (zero variance), odd widths,
-int32 outputs (norm_pre into the residual stream), a row's maximum at its last key, proportional-attention
-biases, per-head probability scales of 255 << 0..3, uniform rows."""
+"""The row kernels (compile.quant.row_kernels) and ToMe's matching kernels (compile.quant.tome_kernels), on the host
+and on an emulated rpi5: int8-full's kernels and the matching equal the numpy reference bit for bit, int8's float
+softmax is within one level of float64 numpy's, for inputs beyond what a calibrated model gives: constant rows
+(zero variance), odd widths, int32 outputs (norm_pre into the residual stream), a row's maximum at its last key,
+proportional-attention biases, per-head probability scales of 255 << 0..3, uniform rows, tied similarities."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from tvm import relax
 
 from compile.quant import integer_params as P
 from compile.quant.graph import Emitter
-from compile.quant.row_kernels import emit_layer_norm, emit_softmax
+from compile.quant.row_kernels import emit_float_softmax, emit_layer_norm, emit_softmax
+from compile.quant.tome_graph import match_tokens
 from targets import load_preset
 from tests import integer_reference
 from tests.helpers import cpu_executable, cross_compiled_library
@@ -26,6 +28,13 @@ SOFTMAXES = {  # name: (heads, tokens, with proportional-attention bias)
     "softmax": (3, 197, False),
     "softmax_tome": (3, 189, True),
     "softmax_odd": (2, 7, True),
+}
+
+FLOAT_SOFTMAXES = {name + "_float": case for name, case in SOFTMAXES.items()}
+FLOAT_SCALE = 2.5e-3  # logit scale: the int logits span about +-40 in real units
+MATCHINGS = {  # name: (tokens, heads, head dim, r, protected prefix tokens)
+    "match_deit_tiny": (197, 3, 64, 8, 1),
+    "match_odd_ties": (9, 2, 5, 3, 2),
 }
 
 
@@ -50,6 +59,31 @@ def _softmax_case(rng, heads: int, tokens: int, with_bias: bool):
     return logits, bias, exponent, levels, expected
 
 
+def _float_softmax_case(rng, heads: int, tokens: int, with_bias: bool):
+    logits, _, _, levels, _ = _softmax_case(rng, heads, tokens, False)
+    size = rng.integers(1, 9, tokens).astype(np.float32) if with_bias else np.ones(tokens, np.float32)
+    z = logits * FLOAT_SCALE + np.log(size.astype(np.float64))
+    p = np.exp(z - z.max(axis=-1, keepdims=True))
+    expected = np.clip(np.round(p / p.sum(axis=-1, keepdims=True) * levels), 0, 255).astype(np.uint8)
+    log2_size = np.log2(size).astype(np.float32) if with_bias else None
+    return logits, log2_size, levels, expected
+
+
+def _matching_case(rng, tokens: int, heads: int, dim: int, r: int, protected: int):
+    qkv = rng.integers(-127, 128, (tokens, 3 * heads * dim)).astype(np.int8)
+    qkv[3] = qkv[5]  # two equal keys: tied scores
+    keys = qkv[:, heads * dim:2 * heads * dim].reshape(tokens, heads, dim).transpose(1, 0, 2)
+    return qkv, integer_reference.tome_destinations(keys, r, protected).astype(np.int32)
+
+
+def _function(bb, name: str, args: list[np.ndarray], emit) -> None:
+    params = [relax.Var(f"arg{i}", relax.TensorType(a.shape, str(a.dtype))) for i, a in enumerate(args)]
+    with bb.function(name, params):
+        with bb.dataflow():
+            out = bb.emit_output(emit(*params))
+        bb.emit_func_output(out)
+
+
 def _suite(target):
     """A Relax module with one function per case, its inputs and the reference outputs."""
     rng = np.random.default_rng(0)
@@ -58,31 +92,34 @@ def _suite(target):
     inputs, expected = {}, {}
     for name, (rows, channels, dtype, (low, high)) in LAYER_NORMS.items():
         x, params, expected[name] = _layer_norm_case(rng, rows, channels, dtype, low, high)
-        var = relax.Var("x", relax.TensorType(x.shape, "int32"))
-        with bb.function(name, [var]):
-            with bb.dataflow():
-                out = bb.emit_output(emit_layer_norm(em, var, params, dtype))
-            bb.emit_func_output(out)
         inputs[name] = [x]
+        _function(bb, name, inputs[name], lambda x, params=params, dtype=dtype: emit_layer_norm(em, x, params, dtype))
     for name, (heads, tokens, with_bias) in SOFTMAXES.items():
         logits, bias, exponent, levels, expected[name] = _softmax_case(rng, heads, tokens, with_bias)
-        params = [relax.Var("logits", relax.TensorType(logits.shape, "int32"))]
-        if bias is not None:
-            params.append(relax.Var("bias", relax.TensorType(bias.shape, "int32")))
-        with bb.function(name, params):
-            with bb.dataflow():
-                out = bb.emit_output(emit_softmax(em, params[0], params[1] if bias is not None else None,
-                                                  exponent, levels))
-            bb.emit_func_output(out)
         inputs[name] = [logits] if bias is None else [logits, bias]
+        _function(bb, name, inputs[name],
+                  lambda x, b=None, e=exponent, levels=levels: emit_softmax(em, x, b, e, levels))
+    for name, (heads, tokens, with_bias) in FLOAT_SOFTMAXES.items():
+        logits, log2_size, levels, expected[name] = _float_softmax_case(rng, heads, tokens, with_bias)
+        inputs[name] = [logits] if log2_size is None else [logits, log2_size]
+        _function(bb, name, inputs[name], lambda x, s=None, levels=levels: emit_float_softmax(em, x, FLOAT_SCALE, s, levels))
+    for name, (tokens, heads, dim, r, protected) in MATCHINGS.items():
+        qkv, expected[name] = _matching_case(rng, tokens, heads, dim, r, protected)
+        inputs[name] = [qkv]
+        _function(bb, name, inputs[name], lambda x, h=heads, r=r, p=protected: match_tokens(em, x, h, r, p))
     return bb.get(), inputs, expected
 
 
 def _assert_exact(got: dict, expected: dict) -> None:
+    """int8-full's kernels bit for bit; the float softmax within one level, and exact for all but 1% of values."""
     assert set(got) == set(expected)
     for name, want in expected.items():
         assert want.min() < want.max(), name  # the case exercises the kernel's range
-        np.testing.assert_array_equal(got[name], want, err_msg=name)
+        if name in FLOAT_SOFTMAXES:
+            off = np.abs(got[name].astype(np.int32) - want)
+            assert off.max() <= 1 and off.mean() < 0.01, (name, off.max(), off.mean())
+        else:
+            np.testing.assert_array_equal(got[name], want, err_msg=name)
 
 
 def test_row_kernels_equal_the_reference_on_the_host():
@@ -90,7 +127,7 @@ def test_row_kernels_equal_the_reference_on_the_host():
     module, inputs, expected = _suite(target)
     vm = relax.VirtualMachine(cpu_executable(module, target), tvm.cpu())
     got = {name: vm[name](*map(tvm.runtime.tensor, args)).numpy() for name, args in inputs.items()}
-    assert {got[name].dtype for name in SOFTMAXES} == {np.dtype("uint8")}
+    assert {got[name].dtype for name in [*SOFTMAXES, *FLOAT_SOFTMAXES]} == {np.dtype("uint8")}
     _assert_exact(got, expected)
 
 

@@ -13,6 +13,7 @@ from tvm import relax
 from compile.kernels import MergedHeads
 from compile.quant.graph import Emitter
 from compile.quant.qvit import QBlock, QLayerNorm, QLinear, QuantizedViT
+from compile.quant.row_kernels import emit_float_layer_norm, emit_float_softmax
 
 
 class FloatNumerics:
@@ -37,9 +38,18 @@ class FloatNumerics:
     def _quantize(self, x: relax.Expr, linear: QLinear) -> relax.Expr:
         return self._scale_round(x, 1.0 / linear.input_scale, None, *linear.input_range, "int8")
 
-    def _layer_norm(self, x: relax.Expr, norm: QLayerNorm) -> relax.Expr:
+    def _layer_norm(self, x: relax.Expr, norm: QLayerNorm, quantize_for: QLinear | None = None) -> relax.Expr:
+        """LayerNorm over the last axis, quantized to `quantize_for`'s int8 input when given."""
         em = self.em
-        return em.emit(relax.op.nn.layer_norm(x, em.const(norm.gamma), em.const(norm.beta), axes=[-1], epsilon=norm.eps))
+        if em.target.kind.name == "llvm":  # one row kernel, the quantization folded in
+            shape = em.shape(x)
+            rows = x if len(shape) == 2 else em.emit(relax.op.reshape(x, (-1, shape[-1])))
+            quantize = None if quantize_for is None else (1.0 / quantize_for.input_scale.astype(np.float64),
+                                                          *quantize_for.input_range)
+            y = emit_float_layer_norm(em, rows, norm.gamma, norm.beta, norm.eps, quantize)
+            return y if len(shape) == 2 else em.emit(relax.op.reshape(y, shape))
+        h = em.emit(relax.op.nn.layer_norm(x, em.const(norm.gamma), em.const(norm.beta), axes=[-1], epsilon=norm.eps))
+        return h if quantize_for is None else self._quantize(h, quantize_for)
 
     # -- Numerics --------------------------------------------------------------------------------
     def embed(self, patch_out: relax.Expr) -> relax.Expr:
@@ -49,8 +59,7 @@ class FloatNumerics:
         return x if self.qvit.norm_pre is None else self._layer_norm(x, self.qvit.norm_pre)
 
     def norm_for(self, x: relax.Expr, norm: QLayerNorm, linear: QLinear) -> relax.Expr:
-        h = self._layer_norm(x, norm)
-        return h if linear.kept_float else self._quantize(h, linear)
+        return self._layer_norm(x, norm, None if linear.kept_float else linear)
 
     def linear(self, x: relax.Expr, linear: QLinear, x_view: MergedHeads | None = None) -> relax.Expr:
         em = self.em
@@ -80,12 +89,17 @@ class FloatNumerics:
         em = self.em
         head_dim = block.qkv.weight.shape[1] // 3 // self.qvit.num_heads
         scale = block.qkv_scales[0] * block.qkv_scales[1] / np.sqrt(head_dim)
+        levels = 1.0 / block.prob_scales(self.qvit.num_heads)
+        if em.target.kind.name == "llvm":
+            log2_size = None if size is None else em.emit(relax.op.reshape(
+                relax.op.multiply(relax.op.log(size), em.const(np.log2(np.e), "float32")), (em.shape(size)[0],)))
+            return emit_float_softmax(em, logits, float(scale), log2_size, levels)
         z = em.emit(relax.op.multiply(em.emit(relax.op.astype(logits, "float32")), em.const(scale, "float32")))
         if size is not None:  # proportional attention: + log(size) of each key token
             tokens = em.shape(size)[0]
             z = em.emit(relax.op.add(z, em.emit(relax.op.reshape(relax.op.log(size), (1, 1, tokens)))))
         p = em.emit(relax.op.nn.softmax(z, axis=-1))
-        return self._scale_round(p, 1.0 / block.prob_scales(self.qvit.num_heads), None, 0, 255, "uint8")
+        return self._scale_round(p, levels, None, 0, 255, "uint8")
 
     def attention_out(self, o: relax.Expr, block: QBlock) -> relax.Expr:
         em = self.em
