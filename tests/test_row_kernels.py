@@ -111,13 +111,14 @@ def _suite(target):
 
 
 def _assert_exact(got: dict, expected: dict) -> None:
-    """int8-full's kernels bit for bit; the float softmax within one level, and exact for all but 1% of values."""
+    """int8-full's kernels bit for bit; the float softmax within one level, and exact for all but 1% of values
+    (or one value: a float sum in another order moves a probability that sits on a rounding boundary)."""
     assert set(got) == set(expected)
     for name, want in expected.items():
         assert want.min() < want.max(), name  # the case exercises the kernel's range
         if name in FLOAT_SOFTMAXES:
             off = np.abs(got[name].astype(np.int32) - want)
-            assert off.max() <= 1 and off.mean() < 0.01, (name, off.max(), off.mean())
+            assert off.max() <= 1 and (off > 0).sum() <= max(1, off.size // 100), (name, off.max(), (off > 0).sum())
         else:
             np.testing.assert_array_equal(got[name], want, err_msg=name)
 

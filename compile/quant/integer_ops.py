@@ -41,7 +41,7 @@ def _isqrt_func(rows: int, dtype: str, gpu: bool) -> tvm.tirx.PrimFunc:
         with T.sblock("root"):
             for i in T.thread_binding(rows, thread="threadIdx.x") if gpu else T.serial(rows):
                 with T.sblock("row"):
-                    root = T.sblock_alloc_buffer((1,), "int64", scope="local")
+                    root = T.sblock_alloc_buffer((1,), "int64", scope="local" if gpu else "global")
                     isqrt_steps(T.Cast("int64", a[i, 0]), root)
                     out[i, 0] = T.Cast(dtype, root[0])
 

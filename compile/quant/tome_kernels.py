@@ -18,7 +18,8 @@
 Serial loops (the work is a few thousand operations), written as reductions LLVM vectorizes (the
 best partner as a max, then the first index holding it; the rank as a count): with the thread pool
 asleep between kernels a parallel region would cost more than the work. tome_destinations on
-DeiT-tiny's 99 x 98 scores: 7.3 -> 3.4 us. On CUDA targets the same code runs on one thread.
+DeiT-tiny's 99 x 98 scores: 7.3 -> 3.4 us. Scratch is "global" on CPUs (on the stack; see
+compile.quant.row_kernels). On CUDA targets the same code runs on one thread.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ def _unit_keys_func(tokens: int, heads: int, dim: int, unit_bits: int, inverse_b
 
     @T.macro
     def unit_row(qkv, n, out, row):
-        stats = T.sblock_alloc_buffer((2,), "int64", scope="local")  # squared norm, 2^inverse_bits / norm
-        root = T.sblock_alloc_buffer((1,), "int64", scope="local")
+        stats = T.sblock_alloc_buffer((2,), "int64", scope="global")  # squared norm, 2^inverse_bits / norm
+        root = T.sblock_alloc_buffer((1,), "int64", scope="global")
         stats[0] = T.int64(0)
         for d in T.serial(dim):
             stats[0] = stats[0] + T.Cast("int64", key_sum(qkv, n, d) * key_sum(qkv, n, d))
@@ -94,7 +95,7 @@ def _destinations_func(num_a: int, num_b: int, r: int, protected: int, gpu: bool
             best = T.sblock_alloc_buffer((num_a,), "int32", scope=scratch)
             partner = T.sblock_alloc_buffer((num_a,), "int32", scope=scratch)
             merged = T.sblock_alloc_buffer((num_a,), "int32", scope=scratch)
-            acc = T.sblock_alloc_buffer((1,), "int32", scope="local")  # a running max, min or count
+            acc = T.sblock_alloc_buffer((1,), "int32", scope=scratch)  # a running max, min or count
             for _t in T.thread_binding(1, thread="threadIdx.x") if gpu else T.serial(1):
                 for a in T.serial(num_a):  # best score (a max, then the first index holding it: two vector loops)
                     best[a] = MASKED
