@@ -1,4 +1,5 @@
-"""Integer primitives the Relax operator set lacks, as hand-written TIR: exact integer square root.
+"""Integer primitives the Relax operator set lacks, as hand-written TIR: exact integer square root (and the
+clip-and-cast every hand-written kernel ends with).
 
 `isqrt_steps` is a bit-by-bit floor square root (no floats): one serial loop of 31 steps per value,
 a TIR macro the row kernels (compile.quant.row_kernels) inline; `emit_isqrt` is it as its own
@@ -13,6 +14,11 @@ from tvm import relax
 from tvm.script import tirx as T
 
 OPAQUE = 8  # relax op pattern kOpaque: FuseOps leaves the call alone
+
+
+def clip_cast(x, low: int, high: int, dtype: str):
+    """dtype(clip(x, low, high)) of a PrimExpr; TIR brings the integer bounds to x's dtype (int64 or float32)."""
+    return T.Cast(dtype, T.min(T.max(x, low), high))
 
 
 TOP_BIT = 30  # sqrt of anything below 2^62 is below 2^31

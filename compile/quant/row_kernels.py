@@ -40,16 +40,12 @@ from tvm import relax
 from tvm.script import tirx as T
 
 from compile.quant import integer_params as P
-from compile.quant.integer_ops import OPAQUE, isqrt_steps
+from compile.quant.integer_ops import OPAQUE, clip_cast, isqrt_steps
 
 
 def _shift_round(x, shift: int):
     """rshift_round(x, shift) of an int64 PrimExpr (compile.quant.fixed_point's rounding)."""
     return (x + (T.int64(1) << T.int64(shift - 1))) >> T.int64(shift)
-
-
-def _clip_cast(x, low: int, high: int, dtype: str):
-    return T.Cast(dtype, T.min(T.max(x, T.int64(low)), T.int64(high)))
 
 
 def _layer_norm_func(rows: int, channels: int, in_dtype: str, out_dtype: str,
@@ -78,7 +74,7 @@ def _layer_norm_func(rows: int, channels: int, in_dtype: str, out_dtype: str,
                     isqrt_steps(stats[1] // T.int64(channels) + T.int64(params.eps), root)
                     stats[2] = (T.int64(1) << T.int64(P.NORM_INV_BITS)) // T.max(root[0], T.int64(1))
                     for c in T.serial(channels):
-                        out[i, c] = _clip_cast(_shift_round(_shift_round(centered(x, i, c, stats) * stats[2], norm_shift)
+                        out[i, c] = clip_cast(_shift_round(_shift_round(centered(x, i, c, stats) * stats[2], norm_shift)
                                                             * gamma[c] + beta[c], params.shift),
                                                params.low, params.high, out_dtype)
 
@@ -124,7 +120,7 @@ def _softmax_func(heads: int, queries: int, keys: int, exponent: P.Requant) -> t
                         stats[1] = stats[1] + exp2(logits, bias, row // queries, row % queries, k, stats)
                     stats[2] = (T.int64(1) << T.int64(P.PROB_RECIP_BITS)) // stats[1]
                     for k in T.serial(keys):
-                        out[row // queries, row % queries, k] = _clip_cast(
+                        out[row // queries, row % queries, k] = clip_cast(
                             _shift_round(exp2(logits, bias, row // queries, row % queries, k, stats)
                                          * levels[row // queries] * stats[2], P.PROB_RECIP_BITS), 0, 255, "uint8")
 
@@ -184,8 +180,7 @@ def _float_softmax_func(heads: int, queries: int, keys: int) -> tvm.tirx.PrimFun
                         stats[1] = stats[1] + exp[k]
                     stats[1] = coeffs[1, row // queries] / stats[1]
                     for k in T.serial(keys):
-                        out[row // queries, row % queries, k] = T.Cast(
-                            "uint8", T.min(T.max(T.round(exp[k] * stats[1]), T.float32(0)), T.float32(255)))
+                        out[row // queries, row % queries, k] = clip_cast(T.round(exp[k] * stats[1]), 0, 255, "uint8")
 
     return softmax
 
@@ -208,7 +203,7 @@ def _float_layer_norm_func(rows: int, channels: int, eps: float, out_dtype: str,
 
     def output(x, scale, shift, i, c, stats):
         y = (x[i, c] - stats[0]) * stats[1] * scale[c] + shift[c]
-        return T.Cast(out_dtype, T.min(T.max(T.round(y), T.float32(low)), T.float32(high))) if quantize else y
+        return clip_cast(T.round(y), low, high, out_dtype) if quantize else y
 
     @T.prim_func(private=True, s_tir=True)
     def layer_norm(x: T.Buffer((rows, channels), "float32"), scale: T.Buffer((channels,), "float32"),

@@ -29,7 +29,7 @@ import tvm
 from tvm import relax
 from tvm.script import tirx as T
 
-from compile.quant.integer_ops import OPAQUE, isqrt_steps
+from compile.quant.integer_ops import OPAQUE, clip_cast, isqrt_steps
 
 MASKED = -(2**31) + 1
 
@@ -51,9 +51,8 @@ def _unit_keys_func(tokens: int, heads: int, dim: int, unit_bits: int, inverse_b
         isqrt_steps(stats[0], root)
         stats[1] = (T.int64(1) << T.int64(inverse_bits)) // T.max(root[0], T.int64(1))
         for d in T.serial(dim):
-            out[0, row, d] = T.Cast("int8", T.min(T.max(
-                (T.Cast("int64", key_sum(qkv, n, d)) * stats[1]) >> T.int64(inverse_bits - unit_bits),
-                T.int64(-127)), T.int64(127)))
+            out[0, row, d] = clip_cast((T.Cast("int64", key_sum(qkv, n, d)) * stats[1])
+                                       >> T.int64(inverse_bits - unit_bits), -127, 127, "int8")
 
     @T.prim_func(private=True, s_tir=True)
     def unit_keys(qkv: T.Buffer((tokens, 3 * width), "int8"), a: T.Buffer((1, num_a, dim), "int8"),
