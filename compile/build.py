@@ -56,11 +56,14 @@ def build_library(mod, preset: TargetPreset, out_path: Path, tuning_dir: Path | 
         executable = relax.build(mod, target=target, relax_pipeline=None)
         extra_files = compile_device_code(executable, preset)
     else:
+        from compile.kernels.amx import uses_amx, with_load_time_request
         from compile.lowering import lower_for_cpu
         from compile.tuning.database import database_dir, existing_database
 
         database = existing_database(tuning_dir or database_dir(preset))
         executable = relax.build(lower_for_cpu(mod, target, database, dump), target=target)
         extra_files = {}
+        if uses_amx(target):
+            fcompile = with_load_time_request(fcompile)
     executable.export_library(str(out_path), fcompile=fcompile)
     return extra_files

@@ -43,6 +43,7 @@ GEMM_GROUPS = ("int8 GEMM", "fp32 GEMM")
 # first that matches wins; the reason is printed beside the number. Zen 5: the in-cache replay here reaches 864
 # GMAC/s on 2 cores, more than 64 MACs/cycle could give at any clock this CPU runs
 ISA_MACS_PER_CYCLE = (
+    ("amx_int8", None, 1024, "one AMX tdpbusd (16 x 16 x 64 u8 x s8 MACs) per 16 cycles per core"),
     ("avx512_vnni", 26, 128, "Zen 5: two 512-bit vpdpbusd (64 u8 x s8 MACs each) per cycle per core"),
     ("avx512_vnni", None, 64, "one 512-bit vpdpbusd (64 u8 x s8 MACs) per cycle per core (Zen 4: as two halves)"),
     ("avx_vnni", None, 64, "two 256-bit vpdpbusd (32 u8 x s8 MACs each) per cycle per core"),

@@ -70,3 +70,26 @@ def cpu_features() -> frozenset[str]:
     except OSError:
         pass
     return frozenset()
+
+
+ARCH_REQ_XCOMP_PERM = 0x1023  # arch/x86/include/uapi/asm/prctl.h
+XFEATURE_XTILEDATA = 18  # AMX tile data: Linux hands it out only to a process that asks (5.16+)
+SYS_ARCH_PRCTL = 158  # x86-64 syscall number
+
+
+def request_amx_tiles() -> bool:
+    """Ask Linux for this process's AMX tile state; True when granted (then tile instructions run).
+
+    Without the request the first tile instruction dies with SIGILL, whatever /proc/cpuinfo says. Model
+    libraries built with AMX kernels make the same request when loaded (compile.kernels.amx); this is for
+    code compiled and run in the same process (tests, tuning) and for detecting the host.
+    """
+    if machine_arch() != "x86_64" or not {"amx_tile", "amx_int8"} <= cpu_features():
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.syscall(SYS_ARCH_PRCTL, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0
+    except (OSError, AttributeError):
+        return False

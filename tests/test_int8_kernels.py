@@ -21,6 +21,7 @@ from tvm import relax
 from compile.kernels import emit_int8_batch_matmul, emit_int8_dense
 from compile.kernels.dot_kernel import dot_kernel_for
 from compile.lowering import lower_for_cpu
+from runtime.cpu_features import cpu_features, machine_arch
 from targets import load_preset
 from tests.cuda_tools import kernel_sass, needs_cuobjdump, needs_nvcc
 from tests.helpers import cpu_executable, cross_compiled_library
@@ -136,6 +137,21 @@ def test_presets_pick_their_dot_instruction():
              for preset in ("x86-avx512", "rpi5", "rpi4", "aarch64")}
     assert names == {"x86-avx512": "x86-vnni", "rpi5": "arm-sdot", "rpi4": "arm-neon", "aarch64": "arm-neon"}
     assert dot_kernel_for(load_preset("jetson").target().host).name == "arm-sdot"  # Orin's A78AE
+    sapphire_rapids = tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "sapphirerapids"})
+    assert dot_kernel_for(sapphire_rapids).name == "x86-amx"
+
+
+def test_amx_kernels_are_exact():
+    """Intel AMX column panels (compile.kernels.amx): compiled everywhere, run where this CPU and Linux grant
+    the tile unit. Cases below one tile of rows (the classifier head, the odd shapes) take the VNNI fallback."""
+    from runtime.cpu_features import request_amx_tiles
+
+    target = tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "sapphirerapids"})
+    suite = _suite(target)
+    executable = cpu_executable(suite.module, target)
+    if machine_arch() != "x86_64" or not request_amx_tiles():
+        pytest.skip("compiled only: running needs a CPU with AMX and Linux 5.16+")
+    _assert_exact(_run_on_host(executable, suite), suite)
 
 
 def test_host_kernels_are_exact():
@@ -147,8 +163,6 @@ def test_host_kernels_are_exact():
 @pytest.mark.parametrize("mcpu, kernel", [("haswell", "x86-avx2"), ("x86-64", "widening")])
 def test_x86_without_vnni_is_exact(mcpu, kernel):
     """x86 CPUs without AVX-512 VNNI: AVX2 vpmaddwd, or (baseline x86-64) the untensorized kernel."""
-    from runtime.cpu_features import cpu_features, machine_arch
-
     if machine_arch() != "x86_64" or (kernel == "x86-avx2" and "avx2" not in cpu_features()):
         pytest.skip(f"needs an x86-64 host{' with AVX2' if kernel == 'x86-avx2' else ''}")
     target = tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": mcpu})

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 from tvm.target import Target
 
+from compile.kernels import amx
 from compile.kernels.intrinsics import AVX2_8X2_INTRIN, NEON_8X2_INTRIN, SDOT_4X4_INTRIN, VNNI_16X4_INTRIN
+from runtime.cpu_features import request_amx_tiles
 
 STACK_BYTES = 1024  # TVM's CPU lowering keeps buffers below this on the stack, larger ones cost a call
 
@@ -33,9 +35,12 @@ class DotKernel:
     lhs_dtype: str | None  # activation dtype the instruction multiplies: the other 8-bit type is shifted
                            # by 128, int16 holds either exactly; None: the activation's own
     tiles: tuple[tuple[int, int], ...]  # (rows, column vectors) register tiles, preferred first
+    k_block: int = 0  # K is padded to a multiple of this (0: of depth)
+    tile_unit: bool = False  # AMX: accumulators in tile registers, one intrinsic per column panel (compile.kernels.amx)
+    fallback: DotKernel | None = None  # for GEMMs with fewer rows than one tile (M < tiles[0][0])
 
     def __post_init__(self):
-        for rows, vectors in self.tiles:
+        for rows, vectors in () if self.tile_unit else self.tiles:
             if rows * vectors * self.lanes * 4 >= STACK_BYTES:
                 raise ValueError(f"{self.name}: tile {rows}x{vectors} has {STACK_BYTES}+ bytes of accumulators")
 
@@ -49,6 +54,11 @@ ARM_SDOT = DotKernel("arm-sdot", SDOT_4X4_INTRIN, lanes=4, depth=4, lhs_dtype="i
 # x86 without VNNI: vpmaddwd on ymm; 16 registers (AVX2): 8 accumulators, 2 B, 1 A, 1 product.
 X86_AVX2 = DotKernel("x86-avx2", AVX2_8X2_INTRIN, lanes=8, depth=2, lhs_dtype="int16",
                      tiles=((4, 2), (8, 1)))
+# Intel AMX: 16 x 64-byte tiles, tdpbusd / tdpbssd take either activation sign (no shift); column panels of
+# 2 tiles (32 columns), K in whole 64-byte tiles; a GEMM below one tile of rows (the classifier head) uses VNNI.
+X86_AMX = DotKernel("x86-amx", None, lanes=amx.TILE_ROWS, depth=4, lhs_dtype=None,
+                    tiles=((amx.TILE_ROWS, amx.PANEL_COLUMNS // amx.TILE_ROWS),), k_block=amx.K_BLOCK, tile_unit=True,
+                    fallback=X86_VNNI)
 # ARMv8.0 NEON (Cortex-A72, generic aarch64): smull + sadalp; 8 int32 lanes are 2 q registers.
 ARM_NEON = DotKernel("arm-neon", NEON_8X2_INTRIN, lanes=8, depth=2, lhs_dtype="int8",
                      tiles=((6, 2), (4, 2), (12, 1)))
@@ -64,7 +74,7 @@ def _widening(vector_bits: int) -> DotKernel:
 
 def kernel_by_name(name: str) -> DotKernel:
     """The DotKernel a packed GEMM block was built for (its name is recorded in the block's annotations)."""
-    for kernel in (X86_VNNI, X86_AVX2, ARM_SDOT, ARM_NEON):
+    for kernel in (X86_AMX, X86_VNNI, X86_AVX2, ARM_SDOT, ARM_NEON):
         if kernel.name == name:
             return kernel
     if name.startswith("widening-"):
@@ -73,11 +83,14 @@ def kernel_by_name(name: str) -> DotKernel:
 
 
 def dot_kernel_for(target: Target) -> DotKernel:
-    """The best exact int8 dot product an llvm target offers (AVX-512 VNNI, AVX2, ARM dotprod, NEON,
+    """The best exact int8 dot product an llvm target offers (AMX, AVX-512 VNNI, AVX2, ARM dotprod, NEON,
     else the widening fallback)."""
     from tvm.target.codegen import llvm_get_cpu_features, llvm_get_vector_width
 
     features = llvm_get_cpu_features(target)
+    if amx.uses_amx(target):
+        request_amx_tiles()  # this process may run what it compiles (tests, tuning); libraries ask when loaded
+        return X86_AMX
     if "avx512vnni" in features:
         return X86_VNNI
     if "avx2" in features:

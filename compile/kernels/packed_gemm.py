@@ -44,6 +44,8 @@ class GemmPlan:
 
     @staticmethod
     def make(kernel: DotKernel, m: int, n: int, k: int, lhs_dtype: str) -> GemmPlan:
+        if kernel.fallback is not None and m < kernel.tiles[0][0]:
+            kernel = kernel.fallback
         rows, vectors = choose_tile(kernel, m, n)
         shift = {("int8", "uint8"): 128, ("uint8", "int8"): -128}.get((str(lhs_dtype), kernel.lhs_dtype), 0)
         return GemmPlan(kernel, m, n, k, rows, vectors, shift)
@@ -62,7 +64,7 @@ class GemmPlan:
 
     @property
     def k_pad(self) -> int:
-        return _round_up(self.k, self.kernel.depth)
+        return _round_up(self.k, self.kernel.k_block or self.kernel.depth)
 
     @property
     def packed_rhs_shape(self) -> tuple[int, int, int, int]:

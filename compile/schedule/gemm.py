@@ -18,12 +18,17 @@ from compile.schedule.analysis import MatmulBlock, find_matmul, vector_lanes
 def inline_consumer_chain(sch: s_tir.Schedule, block) -> None:
     """Inline every elementwise consumer (bias, GELU, requantize, reshape...) into `block`, while possible.
 
+    Where the chain forks (two consumers read the same value), one branch is inlined into what comes
+    after it until the fork closes, so GELU's x * (1 + erf(x / sqrt 2)) / 2 still ends in the tile write-back.
+
     A consumer that writes a buffer of another shape (a slice of the rows, say) is left alone:
     TVM accepts inlining it, but the write-back would then run over the whole tile range and write
     out of the smaller buffer's bounds.
     """
     while True:
         consumers = sch.get_consumers(block)
+        if len(consumers) > 1 and _inline_one(sch, consumers):  # a fork (GELU reads x twice): join it first
+            continue
         if len(consumers) != 1:
             return
         produced = sch.get(block).writes[0].source.shape
@@ -33,6 +38,17 @@ def inline_consumer_chain(sch: s_tir.Schedule, block) -> None:
             sch.reverse_compute_inline(consumers[0])
         except ScheduleError:  # a consumer that cannot be inlined
             return
+
+
+def _inline_one(sch: s_tir.Schedule, blocks: list) -> bool:
+    """Inline the first of `blocks` that can be (into its own consumers); whether one was."""
+    for block in blocks:
+        try:
+            sch.compute_inline(block)
+            return True
+        except ScheduleError:
+            pass
+    return False
 
 
 def schedule_gemm(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:

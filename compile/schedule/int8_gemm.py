@@ -19,6 +19,7 @@ from tvm import s_tir, tirx
 from tvm.s_tir.schedule import ScheduleError
 from tvm.target import Target
 
+from compile.kernels import amx
 from compile.kernels.dot_kernel import DotKernel, kernel_by_name
 from compile.kernels.packed_gemm import KERNEL, ROLE, TILE
 from compile.schedule.analysis import has_root, store_dtype, vector_lanes
@@ -59,7 +60,10 @@ def schedule_int8_gemm(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | 
     _inline_prologue(sch)
     leftovers = [block for block in _blocks(sch) if _role(sch, block) is None]
     packs = [(block, _role(sch, block)) for block in _blocks(sch) if (_role(sch, block) or "").startswith("pack")]
-    _tile_gemm(sch, gemm, out, kernel, rows, vectors, vector_lanes(target, "int32"), parallel)
+    if kernel.tile_unit:
+        _panel_gemm(sch, gemm, out, vector_lanes(target, "int32"), parallel)
+    else:
+        _tile_gemm(sch, gemm, out, kernel, rows, vectors, vector_lanes(target, "int32"), parallel)
     for block, role in packs:
         _schedule_pack(sch, block, role, target, parallel)
     for block in leftovers:
@@ -123,6 +127,26 @@ def _tile_gemm(sch: s_tir.Schedule, gemm, out, kernel: DotKernel, rows: int, vec
     sch.unroll(out_rows)
     sch.unroll(columns_outer)
     sch.vectorize(columns_inner)
+
+
+def _panel_gemm(sch: s_tir.Schedule, gemm, out, lanes: int, parallel: bool) -> None:
+    """AMX: column panels (every row x 32 columns) in parallel, each one tensor intrinsic whose result the
+    panel's `out` (with the fused epilogue) reads back from L1 (compile.kernels.amx)."""
+    *batch, m, n, k = sch.get_loops(gemm)
+    n_outer, n_inner = sch.split(n, [None, amx.PANEL_COLUMNS])
+    sch.reorder(*batch, n_outer, m, n_inner, k)
+    sch.reverse_compute_at(out, n_outer, preserve_unit_loops=True)
+    _parallel(sch, [*batch, n_outer], parallel)
+    init = sch.decompose_reduction(gemm, m)
+    lhs = sch.get(_by_role(sch, "pack_lhs")[0]).writes[0].source
+    m_pad, k_pad = (int(extent) for extent in lhs.shape[-2:])
+    zero, update = amx.panel_intrinsics(str(lhs.dtype), m_pad, k_pad)
+    sch.tensorize(sch.get_loops(init)[-2], zero)
+    sch.tensorize(m, update)
+    n_extent = int(sch.get(out).iter_vars[-1].dom.extent)
+    if n_extent % amx.PANEL_COLUMNS == 0:  # else a partial last panel: plain loops, masked by LLVM
+        *_, out_columns = sch.get_loops(out)
+        sch.vectorize(sch.split(out_columns, [None, lanes])[1])
 
 
 def _schedule_pack(sch: s_tir.Schedule, block, role: str, target: Target, parallel: bool) -> None:
