@@ -16,9 +16,10 @@
   round half up, floor((2 sum + s) / (2 s)).
 
 Serial loops (the work is a few thousand operations), written as reductions LLVM vectorizes (the
-best partner as a max, then the first index holding it; the rank as a count): with the thread pool
-asleep between kernels a parallel region would cost more than the work. tome_destinations on
-DeiT-tiny's 99 x 98 scores: 7.3 -> 3.4 us. Scratch is "global" on CPUs (on the stack; see
+best partner as a max, then the first index holding it; the rank as a count): a parallel region would
+cost more than the work. The unit keys, a row per token with its own square root, run their tokens in
+parallel (DeiT-tiny r=8: 10.6-17.1 -> 6.4-9.7 us a block; the thread pool is still awake from the GEMM
+before). tome_destinations on DeiT-tiny's 99 x 98 scores: 7.3 -> 3.4 us. Scratch is "global" on CPUs (on the stack; see
 compile.quant.row_kernels). On CUDA targets the same code runs on one thread.
 """
 
@@ -59,7 +60,7 @@ def _unit_keys_func(tokens: int, heads: int, dim: int, unit_bits: int, inverse_b
                   b: T.Buffer((1, num_b, dim), "int8")):
         T.func_attr({"tirx.is_scheduled": True, "op_pattern": OPAQUE})
         with T.sblock("root"):
-            for n in T.serial(tokens):
+            for n in T.parallel(tokens):
                 with T.sblock("token"):
                     if n % 2 == 0:
                         unit_row(qkv, n, a, n // 2)
