@@ -1,9 +1,10 @@
 """Intel AMX for the packed int8 GEMM: one tensor intrinsic computes a whole column panel.
 
 AMX multiplies 16 x 64-byte tiles held in 8 tile registers: tdpbusd / tdpbssd add A[16, 64] . B[16 x 4-byte
-groups, 16 columns] into an int32 C[16, 16], 16K multiply-adds in one instruction (about 20x a 512-bit
-vpdpbusd). B's tile is exactly the VNNI packing (compile.kernels.packed_gemm: [N/NR, K/4, NR, 4]), so the
-weights pack the same way; K is padded to whole 64-byte tiles instead of 4.
+groups, 16 columns] into an int32 C[16, 16], 16K multiply-adds in one instruction, one every 16 cycles (16x
+a 512-bit vpdpbusd per cycle); either sign of activation, so no shift and no correction term. B's tile is
+exactly the VNNI packing (compile.kernels.packed_gemm: [N/NR, K/4, NR, 4]), so the weights pack the same
+way; K is padded to whole 64-byte tiles instead of 4.
 
 The GEMM runs as column panels (compile.schedule.int8_gemm): one panel is every row of the output times
 PANEL_COLUMNS columns, so its slice of B (K x 32 bytes) stays in L1 while the rows stream past, and the
@@ -12,8 +13,9 @@ panel, 2 x 2 accumulator tiles (32 rows x 32 columns) take 4 tile registers, two
 other 4; a 16-row tail uses half of them.
 
 Tile registers do not exist for TVM, so the panel's accumulators are zeroed by the panel kernel itself
-(tilezero): the GEMM's reduction init is matched by PANEL_ZERO, whose implementation is empty. The two
-intrinsics are only ever used together, by the one schedule in compile.schedule.int8_gemm.
+(tilezero): the GEMM's reduction init is matched by the zero intrinsic, whose implementation is empty
+(zeroing the panel in memory was a memset per panel: a fifth of the GEMM in a prototype). The two intrinsics are only ever
+used together, by the one schedule in compile.schedule.int8_gemm (panel_intrinsics gives both).
 
 Linux gives AMX state only to a process that asks (arch_prctl ARCH_REQ_XCOMP_PERM); LOAD_TIME_REQUEST is
 linked into every model library that holds these kernels, so any loader (the Python runtime, the native
