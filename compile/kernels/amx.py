@@ -27,8 +27,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from tvm import tirx
-from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
+
+from compile.kernels.intrinsics import register_once
 
 TILE_ROWS = 16
 TILE_BYTES = 64  # bytes of one tile row: 64 int8 of K for A, 16 groups of 4 for B, 16 int32 for C
@@ -150,10 +151,8 @@ def panel_intrinsics(lhs_dtype: str, m_pad: int, k_pad: int) -> tuple[str, str]:
     if m_pad % TILE_ROWS or k_pad % K_BLOCK:
         raise ValueError(f"AMX panel: M {m_pad} and K {k_pad} must be whole tiles ({TILE_ROWS} rows, {K_BLOCK} bytes)")
     zero, update = f"edgevit_amx_zero_{m_pad}", f"edgevit_amx_{lhs_dtype}_{m_pad}x{k_pad}"
-    if TensorIntrin.get(zero, allow_missing=True) is None:
-        TensorIntrin.register(zero, *_zero_intrinsic(m_pad))
-    if TensorIntrin.get(update, allow_missing=True) is None:
-        TensorIntrin.register(update, *_panel_intrinsic(lhs_dtype, m_pad, k_pad))
+    register_once(zero, _zero_intrinsic(m_pad))
+    register_once(update, _panel_intrinsic(lhs_dtype, m_pad, k_pad))
     return zero, update
 
 

@@ -114,12 +114,13 @@ def _avx2_widening():
     return _description(8, 2, "int16"), implementation
 
 
-def _register(name: str, description_and_implementation) -> None:
+def register_once(name: str, description_and_implementation) -> None:
+    """Register a TensorIntrin unless one of that name exists (modules and shapes register on demand)."""
     if TensorIntrin.get(name, allow_missing=True) is None:
         TensorIntrin.register(name, *description_and_implementation)
 
 
-_register(VNNI_16X4_INTRIN, _dot_instruction(16, "uint8", "llvm.x86.avx512.vpdpbusd.512"))
-_register(SDOT_4X4_INTRIN, _dot_instruction(4, "int8", "llvm.aarch64.neon.sdot.v4i32.v16i8"))
-_register(NEON_8X2_INTRIN, _neon_widening())
-_register(AVX2_8X2_INTRIN, _avx2_widening())
+register_once(VNNI_16X4_INTRIN, _dot_instruction(16, "uint8", "llvm.x86.avx512.vpdpbusd.512"))
+register_once(SDOT_4X4_INTRIN, _dot_instruction(4, "int8", "llvm.aarch64.neon.sdot.v4i32.v16i8"))
+register_once(NEON_8X2_INTRIN, _neon_widening())
+register_once(AVX2_8X2_INTRIN, _avx2_widening())
