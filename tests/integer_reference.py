@@ -147,19 +147,20 @@ def tome_destinations(keys: np.ndarray, r: int, protected: int) -> np.ndarray:
     return dest
 
 
-def tome_merge(keys: np.ndarray, x: np.ndarray, size: np.ndarray, r: int, protected: int):
-    """Bipartite soft matching on int8 keys [heads, N, D], integer size-weighted merge of x [N, C]."""
+def tome_sums(keys: np.ndarray, t: np.ndarray, r: int, protected: int) -> np.ndarray:
+    """t [N, C] summed into the output rows of bipartite soft matching on int8 keys [heads, N, D]."""
     partner, merged, unmerged = _matching(keys, r, protected)
     num_b = keys.shape[1] // 2
-    onehot = (np.arange(num_b)[:, None] == partner[merged][None, :]).astype(np.int64)
+    onehot = (np.arange(num_b)[:, None] == partner[merged][None, :]).astype(t.dtype)
+    src, dst = t[0::2], t[1::2]
+    kept, dst = src[unmerged], dst + onehot @ src[merged]
+    keep_a, keep_b = (protected + 1) // 2, protected // 2
+    return np.concatenate([kept[:keep_a], dst[:keep_b], kept[keep_a:], dst[keep_b:]])
 
-    def apply(t: np.ndarray) -> np.ndarray:
-        src, dst = t[0::2], t[1::2]
-        kept, dst = src[unmerged], dst + onehot @ src[merged]
-        keep_a, keep_b = (protected + 1) // 2, protected // 2
-        return np.concatenate([kept[:keep_a], dst[:keep_b], kept[keep_a:], dst[keep_b:]])
 
-    total, size = apply(x * size), apply(size)
+def tome_merge(keys: np.ndarray, x: np.ndarray, size: np.ndarray, r: int, protected: int):
+    """Bipartite soft matching on int8 keys [heads, N, D], integer size-weighted merge of x [N, C]."""
+    total, size = tome_sums(keys, x * size, r, protected), tome_sums(keys, size, r, protected)
     return (2 * total + size) // (2 * size), size
 
 

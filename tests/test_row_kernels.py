@@ -2,7 +2,10 @@
 and on an emulated rpi5: int8-full's kernels and the matching equal the numpy reference bit for bit, int8's float
 softmax is within one level of float64 numpy's, for inputs beyond what a calibrated model gives: constant rows
 (zero variance), odd widths, int32 outputs (norm_pre into the residual stream), a row's maximum at its last key,
-proportional-attention biases, per-head probability scales of 255 << 0..3, uniform rows, tied similarities."""
+proportional-attention biases, per-head probability scales of 255 << 0..3, uniform rows, tied similarities; ToMe's
+merge (int32 bit for bit, float32 to rounding, B rows taking several A tokens); square roots through floats and
+without; and int8-full's GELU (int32 steps, fused into fc1's write-back in a model) on every input its clamp lets
+through."""
 
 from __future__ import annotations
 
@@ -13,8 +16,11 @@ from tvm import relax
 
 from compile.quant import integer_params as P
 from compile.quant.graph import Emitter
+from compile.quant.integer_numerics import IntegerNumerics
+from compile.quant.integer_ops import emit_isqrt
 from compile.quant.row_kernels import emit_float_softmax, emit_layer_norm, emit_softmax
 from compile.quant.tome_graph import match_tokens
+from compile.quant.tome_kernels import emit_merge
 from targets import load_preset
 from tests import integer_reference
 from tests.helpers import cpu_executable, cross_compiled_library
@@ -32,10 +38,19 @@ SOFTMAXES = {  # name: (heads, tokens, with proportional-attention bias)
 
 FLOAT_SOFTMAXES = {name + "_float": case for name, case in SOFTMAXES.items()}
 FLOAT_SCALE = 2.5e-3  # logit scale: the int logits span about +-40 in real units
-MATCHINGS = {  # name: (tokens, heads, head dim, r, protected prefix tokens)
-    "match_deit_tiny": (197, 3, 64, 8, 1),
-    "match_odd_ties": (9, 2, 5, 3, 2),
+MATCHINGS = {  # name: (tokens, heads, head dim, r, protected prefix tokens, integer-only square roots)
+    "match_deit_tiny": (197, 3, 64, 8, 1, True),
+    "match_deit_tiny_float_roots": (197, 3, 64, 8, 1, False),
+    "match_odd_ties": (9, 2, 5, 3, 2, True),
 }
+ROOTS = np.unique(np.concatenate([[0, 1, 2, 3, 4], *[[k * k - 1, k * k, k * k + 1] for k in
+                                   [2, 3, 1 << 13, 46340, 1 << 20, (1 << 26) - 1]]])).reshape(-1, 1)
+MERGES = {  # name: (tokens, heads, head dim, channels, r, protected prefix tokens, dtype)
+    "merge_deit_tiny_int32": (197, 3, 64, 192, 8, 1, "int32"),
+    "merge_deit_tiny_float32": (197, 3, 64, 192, 8, 1, "float32"),
+    "merge_odd_many_into_one": (9, 2, 5, 7, 4, 0, "int32"),
+}
+GELU_INPUTS = np.arange(-P.GELU_CLAMP, P.GELU_CLAMP + 1, dtype=np.int32)  # Q12, every value fc1's requant gives
 
 
 def _layer_norm_case(rng, rows: int, channels: int, dtype: str, low: int, high: int):
@@ -76,6 +91,22 @@ def _matching_case(rng, tokens: int, heads: int, dim: int, r: int, protected: in
     return qkv, integer_reference.tome_destinations(keys, r, protected).astype(np.int32)
 
 
+def _merge_case(rng, tokens: int, heads: int, dim: int, channels: int, r: int, protected: int, dtype: str):
+    """(x, size, dest, expected merged x with its size as a last column): integer_reference's merge for int32,
+    the float64 size-weighted mean for float32."""
+    qkv, dest = _matching_case(rng, tokens, heads, dim, r, protected)
+    keys = qkv[:, heads * dim:2 * heads * dim].reshape(tokens, heads, dim).transpose(1, 0, 2)
+    size = rng.integers(1, 5, (tokens, 1))
+    if dtype == "int32":
+        x = rng.integers(-(1 << 20), 1 << 20, (tokens, channels))
+        merged, merged_size = integer_reference.tome_merge(keys, x, size, r, protected)
+    else:
+        x = rng.standard_normal((tokens, channels))
+        merged_size = integer_reference.tome_sums(keys, size.astype(np.float64), r, protected)
+        merged = integer_reference.tome_sums(keys, x * size, r, protected) / merged_size
+    return x.astype(dtype), size.astype(dtype), dest, np.concatenate([merged, merged_size], axis=1)
+
+
 def _function(bb, name: str, args: list[np.ndarray], emit) -> None:
     params = [relax.Var(f"arg{i}", relax.TensorType(a.shape, str(a.dtype))) for i, a in enumerate(args)]
     with bb.function(name, params):
@@ -103,20 +134,36 @@ def _suite(target):
         logits, log2_size, levels, expected[name] = _float_softmax_case(rng, heads, tokens, with_bias)
         inputs[name] = [logits] if log2_size is None else [logits, log2_size]
         _function(bb, name, inputs[name], lambda x, s=None, levels=levels: emit_float_softmax(em, x, FLOAT_SCALE, s, levels))
-    for name, (tokens, heads, dim, r, protected) in MATCHINGS.items():
+    for name, (tokens, heads, dim, r, protected, integer_only) in MATCHINGS.items():
         qkv, expected[name] = _matching_case(rng, tokens, heads, dim, r, protected)
         inputs[name] = [qkv]
-        _function(bb, name, inputs[name], lambda x, h=heads, r=r, p=protected: match_tokens(em, x, h, r, p))
+        _function(bb, name, inputs[name],
+                  lambda x, h=heads, r=r, p=protected, i=integer_only: match_tokens(em, x, h, r, p, i))
+    for integer_only in (True, False):  # square roots on both sides of perfect squares, up to 2^52
+        name = "isqrt" + ("" if integer_only else "_float")
+        inputs[name], expected[name] = [ROOTS.astype(np.int64)], integer_reference.isqrt(ROOTS)
+        _function(bb, name, inputs[name], lambda x, i=integer_only: emit_isqrt(em, x, i))
+    for name, case in MERGES.items():
+        x, size, dest, expected[name] = _merge_case(rng, *case)
+        inputs[name] = [x, size, dest]
+        _function(bb, name, inputs[name], lambda x, size, dest, r=case[4]: em.emit(
+            relax.op.concat(emit_merge(em, x, size, dest, r), axis=1)))
+    inputs["gelu_every_input"] = [GELU_INPUTS]
+    expected["gelu_every_input"] = integer_reference.gelu(GELU_INPUTS.astype(np.int64))
+    _function(bb, "gelu_every_input", inputs["gelu_every_input"], IntegerNumerics(em, None)._gelu)
     return bb.get(), inputs, expected
 
 
 def _assert_exact(got: dict, expected: dict) -> None:
-    """int8-full's kernels bit for bit; the float softmax within one level, and exact for all but 1% of values
-    (or one value: a float sum in another order moves a probability that sits on a rounding boundary)."""
+    """int8-full's kernels bit for bit; the float merge to float32 rounding; the float softmax within one level, and
+    exact for all but 1% of values (or one value: a float sum in another order moves a probability that sits on a
+    rounding boundary)."""
     assert set(got) == set(expected)
     for name, want in expected.items():
         assert want.min() < want.max(), name  # the case exercises the kernel's range
-        if name in FLOAT_SOFTMAXES:
+        if name == "merge_deit_tiny_float32":
+            np.testing.assert_allclose(got[name], want, rtol=1e-5, atol=1e-6, err_msg=name)
+        elif name in FLOAT_SOFTMAXES:
             off = np.abs(got[name].astype(np.int32) - want)
             assert off.max() <= 1 and (off > 0).sum() <= max(1, off.size // 100), (name, off.max(), (off > 0).sum())
         else:

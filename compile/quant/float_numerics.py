@@ -19,6 +19,8 @@ from compile.quant.row_kernels import emit_float_layer_norm, emit_float_softmax
 class FloatNumerics:
     """The Numerics of --quant int8 (see compile.quant.graph.Numerics)."""
 
+    integer_only = False
+
     def __init__(self, em: Emitter, qvit: QuantizedViT):
         self.em = em
         self.qvit = qvit

@@ -64,6 +64,8 @@ class Numerics(Protocol):
     at a power-of-two scale); "linear outputs" are what `linear` returns (float y, or int32 acc + bias).
     """
 
+    integer_only: bool  # no float arithmetic before the logits (int8-full)
+
     def embed(self, patch_out: relax.Expr) -> relax.Expr: ...
     def norm_for(self, x: relax.Expr, norm: QLayerNorm, linear: QLinear) -> relax.Expr: ...
     def linear(self, x: relax.Expr, linear: QLinear, x_view: MergedHeads | None = None) -> relax.Expr: ...
@@ -84,14 +86,17 @@ def _patches(em: Emitter, pixels: relax.Expr, image: int, patch: int) -> relax.E
     return em.emit(relax.op.reshape(x, (g * g, 3 * patch * patch)))
 
 
-def _attention(em: Emitter, num: Numerics, h: relax.Expr, block: QBlock, heads: int, size) -> tuple:
-    """Multi-head self-attention up to proj's input; returns (proj input [heads, N, D], int8 qkv [N, 3C]).
+def _attention(em: Emitter, num: Numerics, h: relax.Expr, block: QBlock, heads: int, size,
+               queries: int | None = None) -> tuple:
+    """Multi-head self-attention up to proj's input; returns (proj input [heads, Q, D], int8 qkv [N, 3C]).
 
-    q, k and v are read as head views of qkv by the matmuls themselves (no copies of them)."""
+    q, k and v are read as head views of qkv by the matmuls themselves (no copies of them). queries: only the
+    first Q tokens ask (the last block of a token-pooled model, whose later rows nobody reads), else all N."""
     qkv = num.qkv_int8(num.linear(h, block.qkv), block)  # int8 [N, 3C]
     q, k, v = (HeadView(part, 3, heads) for part in range(3))
-    logits = em.batch_matmul(qkv, qkv, transpose_b=True, a_view=q, b_view=k)
-    probs = num.attention_probs(logits, block, size)  # uint8 [heads, N, N]
+    asking = qkv if queries is None else em.rows(qkv, 0, queries)
+    logits = em.batch_matmul(asking, qkv, transpose_b=True, a_view=q, b_view=k)
+    probs = num.attention_probs(logits, block, size)  # uint8 [heads, Q, N]
     return num.attention_out(em.batch_matmul(probs, qkv, b_view=v), block), qkv
 
 
@@ -114,14 +119,19 @@ def emit_quantized_vit(qvit: QuantizedViT, numerics_cls, target: Target) -> tvm.
             x = num.embed(num.linear(_patches(em, pixels, qvit.image_size, qvit.patch_size), qvit.patch))
             size = None
             for index, block in enumerate(qvit.blocks):
+                # the last block of a token-pooled model: only the heads' rows are read after it, and every step
+                # but attention's keys and values is row-wise, so they alone ask, take the residual and the MLP;
+                # its merge would change nothing read (prefix tokens are protected: never merged; the class token
+                # stays the first row)
+                read_rows = len(qvit.heads) if index == len(qvit.blocks) - 1 and qvit.pool == "token" else None
                 attn_in = num.norm_for(x, block.ln1, block.qkv)
-                o, qkv = _attention(em, num, attn_in, block, qvit.num_heads, size)
+                o, qkv = _attention(em, num, attn_in, block, qvit.num_heads, size, read_rows)
+                if read_rows is not None:
+                    x = em.rows(x, 0, read_rows)
                 x = num.residual_add(x, num.linear(o, block.proj, MergedHeads()), block.proj)
-                if block.tome_r:
-                    dest = match_tokens(em, qkv, qvit.num_heads, block.tome_r, qvit.num_prefix)
+                if block.tome_r and read_rows is None:
+                    dest = match_tokens(em, qkv, qvit.num_heads, block.tome_r, qvit.num_prefix, num.integer_only)
                     x, size = emit_merge(em, x, size, dest, block.tome_r)
-                if index == len(qvit.blocks) - 1 and qvit.pool == "token":  # only the heads' rows are read after
-                    x = em.rows(x, 0, len(qvit.heads))  # the last MLP (row-wise): it runs on them alone
                 hidden = num.mlp_hidden(num.linear(num.norm_for(x, block.ln2, block.fc1), block.fc1), block)
                 x = num.residual_add(x, num.linear(hidden, block.fc2), block.fc2)
             pooled = ([em.rows(x, i, i + 1) for i in range(len(qvit.heads))] if qvit.pool == "token"

@@ -30,6 +30,8 @@ from compile.quant.row_kernels import emit_layer_norm, emit_softmax
 class IntegerNumerics:
     """The Numerics of --quant int8-full (see compile.quant.graph.Numerics)."""
 
+    integer_only = True
+
     def __init__(self, em: Emitter, qvit: QuantizedViT):
         self.em = em
         self.qvit = qvit
@@ -38,14 +40,15 @@ class IntegerNumerics:
     def _i64(self, x: relax.Expr) -> relax.Expr:
         return x if x.ty.dtype == "int64" else self.em.emit(relax.op.astype(x, "int64"))
 
-    def _c(self, value) -> relax.Expr:
-        return self.em.const(np.asarray(value, dtype=np.int64))
+    def _c(self, value, dtype: str = "int64") -> relax.Expr:
+        return self.em.const(np.asarray(value, dtype=dtype))
 
     def _shift_round(self, x: relax.Expr, shift) -> relax.Expr:
-        """rshift_round(x, shift) on int64; shift >= 1 (scalar or per-column array)."""
+        """rshift_round(x, shift) in x's integer type; shift >= 1 (scalar or per-column array)."""
         shift = np.asarray(shift, dtype=np.int64)
-        em = self.em
-        return em.emit(relax.op.right_shift(relax.op.add(x, self._c(np.left_shift(1, shift - 1))), self._c(shift)))
+        em, dtype = self.em, str(x.ty.dtype)
+        return em.emit(relax.op.right_shift(relax.op.add(x, self._c(np.left_shift(1, shift - 1), dtype)),
+                                            self._c(shift, dtype)))
 
     def _requant(self, x: relax.Expr, req: P.Requant, low: int, high: int, dtype: str) -> relax.Expr:
         em = self.em
@@ -53,7 +56,7 @@ class IntegerNumerics:
         return em.emit(relax.op.astype(relax.op.clip(y, low, high), dtype))
 
     def _mul(self, x: relax.Expr, value) -> relax.Expr:
-        return self.em.emit(relax.op.multiply(x, self._c(value)))
+        return self.em.emit(relax.op.multiply(x, self._c(value, str(x.ty.dtype))))
 
     def _layer_norm(self, x: relax.Expr, params: P.LayerNormParams, dtype: str) -> relax.Expr:
         """I-ViT LayerNorm over the last axis of x [rows, C]: integer mean / variance, exact isqrt, one
@@ -152,8 +155,8 @@ class IntegerNumerics:
         return self.em.emit(relax.op.add(x, branch))
 
     def mlp_hidden(self, y: relax.Expr, block: QBlock) -> relax.Expr:
-        g = self._i64(self._requant(y, P.gelu_in(block.fc1), -P.GELU_CLAMP, P.GELU_CLAMP, "int64"))
-        gelu = self._quick_gelu(g) if block.activation == "quick_gelu" else self._gelu(g)
+        g = self._requant(y, P.gelu_in(block.fc1), -P.GELU_CLAMP, P.GELU_CLAMP, "int32")
+        gelu = self._quick_gelu(self._i64(g)) if block.activation == "quick_gelu" else self._gelu(g)
         requant, _ = P.gelu_out(block.fc2)
         return self._requant(gelu, requant, -127, 127, "int8")
 
@@ -167,15 +170,23 @@ class IntegerNumerics:
         return self._shift_round(em.emit(relax.op.multiply(g, sigmoid)), P.EXP_FRAC)
 
     def _gelu(self, g: relax.Expr) -> relax.Expr:
-        """g * (1 + erf(g / sqrt 2)) / 2 in Q12, with I-BERT's second-order erf."""
+        """g * (1 + erf(g / sqrt 2)) / 2 in Q12, with I-BERT's second-order erf, on int32 g (|g| <= 2^20).
+
+        int32 throughout, twice the vector lanes of int64 and the same bits: from |g| = GELU_SATURATION on erf
+        is exactly +-1 (GELU is g or 0), so the steps run on g clipped there and every product stays below 2^28."""
         em = self.em
-        u = self._shift_round(self._mul(em.emit(relax.op.abs(g)), P.INV_SQRT2), 15)
-        c = em.emit(relax.op.subtract(relax.op.minimum(u, self._c(P.ERF_B)), self._c(P.ERF_B)))
+        clipped = em.emit(relax.op.clip(g, -P.GELU_SATURATION, P.GELU_SATURATION))
+        u = self._shift_round(self._mul(em.emit(relax.op.abs(clipped)), P.INV_SQRT2), 15)
+        c = em.emit(relax.op.subtract(relax.op.minimum(u, self._c(P.ERF_B, "int32")), self._c(P.ERF_B, "int32")))
         c2 = self._shift_round(em.emit(relax.op.multiply(c, c)), P.GELU_FRAC)
-        magnitude = em.emit(relax.op.add(self._shift_round(self._mul(c2, P.ERF_A), 15), self._c(1 << P.GELU_FRAC)))
-        erf = em.emit(relax.op.where(relax.op.less(g, self._c(0)), relax.op.negative(magnitude), magnitude))
-        return self._shift_round(em.emit(relax.op.multiply(g, relax.op.add(erf, self._c(1 << P.GELU_FRAC)))),
-                                 P.GELU_FRAC + 1)
+        magnitude = em.emit(relax.op.add(self._shift_round(self._mul(c2, P.ERF_A), 15),
+                                         self._c(1 << P.GELU_FRAC, "int32")))
+        erf = em.emit(relax.op.where(relax.op.less(clipped, self._c(0, "int32")), relax.op.negative(magnitude),
+                                     magnitude))
+        inside = self._shift_round(em.emit(relax.op.multiply(clipped, relax.op.add(erf, self._c(1 << P.GELU_FRAC,
+                                                                                                "int32")))),
+                                   P.GELU_FRAC + 1)
+        return em.emit(relax.op.where(relax.op.greater(g, self._c(P.GELU_SATURATION, "int32")), g, inside))
 
     def mean_rows(self, x: relax.Expr, start: int) -> relax.Expr:
         """The rounded integer mean of rows start.. of the residual stream (average pooling)."""

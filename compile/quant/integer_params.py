@@ -32,6 +32,8 @@ RESIDUAL_CLAMP = 1 << 30
 ERF_A = round(-0.2888 * 2**15)
 ERF_B = round(1.769 * 2**GELU_FRAC)
 INV_SQRT2 = round(2**15 / math.sqrt(2))
+# the smallest |GELU input| (Q12) whose erf argument reaches ERF_B: from there on erf is exactly +-1
+GELU_SATURATION = -(-((ERF_B << 15) - (1 << 14)) // INV_SQRT2)
 # QuickGELU x * sigmoid(1.702 x): e^(-1.702 |x|) = 2^-(|x| * 1.702 log2(e)), the base-2 exponent in Q15 from x in Q12
 QUICK_GELU_EXP = round(1.702 * math.log2(math.e) * 2**EXP_FRAC)
 

@@ -44,8 +44,8 @@ from compile.quant.integer_ops import OPAQUE, clip_cast, isqrt_steps
 
 
 def _shift_round(x, shift: int):
-    """rshift_round(x, shift) of an int64 PrimExpr (compile.quant.fixed_point's rounding)."""
-    return (x + (T.int64(1) << T.int64(shift - 1))) >> T.int64(shift)
+    """rshift_round(x, shift) of an int32 / int64 PrimExpr (compile.quant.fixed_point's rounding)."""
+    return (x + (tvm.tirx.const(1, str(x.ty)) << (shift - 1))) >> shift
 
 
 def _layer_norm_func(rows: int, channels: int, in_dtype: str, out_dtype: str,
@@ -97,16 +97,17 @@ def _softmax_func(heads: int, queries: int, keys: int, exponent: P.Requant) -> t
     frac = P.EXP_FRAC
 
     def exp2(logits, bias, h, q, k, stats):
-        """2^-u in Q15, u = -rshift_round((logit + bias - row max) * mult, shift): integer_numerics' steps."""
-        u = T.min(-_shift_round((T.Cast("int64", logits[h, q, k] + bias[k]) - stats[0]) * T.int64(mult), shift),
-                  T.int64(P.EXP_MIN << frac))
-        f = u & T.int64((1 << frac) - 1)
-        poly = _shift_round(f * T.int64(c1), frac) + _shift_round(_shift_round(f * f, frac) * T.int64(c2), frac)
-        return (poly + T.int64(1 << frac)) >> (u >> T.int64(frac))
+        """2^-u in Q15 (int32), u = -rshift_round((logit + bias - row max) * mult, shift): integer_numerics' steps.
+        Only the product with mult is int64, of two int32s (one vpmuldq); u <= 30 << 15 and what follows fit int32."""
+        d = T.Cast("int64", logits[h, q, k] + bias[k] - T.Cast("int32", stats[0]))
+        u = T.Cast("int32", T.min(-_shift_round(d * T.int64(mult), shift), T.int64(P.EXP_MIN << frac)))
+        f = u & ((1 << frac) - 1)
+        poly = _shift_round(f * c1, frac) + _shift_round(_shift_round(f * f, frac) * c2, frac)
+        return (poly + (1 << frac)) >> (u >> frac)
 
     @T.prim_func(private=True, s_tir=True)
     def softmax(logits: T.Buffer((heads, queries, keys), "int32"), bias: T.Buffer((keys,), "int32"),
-                levels: T.Buffer((heads,), "int64"), out: T.Buffer((heads, queries, keys), "uint8")):
+                levels: T.Buffer((heads,), "int32"), out: T.Buffer((heads, queries, keys), "uint8")):
         T.func_attr({"tirx.is_scheduled": True, "op_pattern": OPAQUE})
         with T.sblock("root"):
             for row in T.parallel(heads * queries):
@@ -117,12 +118,13 @@ def _softmax_func(heads: int, queries: int, keys: int, exponent: P.Requant) -> t
                         stats[0] = T.max(stats[0], T.Cast("int64", logits[row // queries, row % queries, k] + bias[k]))
                     stats[1] = T.int64(0)
                     for k in T.serial(keys):
-                        stats[1] = stats[1] + exp2(logits, bias, row // queries, row % queries, k, stats)
+                        stats[1] = stats[1] + T.Cast("int64", exp2(logits, bias, row // queries, row % queries, k, stats))
                     stats[2] = (T.int64(1) << T.int64(P.PROB_RECIP_BITS)) // stats[1]
-                    for k in T.serial(keys):
+                    for k in T.serial(keys):  # 2^-u * levels < 2^30 (255 << 7 levels at most), 2^31 / sum <= 2^16: int32s
                         out[row // queries, row % queries, k] = clip_cast(
-                            _shift_round(exp2(logits, bias, row // queries, row % queries, k, stats)
-                                         * levels[row // queries] * stats[2], P.PROB_RECIP_BITS), 0, 255, "uint8")
+                            _shift_round(T.Cast("int64", exp2(logits, bias, row // queries, row % queries, k, stats)
+                                                * levels[row // queries])
+                                         * T.Cast("int64", T.Cast("int32", stats[2])), P.PROB_RECIP_BITS), 0, 255, "uint8")
 
     return softmax
 
@@ -135,7 +137,7 @@ def emit_softmax(em, logits: relax.Expr, bias: relax.Expr | None, exponent: P.Re
         bias = em.const(np.zeros(keys, np.int32))
     func = _softmax_func(heads, queries, keys, exponent)
     gv = em.bb.add_func(func, f"softmax_int_{heads}_{queries}_{keys}")
-    return em.emit(relax.call_tir(gv, [logits, bias, em.const(np.ravel(levels), "int64")],
+    return em.emit(relax.call_tir(gv, [logits, bias, em.const(np.ravel(levels), "int32")],
                                   relax.TensorType((heads, queries, keys), "uint8")))
 
 

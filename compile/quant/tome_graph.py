@@ -43,11 +43,12 @@ def _unit_keys_chain(em, qkv: relax.Expr, heads: int) -> tuple[relax.Expr, relax
     return tuple(em.emit(relax.op.expand_dims(em.rows(unit, start, tokens, step=2), 0)) for start in (0, 1))
 
 
-def match_tokens(em, qkv: relax.Expr, heads: int, r: int, protected: int) -> relax.Expr:
+def match_tokens(em, qkv: relax.Expr, heads: int, r: int, protected: int, integer_only: bool = True) -> relax.Expr:
     """The output row (int32 [N]) of every token of `qkv` int8 [N, 3 * heads * D] after merging the r A
-    tokens most similar to a B token into it (keys summed over heads, cosine similarity)."""
+    tokens most similar to a B token into it (keys summed over heads, cosine similarity); the same rows with
+    integer_only False, which lets the CPU kernel take its square roots through floats (the int8 graph)."""
     if em.target.kind.name == "llvm":
-        a, b = emit_unit_keys(em, qkv, heads, UNIT_BITS, INVERSE_BITS)
+        a, b = emit_unit_keys(em, qkv, heads, UNIT_BITS, INVERSE_BITS, integer_only)
     else:
         a, b = _unit_keys_chain(em, qkv, heads)
     scores = em.batch_matmul(a, b, transpose_b=True)
