@@ -85,17 +85,17 @@ def _float_softmax_case(rng, heads: int, tokens: int, with_bias: bool):
 
 
 def _matching_case(rng, tokens: int, heads: int, dim: int, r: int, protected: int):
+    """(qkv, its keys [heads, N, D], the reference destinations)."""
     qkv = rng.integers(-127, 128, (tokens, 3 * heads * dim)).astype(np.int8)
     qkv[3] = qkv[5]  # two equal keys: tied scores
     keys = qkv[:, heads * dim:2 * heads * dim].reshape(tokens, heads, dim).transpose(1, 0, 2)
-    return qkv, integer_reference.tome_destinations(keys, r, protected).astype(np.int32)
+    return qkv, keys, integer_reference.tome_destinations(keys, r, protected).astype(np.int32)
 
 
 def _merge_case(rng, tokens: int, heads: int, dim: int, channels: int, r: int, protected: int, dtype: str):
     """(x, size, dest, expected merged x with its size as a last column): integer_reference's merge for int32,
     the float64 size-weighted mean for float32."""
-    qkv, dest = _matching_case(rng, tokens, heads, dim, r, protected)
-    keys = qkv[:, heads * dim:2 * heads * dim].reshape(tokens, heads, dim).transpose(1, 0, 2)
+    _, keys, dest = _matching_case(rng, tokens, heads, dim, r, protected)
     size = rng.integers(1, 5, (tokens, 1))
     if dtype == "int32":
         x = rng.integers(-(1 << 20), 1 << 20, (tokens, channels))
@@ -135,7 +135,7 @@ def _suite(target):
         inputs[name] = [logits] if log2_size is None else [logits, log2_size]
         _function(bb, name, inputs[name], lambda x, s=None, levels=levels: emit_float_softmax(em, x, FLOAT_SCALE, s, levels))
     for name, (tokens, heads, dim, r, protected, integer_only) in MATCHINGS.items():
-        qkv, expected[name] = _matching_case(rng, tokens, heads, dim, r, protected)
+        qkv, _, expected[name] = _matching_case(rng, tokens, heads, dim, r, protected)
         inputs[name] = [qkv]
         _function(bb, name, inputs[name],
                   lambda x, h=heads, r=r, p=protected, i=integer_only: match_tokens(em, x, h, r, p, i))

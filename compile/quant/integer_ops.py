@@ -51,9 +51,14 @@ def float_isqrt(value, root):
         root[0] = root[0] + T.int64(1)
 
 
+def square_root(integer_only: bool):
+    """The floor square root macro a kernel inlines: isqrt_steps without floats (int8-full), else float_isqrt."""
+    return isqrt_steps if integer_only else float_isqrt
+
+
 def _isqrt_func(rows: int, dtype: str, gpu: bool, integer_only: bool) -> tvm.tirx.PrimFunc:
     """floor(sqrt(a)) for a [rows, 1] of int32 / int64 (values < 2^62; < 2^52 unless integer_only), in int64."""
-    square_root = isqrt_steps if integer_only else float_isqrt
+    root_steps = square_root(integer_only)
 
     @T.prim_func(private=True, s_tir=True)
     def isqrt(a: T.Buffer((rows, 1), dtype), out: T.Buffer((rows, 1), dtype)):
@@ -62,7 +67,7 @@ def _isqrt_func(rows: int, dtype: str, gpu: bool, integer_only: bool) -> tvm.tir
             for i in T.thread_binding(rows, thread="threadIdx.x") if gpu else T.serial(rows):
                 with T.sblock("row"):
                     root = T.sblock_alloc_buffer((1,), "int64", scope="local" if gpu else "global")
-                    square_root(T.Cast("int64", a[i, 0]), root)
+                    root_steps(T.Cast("int64", a[i, 0]), root)
                     out[i, 0] = T.Cast(dtype, root[0])
 
     return isqrt

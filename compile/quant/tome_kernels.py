@@ -33,7 +33,7 @@ import tvm
 from tvm import relax
 from tvm.script import tirx as T
 
-from compile.quant.integer_ops import OPAQUE, clip_cast, float_isqrt, isqrt_steps
+from compile.quant.integer_ops import OPAQUE, clip_cast, square_root
 
 MASKED = -(2**31) + 1
 
@@ -42,7 +42,7 @@ def _unit_keys_func(tokens: int, heads: int, dim: int, unit_bits: int, inverse_b
                     integer_only: bool) -> tvm.tirx.PrimFunc:
     num_a, num_b = (tokens + 1) // 2, tokens // 2
     width = heads * dim  # keys are qkv's columns width .. 2 * width
-    square_root = isqrt_steps if integer_only else float_isqrt  # the same root either way
+    root_steps = square_root(integer_only)  # the same root either way
 
     def key_sum(qkv, n, d):  # int32: the sum over heads of key component d (recomputed: no row buffer)
         return sum(T.Cast("int32", qkv[n, width + h * dim + d]) for h in range(heads))
@@ -54,7 +54,7 @@ def _unit_keys_func(tokens: int, heads: int, dim: int, unit_bits: int, inverse_b
         stats[0] = T.int64(0)
         for d in T.serial(dim):
             stats[0] = stats[0] + T.Cast("int64", key_sum(qkv, n, d) * key_sum(qkv, n, d))
-        square_root(stats[0], root)
+        root_steps(stats[0], root)
         stats[1] = (T.int64(1) << T.int64(inverse_bits)) // T.max(root[0], T.int64(1))
         for d in T.serial(dim):
             out[0, row, d] = clip_cast((T.Cast("int64", key_sum(qkv, n, d)) * stats[1])
