@@ -1,4 +1,4 @@
-"""python -m results {sweep,bench,ptq,profile,report}: measurements and reports (JSONL, markdown, PNG)."""
+"""python -m results {sweep,bench,ptq,profile,arm,report}: measurements and reports (JSONL, markdown, PNG)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ DEFAULTS = {  # each command's values of the shared options it takes (SHARED), f
               "limit": None, "threads": len(os.sched_getaffinity(0)), "rounds": 20},
     "ptq": {"out": Path("results/data/ptq"), "build_dir": Path("build/ptq"), "model": DEFAULT_MODEL, "limit": None},
     "profile": {"out": Path("results/data/profile"), "threads": len(os.sched_getaffinity(0))},
+    "arm": {"out": Path("results/data/arm"), "build_dir": Path("build/arm")},
     "report": {"out": Path("results/data/farm_report")},
 }
 
@@ -64,6 +65,8 @@ def _dest(flag: str) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from results.arm.contenders import PEERS as ARM_PEERS
+
     parser = argparse.ArgumentParser(prog="python -m results", description=__doc__, parents=[_shared_options(None)])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -107,6 +110,20 @@ def _parser() -> argparse.ArgumentParser:
     profile.add_argument("bundles", type=Path, nargs="+", help="bundles this machine can run")
     profile.add_argument("--repeat", type=int, default=40,
                          help="rounds of 5 plain and 1 instrumented inference each (default 40)")
+    arm = add("arm", "instructions per inference on an emulated Raspberry Pi CPU (qemu), by class and kernel, "
+                     "against LiteRT / ONNX Runtime INT8, with an estimated latency on the board")
+    arm.add_argument("bundles", type=Path, nargs="+", help="aarch64 bundles (one model when peers are counted)")
+    arm.add_argument("--board", required=True, help="board preset with a counting model: rpi5 (Cortex-A76), rpi4 "
+                                                    "(Cortex-A72)")
+    arm.add_argument("--peers", default=",".join(ARM_PEERS),
+                     help=f"comma list of {', '.join(ARM_PEERS)}, or none (default: all)")
+    arm.add_argument("--warmup", type=int, default=2, help="uncounted inferences first (default 2: from the third on, "
+                                                           "every edgevit inference executes the same instructions)")
+    arm.add_argument("--repeat", type=int, default=2, help="counted inferences (default 2)")
+    arm.add_argument("--calib-images", type=int, default=128, help="calibration images of the INT8 peers")
+    arm.add_argument("--gemm-shapes", action="store_true",
+                     help="also count each int8 GEMM shape of the first bundle alone, against its SDOT floor")
+    arm.add_argument("--json", action="store_true", help="print one JSON object last ({board, contenders})")
     report = add("report", "markdown tables + plots from farm JSONL results")
     report.add_argument("results", type=Path, nargs="+")
     return parser
@@ -260,9 +277,26 @@ def cmd_profile(args) -> None:
     _publish(args.out, "profile", records, markdown_table, "time per group", plot)
 
 
+def cmd_arm(args) -> None:
+    import json
+
+    from rich.console import Console
+
+    from results.arm.report import markdown_table, plot
+    from results.arm.run import ArmArgs, run_arm
+
+    console = Console(stderr=True)
+    peers = () if args.peers == "none" else _str_list(args.peers)
+    records = run_arm(ArmArgs(tuple(args.bundles), args.board, peers, args.build_dir, args.warmup, args.repeat,
+                              args.calib_images, args.gemm_shapes), console.print)
+    _publish(args.out, "arm", records, markdown_table, "instructions by class", plot)
+    if args.json:
+        print(json.dumps({"board": args.board, "contenders": records}))
+
+
 def main() -> None:
     args = parse_args()
-    {"sweep": cmd_sweep, "bench": cmd_bench, "ptq": cmd_ptq, "profile": cmd_profile,
+    {"sweep": cmd_sweep, "bench": cmd_bench, "ptq": cmd_ptq, "profile": cmd_profile, "arm": cmd_arm,
      "report": cmd_report}[args.command](args)
 
 

@@ -1,113 +1,33 @@
-"""An emulated aarch64 board for tests: a Debian arm64 sysroot run through qemu-aarch64-static.
-
-The sysroot holds Debian bookworm's python3.11 and the runtime's dependencies as aarch64 wheels
-(apache-tvm, numpy, pillow, plus tornado, psutil and cloudpickle for TVM's RPC server) in the
-interpreter's own dist-packages, and nothing else: no torch, no compiler. Its .debs are fetched by
-`debootstrap --foreign` and unpacked with dpkg-deb; the second stage cannot run here: it executes
-aarch64 maintainer scripts, and without binfmt_misc a program started inside qemu-user is run by
-the host kernel, which cannot execute aarch64 binaries.
-
-How a program of the board sees paths: `qemu -L SYSROOT` makes an absolute path resolve inside
-the sysroot when it exists there and on the host otherwise. The sysroot therefore keeps no empty
-mount points (/tmp, /proc, /dev, /home, /root, ...), so the host repository, pytest's tmp_path
-and /dev are the board's too. qemu emulates /proc/self/auxv (AT_HWCAP of the emulated CPU, so
-`-cpu cortex-a72` has no asimddp); qemu 7.2 passes /proc/cpuinfo through from the host.
+"""An emulated aarch64 board for tests: the Debian arm64 sysroot (results/arm/sysroot.py) run through
+qemu-aarch64-static.
 
 Programs the board starts run on the host (execve is not emulated). For python, whose
 sys.executable TVM's RPC server starts again, that executable is a host script in the sysroot,
 `usr/bin/python3.11-CPU`, that runs the board's python under qemu as that CPU once more.
-
-The sysroot is built once into the cache directory (atomically, under a file lock) and reused.
+qemu emulates /proc/self/auxv (AT_HWCAP of the emulated CPU, so `-cpu cortex-a72` has no asimddp);
+qemu 7.2 passes /proc/cpuinfo through from the host.
 """
 
 from __future__ import annotations
 
-import compileall
-import fcntl
-import hashlib
 import os
 import shlex
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from results.arm.sysroot import PYTHON, SITE, build_sysroot
 from tests.cache import edgevit_cache_dir
 
-SUITE = "bookworm"
-MIRROR = "http://deb.debian.org/debian"
-DEBIAN_PACKAGES = ("python3",)
-WHEELS = (
-    "apache-tvm==0.27.0.post1", "apache-tvm-ffi==0.1.14.post1", "numpy==2.4.6", "pillow==13.0.0",
-    "psutil==7.2.2", "tornado==6.6.1", "cloudpickle==2.1.0",
-    "ml-dtypes==0.6.0", "typing-extensions==4.16.0",  # apache-tvm's own dependencies, pinned too
-)
-WHEEL_PLATFORMS = ("manylinux_2_28_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64")
-SITE = "usr/lib/python3/dist-packages"  # on Debian's sys.path by default: no PYTHONPATH needed
-PYTHON = "/usr/bin/python3.11"
+__all__ = ["PYTHON", "QEMU", "SITE", "EmulatedBoard", "bare_board", "emulated_board", "run_vm_functions"]
+
 LAUNCHER = """#!/bin/sh
 # The board's python3.11 as a {cpu}; this script's path is that python's sys.executable (qemu -0).
 root=$(cd "$(dirname "$0")/../.." && pwd)
 exec qemu-aarch64-static -cpu {cpu} -L "$root" -0 "$0" "$root/usr/bin/python3.11" "$@"
 """
-# Not needed to run python; mount points must go so the host's paths show through (module docstring).
-PRUNED = (
-    "usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "usr/share/lintian",
-    "var/cache/apt", "var/lib/apt", "var/log", "debootstrap",
-    "boot", "dev", "home", "media", "mnt", "opt", "proc", "root", "run", "srv", "sys", "tmp",
-)
-RECIPE_REVISION = 2  # bump when the build steps change
 QEMU = "qemu-aarch64-static"
-
-
-def _recipe_digest() -> str:
-    recipe = (RECIPE_REVISION, SUITE, DEBIAN_PACKAGES, WHEELS, WHEEL_PLATFORMS, SITE, PRUNED)
-    return hashlib.sha256(repr(recipe).encode()).hexdigest()[:12]
-
-
-def _run(argv: list[str]) -> None:
-    result = subprocess.run(argv, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv[:4])} ... failed ({result.returncode}): {result.stderr[-2000:]}")
-
-
-def _populate(root: Path) -> None:
-    """Fetch and unpack the arm64 packages, install the aarch64 wheels, precompile the stdlib."""
-    _run(["debootstrap", "--arch=arm64", "--foreign", "--variant=minbase",
-          f"--include={','.join(DEBIAN_PACKAGES)}", SUITE, str(root), MIRROR])
-    for deb in sorted((root / "var/cache/apt/archives").glob("*.deb")):
-        _run(["dpkg-deb", "-x", str(deb), str(root)])
-    for path in PRUNED:
-        shutil.rmtree(root / path, ignore_errors=True)
-    platforms = [arg for platform in WHEEL_PLATFORMS for arg in ("--platform", platform)]
-    _run([sys.executable, "-m", "pip", "install", "-q", "--target", str(root / SITE), *platforms,
-          "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp", *WHEELS])
-    # Debian compiles the stdlib in a maintainer script; the host's 3.11 writes the same .pyc format.
-    compileall.compile_dir(root / "usr/lib/python3.11", quiet=2, workers=os.cpu_count() or 1)
-
-
-def build_sysroot(cache_dir: Path) -> Path:
-    """The cached arm64 sysroot, built on first use (about 30 s and 560 MB here)."""
-    name = f"sysroot-arm64-{_recipe_digest()}"
-    root = cache_dir / name
-    if (root / ".complete").is_file():
-        return root
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with open(cache_dir / "sysroot.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (root / ".complete").is_file():
-            return root
-        for unfinished in cache_dir.glob(".sysroot-tmp-*"):  # builders hold the lock: these crashed
-            shutil.rmtree(unfinished)
-        tmp = cache_dir / f".sysroot-tmp-{os.getpid()}"
-        try:
-            _populate(tmp)
-            (tmp / ".complete").write_text(_recipe_digest() + "\n")
-            tmp.rename(root)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return root
 
 
 @dataclass(frozen=True)

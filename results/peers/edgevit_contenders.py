@@ -10,11 +10,12 @@ from results.peers.runners import Artifact
 from runtime.errors import EdgevitError
 
 
-def bundle_artifact(path: Path, model: str) -> Artifact:
-    """A verified bundle of `model`, named by its quantization mode and ToMe schedule (edgevit-int8-tome8)."""
+def bundle_artifact(path: Path, model: str, check_device: bool = True) -> Artifact:
+    """A verified bundle of `model`, named by its quantization mode and ToMe schedule (edgevit-int8-tome8);
+    check_device=False: for another machine (results arm counts aarch64 bundles on an emulated board)."""
     from runtime.bundle import open_bundle
 
-    bundle = open_bundle(path)
+    bundle = open_bundle(path, check_device=check_device)
     manifest = bundle.manifest
     if manifest.model.name != model:
         raise EdgevitError(f"bundle {path} is of {manifest.model.name}, not {model}: "
