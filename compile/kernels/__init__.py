@@ -65,7 +65,7 @@ def emit_int8_dense(bb: relax.BlockBuilder, x: relax.Expr, weight: np.ndarray, t
         if (start, stop) != (0, x_k):
             x = bb.emit(relax.op.strided_slice(x, [len(x.ty.shape) - 1], [start], [stop]))
         return cuda_matmul.dense(bb, x, weight, target)
-    plan = GemmPlan.make(dot_kernel_for(target), m, weight.shape[1], k, x.ty.dtype)
+    plan = GemmPlan.make(dot_kernel_for(target), m, weight.shape[1], k, x.ty.dtype, int(weight.min(initial=0)))
     args = [x, relax.const(packed_gemm.pack_weight(weight, plan))]
     correction = packed_gemm.weight_correction(weight, plan)
     if correction is not None:
@@ -118,6 +118,24 @@ class HeadView:
         return bb.emit(relax.op.permute_dims(relax.op.squeeze(part, [1]), [1, 0, 2]))
 
 
+def smallest_value(bb: relax.BlockBuilder, x: relax.Expr) -> int:
+    """The smallest value int8 tensor x can hold: the lower bound of the clip it is cast from (symmetric
+    requantization clips to -127), followed through the BlockBuilder's bindings; else -128."""
+    node = x
+    for _ in range(8):
+        if isinstance(node, relax.Var):
+            node = bb.lookup_binding(node)
+        elif isinstance(node, relax.Call) and node.op.name == "relax.astype":
+            node = node.args[0]
+        elif isinstance(node, relax.Call) and node.op.name == "relax.clip":
+            low = getattr(node.args[1], "value", None)
+            low = getattr(low, "value", low)
+            return max(-128, int(low)) if isinstance(low, int) else -128
+        else:
+            break
+    return -128
+
+
 def _viewed(view: HeadView | MergedHeads | None):
     return (lambda t: t) if view is None else view.te
 
@@ -128,6 +146,9 @@ def emit_int8_batch_matmul(bb: relax.BlockBuilder, a: relax.Expr, b: relax.Expr,
     """a [B, M, K] int8/uint8 @ b [B, K, N] int8 (or b [B, N, K] with transpose_b) -> int32 [B, M, N].
 
     a_view / b_view: the operand is read through a HeadView of the tensor passed.
+    On CPUs an N that is not a whole number of register tiles is written as [B, M, N padded] (zeros past N) and
+    returned through a slice: kernels that can read rows of a padded stride take the unsliced tensor (unsliced()),
+    and their GEMM writes whole vectors (a partial tile wrote lane by lane).
     """
     _check_dtype(a, INT8_TYPES, "emit_int8_batch_matmul a")
     _check_dtype(b, ("int8",), "emit_int8_batch_matmul b")
@@ -144,12 +165,34 @@ def emit_int8_batch_matmul(bb: relax.BlockBuilder, a: relax.Expr, b: relax.Expr,
         a = a_view.relax(bb, a) if a_view else a
         b = b_view.relax(bb, b) if b_view else b
         return cuda_matmul.batch_matmul(bb, a, b, transpose_b, target)
-    plan = GemmPlan.make(dot_kernel_for(target), m, n, k, a.ty.dtype)
+    plan = GemmPlan.make(dot_kernel_for(target), m, n, k, a.ty.dtype, smallest_value(bb, b))
     view_a, view_b = _viewed(a_view), _viewed(b_view)
     args = [a, b]
     if plan.shift:
-        args.append(bb.emit_te(lambda b: packed_gemm.rhs_correction(view_b(b), plan, transpose_b), b,
+        args.append(bb.emit_te(lambda b: packed_gemm.rhs_correction(view_b(b), plan, transpose_b, plan.n_pad), b,
                                primfunc_name_hint="int8_correction"))
-    return bb.emit_te(
-        lambda a, b, *c: packed_gemm.batch_matmul(view_a(a), view_b(b), c[0] if c else None, plan, transpose_b),
+    out = bb.emit_te(
+        lambda a, b, *c: packed_gemm.batch_matmul(view_a(a), view_b(b), c[0] if c else None, plan, transpose_b,
+                                                  plan.n_pad),
         *args, primfunc_name_hint="int8_batch_matmul")
+    if plan.n_pad == n:
+        return out
+    return bb.emit(relax.op.strided_slice(out, [len(lead) + 1], [0], [n]))
+
+
+def _int(value) -> int:
+    """A Relax tuple element of a slice (PrimValue or IntImm) as an int."""
+    return int(getattr(value, "value", value))
+
+
+def unsliced(bb: relax.BlockBuilder, x: relax.Expr) -> tuple[relax.Expr, int]:
+    """(tensor, columns): x itself and its last extent, or, when x is the first columns of a wider tensor (a
+    padded batch matmul), that tensor and how many of its columns x holds."""
+    columns = _static_shape(x, "unsliced")[-1]
+    binding = bb.lookup_binding(x) if isinstance(x, relax.Var) else None
+    if isinstance(binding, relax.Call) and binding.op.name == "relax.strided_slice" and len(binding.args) == 4:
+        source, axes, begin = binding.args[0], binding.args[1], binding.args[2]
+        last = len(_static_shape(source, "unsliced")) - 1
+        if [_int(v) for v in axes] == [last] and _int(begin[0]) == 0:
+            return source, columns
+    return x, columns

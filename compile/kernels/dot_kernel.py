@@ -37,20 +37,28 @@ class DotKernel:
     tiles: tuple[tuple[int, int], ...]  # (rows, column vectors) register tiles, preferred first
     k_block: int = 0  # K is padded to a multiple of this (0: of depth)
     tile_unit: bool = False  # AMX: accumulators in tile registers, one intrinsic per column panel (compile.kernels.amx)
-    fallback: DotKernel | None = None  # for GEMMs with fewer rows than one tile (M < tiles[0][0])
+    fallback: DotKernel | None = None  # for GEMMs of fewer than min_rows rows
+    min_rows: int = 1
+    tile_intrin: str | None = None  # a family of compile.kernels.arm_tiles: one intrinsic per register tile and
+                                    # 16 k, instead of `intrin` per column vector and depth
+    partial_lanes: int = 1  # int32 partial sums per output the tile accumulates, added after K (arm_tiles "c16")
+    symmetric_rhs: bool = False  # exact only when B holds no -128 (compile.kernels checks; else the fallback)
 
     def __post_init__(self):
         for rows, vectors in () if self.tile_unit else self.tiles:
-            if rows * vectors * self.lanes * 4 >= STACK_BYTES:
+            if rows * vectors * self.lanes * self.partial_lanes * 4 >= STACK_BYTES:
                 raise ValueError(f"{self.name}: tile {rows}x{vectors} has {STACK_BYTES}+ bytes of accumulators")
 
 
 # 32 zmm registers; 15 accumulators are enough to hide vpdpbusd's latency on two ports.
 X86_VNNI = DotKernel("x86-vnni", VNNI_16X4_INTRIN, lanes=16, depth=4, lhs_dtype="uint8",
                      tiles=((5, 3), (7, 2), (15, 1)))
-# 32 NEON q registers: 24 accumulators, one B vector per column vector, one broadcast A.
-ARM_SDOT = DotKernel("arm-sdot", SDOT_4X4_INTRIN, lanes=4, depth=4, lhs_dtype="int8",
-                     tiles=((6, 4), (8, 3), (12, 2)))
+# One-row GEMMs (the classifier head): a broadcast A per column vector, 16 columns.
+ARM_SDOT_GEMV = DotKernel("arm-sdot-gemv", SDOT_4X4_INTRIN, lanes=4, depth=4, lhs_dtype="int8", tiles=((1, 4),))
+# 32 NEON q registers: a tile's accumulators, one 16-byte A per row (SDOT by element takes its 4-byte groups as
+# lanes), one B group (compile.kernels.arm_tiles); 8 x 8: 80 instructions per 64 SDOTs, 4 x 16: 84.
+ARM_SDOT = DotKernel("arm-sdot", None, lanes=4, depth=4, lhs_dtype="int8", tiles=((8, 2), (6, 3), (4, 4)),
+                     k_block=16, tile_intrin="sdot", fallback=ARM_SDOT_GEMV, min_rows=2)
 # x86 without VNNI: vpmaddwd on ymm; 16 registers (AVX2): 8 accumulators, 2 B, 1 A, 1 product.
 X86_AVX2 = DotKernel("x86-avx2", AVX2_8X2_INTRIN, lanes=8, depth=2, lhs_dtype="int16",
                      tiles=((4, 2), (8, 1)))
@@ -58,10 +66,14 @@ X86_AVX2 = DotKernel("x86-avx2", AVX2_8X2_INTRIN, lanes=8, depth=2, lhs_dtype="i
 # 2 tiles (32 columns), K in whole 64-byte tiles; a GEMM below one tile of rows (the classifier head) uses VNNI.
 X86_AMX = DotKernel("x86-amx", None, lanes=amx.TILE_ROWS, depth=4, lhs_dtype=None,
                     tiles=((amx.TILE_ROWS, amx.PANEL_COLUMNS // amx.TILE_ROWS),), k_block=amx.K_BLOCK, tile_unit=True,
-                    fallback=X86_VNNI)
-# ARMv8.0 NEON (Cortex-A72, generic aarch64): smull + sadalp; 8 int32 lanes are 2 q registers.
-ARM_NEON = DotKernel("arm-neon", NEON_8X2_INTRIN, lanes=8, depth=2, lhs_dtype="int8",
-                     tiles=((6, 2), (4, 2), (12, 1)))
+                    fallback=X86_VNNI, min_rows=amx.TILE_ROWS)
+# ARMv8.0 NEON (Cortex-A72, generic aarch64) without the c16 tiles: smull + sadalp; 8 int32 lanes are 2 q registers.
+ARM_NEON_WIDENING = DotKernel("arm-neon", NEON_8X2_INTRIN, lanes=8, depth=2, lhs_dtype="int8",
+                              tiles=((6, 2), (4, 2), (12, 1)))
+# The c16 tiles (compile.kernels.arm_tiles): 4 partial sums per output, rows x 4 * vectors of them in registers
+# with a row of A and 4 columns of B; 4 x 4: 56 instructions per 256 multiply-adds.
+ARM_NEON = DotKernel("arm-neon-c16", None, lanes=4, depth=16, lhs_dtype="int8", tiles=((4, 1), (5, 1), (2, 2)),
+                     tile_intrin="c16", partial_lanes=4, symmetric_rhs=True, fallback=ARM_NEON_WIDENING, min_rows=2)
 
 
 def _widening(vector_bits: int) -> DotKernel:
@@ -74,7 +86,7 @@ def _widening(vector_bits: int) -> DotKernel:
 
 def kernel_by_name(name: str) -> DotKernel:
     """The DotKernel a packed GEMM block was built for (its name is recorded in the block's annotations)."""
-    for kernel in (X86_AMX, X86_VNNI, X86_AVX2, ARM_SDOT, ARM_NEON):
+    for kernel in (X86_AMX, X86_VNNI, X86_AVX2, ARM_SDOT, ARM_SDOT_GEMV, ARM_NEON, ARM_NEON_WIDENING):
         if kernel.name == name:
             return kernel
     if name.startswith("widening-"):

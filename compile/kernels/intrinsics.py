@@ -120,6 +120,21 @@ def register_once(name: str, description_and_implementation) -> None:
         TensorIntrin.register(name, *description_and_implementation)
 
 
+def vectorizable_rounding() -> None:
+    """Let TVM's loop vectorizer take round-half-to-even (tirx.nearbyint: llvm.nearbyint, frinti / vrndscaleps).
+
+    TVM 0.27 does not mark the op vectorizable, so a vectorized loop holding it (every requantizing GEMM
+    write-back) was scalarized, and only LLVM's own loop vectorizer, when its cost model agreed, got the vectors
+    back: the int8 GEMM + GELU epilogue of DeiT-tiny's fc1 ran scalar on the Cortex-A76 (39 instructions per
+    output there, 19 with the rounding vectorized).
+    """
+    import tvm
+
+    if tvm.ir.Op.get("tirx.nearbyint").get_attr("TVectorizable") is None:
+        tvm.ir.register_op_attr("tirx.nearbyint", "TVectorizable", True)
+
+
+vectorizable_rounding()
 register_once(VNNI_16X4_INTRIN, _dot_instruction(16, "uint8", "llvm.x86.avx512.vpdpbusd.512"))
 register_once(SDOT_4X4_INTRIN, _dot_instruction(4, "int8", "llvm.aarch64.neon.sdot.v4i32.v16i8"))
 register_once(NEON_8X2_INTRIN, _neon_widening())

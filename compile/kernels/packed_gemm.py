@@ -22,10 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 from tvm import te, tirx
 
+from compile.kernels.arm_tiles import c16_position
 from compile.kernels.dot_kernel import DotKernel, choose_tile
 
-ROLE = "edgevit.int8"  # block annotation: pack_lhs | pack_rhs_kn | pack_rhs_nk (b [.., N, K]) | gemm | out
-                       # | correction (rhs_correction, a function of its own)
+ROLE = "edgevit.int8"  # block annotation: pack_lhs | pack_rhs_kn | pack_rhs_nk (b [.., N, K]) | gemm | partial_sum
+                       # | out | correction (rhs_correction, a function of its own)
 KERNEL = "edgevit.int8.kernel"  # gemm block: the DotKernel's name
 TILE = "edgevit.int8.tile"  # gemm block: [rows, column vectors] of the register tile
 
@@ -43,8 +44,9 @@ class GemmPlan:
     shift: int  # added to the activation to reach kernel.lhs_dtype: +128 (int8 -> uint8), -128 (uint8 -> int8), or 0
 
     @staticmethod
-    def make(kernel: DotKernel, m: int, n: int, k: int, lhs_dtype: str) -> GemmPlan:
-        if kernel.fallback is not None and m < kernel.tiles[0][0]:
+    def make(kernel: DotKernel, m: int, n: int, k: int, lhs_dtype: str, rhs_min: int = -128) -> GemmPlan:
+        """rhs_min: the smallest value B may hold (-127: symmetric int8, which some kernels need to be exact)."""
+        while kernel.fallback is not None and (m < kernel.min_rows or (kernel.symmetric_rhs and rhs_min < -127)):
             kernel = kernel.fallback
         rows, vectors = choose_tile(kernel, m, n)
         shift = {("int8", "uint8"): 128, ("uint8", "int8"): -128}.get((str(lhs_dtype), kernel.lhs_dtype), 0)
@@ -129,35 +131,63 @@ def pack_rhs(b: te.Tensor, plan: GemmPlan, transposed: bool) -> te.Tensor:
     return te.compute(shape, value, name="int8_pack_rhs", attrs={ROLE: "pack_rhs_nk" if transposed else "pack_rhs_kn"})
 
 
-def rhs_correction(b: te.Tensor, plan: GemmPlan, transposed: bool) -> te.Tensor:
-    """-shift * sum_k b[..., k, n] as int32 [..., N]: weight_correction for a runtime operand."""
+def rhs_correction(b: te.Tensor, plan: GemmPlan, transposed: bool, columns: int | None = None) -> te.Tensor:
+    """-shift * sum_k b[..., k, n] as int32 [..., columns] (default N; 0 in the columns past N): weight_correction
+    for a runtime operand."""
     k = te.reduce_axis((0, plan.k), name="k")
-    return te.compute(
-        (*b.shape[:-2], plan.n),
-        lambda *index: te.sum(_rhs(b, index[:-1], k, index[-1], transposed).astype("int32") * -plan.shift, axis=k),
-        name="int8_correction",
-        attrs={ROLE: "correction"},
-    )
+
+    def value(*index):
+        *lead, n = index
+        if columns in (None, plan.n):
+            return te.sum(_rhs(b, lead, k, n, transposed).astype("int32") * -plan.shift, axis=k)
+        element = _rhs(b, lead, k, tirx.min(n, plan.n - 1), transposed).astype("int32") * -plan.shift
+        return te.sum(tirx.if_then_else(n < plan.n, element, 0), axis=k)
+
+    return te.compute((*b.shape[:-2], columns or plan.n), value, name="int8_correction", attrs={ROLE: "correction"})
 
 
 def gemm(lhs: te.Tensor, rhs: te.Tensor, plan: GemmPlan) -> te.Tensor:
-    """[..., Mp, Np] int32 = lhs [..., Mp, Kp] @ packed rhs ([Np/NR, ...] shared, or [..., Np/NR, ...] per batch)."""
-    k = te.reduce_axis((0, plan.k_pad), name="k")
-    columns, depth = plan.columns, plan.kernel.depth
+    """[..., Mp, Np] int32 = lhs [..., Mp, Kp] @ packed rhs ([Np/NR, ...] shared, or [..., Np/NR, ...] per batch).
+
+    A kernel with partial lanes (arm_tiles' c16) accumulates [..., Mp, Np, lanes] partial sums, each over its
+    bytes of every depth block (c16_position), and adds them in a stage of their own (`partial_sum`).
+    """
+    columns, depth, partial = plan.columns, plan.kernel.depth, plan.kernel.partial_lanes
     shared = len(rhs.shape) == 4
 
-    def value(*index):
-        *lead, m, n = index
-        packed = (n // columns, k // depth, n % columns, k % depth)
-        b = rhs[packed] if shared else rhs[(*lead, *packed)]
-        return te.sum(lhs[(*lead, m, k)].astype("int32") * b.astype("int32"), axis=k)
+    def b_at(lead, n, group, element):
+        packed = (n // columns, group, n % columns, element)
+        return rhs[packed] if shared else rhs[(*lead, *packed)]
 
     attrs = {ROLE: "gemm", KERNEL: plan.kernel.name, TILE: [plan.rows, plan.vectors]}
-    return te.compute((*lhs.shape[:-2], plan.m_pad, plan.n_pad), value, name="int8_gemm", attrs=attrs)
+    shape = (*lhs.shape[:-2], plan.m_pad, plan.n_pad)
+    if partial == 1:
+        k = te.reduce_axis((0, plan.k_pad), name="k")
+
+        def value(*index):
+            *lead, m, n = index
+            return te.sum(lhs[(*lead, m, k)].astype("int32") * b_at(lead, n, k // depth, k % depth).astype("int32"),
+                          axis=k)
+
+        return te.compute(shape, value, name="int8_gemm", attrs=attrs)
+    group = te.reduce_axis((0, plan.k_pad // depth), name="group")
+    step = te.reduce_axis((0, depth // partial), name="step")
+
+    def partial_value(*index):
+        *lead, m, n, lane = index
+        position = c16_position(lane, step)
+        a = lhs[(*lead, m, group * depth + position)]
+        return te.sum(a.astype("int32") * b_at(lead, n, group, position).astype("int32"), axis=[group, step])
+
+    partials = te.compute((*shape, partial), partial_value, name="int8_gemm", attrs=attrs)
+    lane = te.reduce_axis((0, partial), name="lane")
+    return te.compute(shape, lambda *index: te.sum(partials[(*index, lane)], axis=lane), name="int8_partial_sum",
+                      attrs={ROLE: "partial_sum"})
 
 
-def unpad(product: te.Tensor, plan: GemmPlan, correction: te.Tensor | None) -> te.Tensor:
-    """[..., M, N] int32: the padded product cut to size plus the correction ([N] or [..., N]) if any.
+def unpad(product: te.Tensor, plan: GemmPlan, correction: te.Tensor | None, columns: int | None = None) -> te.Tensor:
+    """[..., M, columns] int32 (default N): the padded product cut to size plus the correction ([columns] or
+    [..., columns]) if any. Columns past N are whole tiles' zeros: a tile then writes back without a test per lane.
 
     The correction is an input of the function, never a stage in it: the tile write-back can move
     into the GEMM's tile loop only when every stage it reads from is there too.
@@ -169,7 +199,7 @@ def unpad(product: te.Tensor, plan: GemmPlan, correction: te.Tensor | None) -> t
             return product[index]
         return (correction[n] if len(correction.shape) == 1 else correction[(*lead, n)]) + product[index]
 
-    shape = (*product.shape[:-2], plan.m, plan.n)
+    shape = (*product.shape[:-2], plan.m, columns or plan.n)
     return te.compute(shape, value, name="int8_out", attrs={ROLE: "out"})
 
 
@@ -180,9 +210,10 @@ def dense(x: te.Tensor, packed_weight: te.Tensor, correction: te.Tensor | None, 
 
 
 def batch_matmul(a: te.Tensor, b: te.Tensor, correction: te.Tensor | None, plan: GemmPlan,
-                 transposed: bool) -> te.Tensor:
-    """a [..., M, K] @ b [..., K, N] (or b [..., N, K] transposed), both at run time -> int32 [..., M, N].
+                 transposed: bool, columns: int | None = None) -> te.Tensor:
+    """a [..., M, K] @ b [..., K, N] (or b [..., N, K] transposed), both at run time -> int32 [..., M, columns]
+    (default N; see unpad).
 
-    `correction` [..., N] is rhs_correction(b), computed by a separate function (see unpad).
+    `correction` [..., columns] is rhs_correction(b), computed by a separate function (see unpad).
     """
-    return unpad(gemm(pack_lhs(a, plan), pack_rhs(b, plan, transposed), plan), plan, correction)
+    return unpad(gemm(pack_lhs(a, plan), pack_rhs(b, plan, transposed), plan), plan, correction, columns)

@@ -40,6 +40,7 @@ import tvm
 from tvm import relax
 from tvm.script import tirx as T
 
+from compile.kernels import unsliced
 from compile.quant import integer_params as P
 from compile.quant.integer_ops import OPAQUE, clip_cast, isqrt_steps
 
@@ -92,7 +93,7 @@ def emit_layer_norm(em, x: relax.Expr, params: P.LayerNormParams, dtype: str) ->
                                   relax.TensorType((rows, channels), dtype)))
 
 
-def _softmax_func(heads: int, queries: int, keys: int, exponent: P.Requant) -> tvm.tirx.PrimFunc:
+def _softmax_func(heads: int, queries: int, keys: int, exponent: P.Requant, stride: int) -> tvm.tirx.PrimFunc:
     mult, shift = int(np.ravel(exponent.mult)[0]), int(np.ravel(exponent.shift)[0])
     c1, c2 = P.exp2_poly()
     frac = P.EXP_FRAC
@@ -107,7 +108,7 @@ def _softmax_func(heads: int, queries: int, keys: int, exponent: P.Requant) -> t
         return (poly + (1 << frac)) >> (u >> frac)
 
     @T.prim_func(private=True, s_tir=True)
-    def softmax(logits: T.Buffer((heads, queries, keys), "int32"), bias: T.Buffer((keys,), "int32"),
+    def softmax(logits: T.Buffer((heads, queries, stride), "int32"), bias: T.Buffer((keys,), "int32"),
                 levels: T.Buffer((heads,), "int32"), out: T.Buffer((heads, queries, keys), "uint8")):
         T.func_attr({"tirx.is_scheduled": True, "op_pattern": OPAQUE})
         with T.sblock("root"):
@@ -135,11 +136,13 @@ def _softmax_func(heads: int, queries: int, keys: int, exponent: P.Requant) -> t
 
 def emit_softmax(em, logits: relax.Expr, bias: relax.Expr | None, exponent: P.Requant,
                  levels: np.ndarray) -> relax.Expr:
-    """uint8 probabilities [heads, N, N] of int32 logits (+ an int32 bias per key: proportional attention)."""
-    heads, queries, keys = em.shape(logits)
+    """uint8 probabilities [heads, N, N] of int32 logits (+ an int32 bias per key: proportional attention); logits
+    that are the first columns of a padded batch matmul are read in place (compile.kernels.unsliced)."""
+    logits, keys = unsliced(em.bb, logits)
+    heads, queries, stride = em.shape(logits)
     if bias is None:
         bias = em.const(np.zeros(keys, np.int32))
-    func = _softmax_func(heads, queries, keys, exponent)
+    func = _softmax_func(heads, queries, keys, exponent, stride)
     gv = em.bb.add_func(func, f"softmax_int_{heads}_{queries}_{keys}")
     return em.emit(relax.call_tir(gv, [logits, bias, em.const(np.ravel(levels), "int32")],
                                   relax.TensorType((heads, queries, keys), "uint8")))
@@ -159,12 +162,12 @@ def _exp2(t):
     return poly * T.reinterpret("float32", T.shift_left(T.Cast("int32", n) + 127, 23))
 
 
-def _float_softmax_func(heads: int, queries: int, keys: int) -> tvm.tirx.PrimFunc:
+def _float_softmax_func(heads: int, queries: int, keys: int, stride: int) -> tvm.tirx.PrimFunc:
     def log2_logit(logits, bias, coeffs, row, k):  # logit * scale, in base 2, + log2(size)
         return T.Cast("float32", logits[row // queries, row % queries, k]) * coeffs[0, row // queries] + bias[k]
 
     @T.prim_func(private=True, s_tir=True)
-    def softmax(logits: T.Buffer((heads, queries, keys), "int32"), bias: T.Buffer((keys,), "float32"),
+    def softmax(logits: T.Buffer((heads, queries, stride), "int32"), bias: T.Buffer((keys,), "float32"),
                 coeffs: T.Buffer((2, heads), "float32"), out: T.Buffer((heads, queries, keys), "uint8")):
         T.func_attr({"tirx.is_scheduled": True, "op_pattern": OPAQUE})
         with T.sblock("root"):
@@ -194,12 +197,14 @@ def _float_softmax_func(heads: int, queries: int, keys: int) -> tvm.tirx.PrimFun
 def emit_float_softmax(em, logits: relax.Expr, scale: float, log2_size: relax.Expr | None,
                        levels: np.ndarray) -> relax.Expr:
     """uint8 round(levels * softmax(logits * scale + ln size)) [heads, N, N] of int32 logits; log2_size: float32
-    [N] (proportional attention) or None; levels: each head's 1 / probability scale."""
-    heads, queries, keys = em.shape(logits)
+    [N] (proportional attention) or None; levels: each head's 1 / probability scale. Logits that are the first
+    columns of a padded batch matmul are read in place (compile.kernels.unsliced)."""
+    logits, keys = unsliced(em.bb, logits)
+    heads, queries, stride = em.shape(logits)
     if log2_size is None:
         log2_size = em.const(np.zeros(keys, np.float32))
     coeffs = np.stack([np.full(heads, scale * np.log2(np.e)), np.ravel(levels)]).astype(np.float32)
-    gv = em.bb.add_func(_float_softmax_func(heads, queries, keys), f"softmax_float_{heads}_{queries}_{keys}")
+    gv = em.bb.add_func(_float_softmax_func(heads, queries, keys, stride), f"softmax_float_{heads}_{queries}_{keys}")
     return em.emit(relax.call_tir(gv, [logits, log2_size, em.const(coeffs)],
                                   relax.TensorType((heads, queries, keys), "uint8")))
 

@@ -20,6 +20,7 @@ from tvm.s_tir.schedule import ScheduleError
 from tvm.target import Target
 
 from compile.kernels import amx
+from compile.kernels.arm_tiles import PARTIAL_SUM_INTRIN, tile_intrinsic
 from compile.kernels.dot_kernel import DotKernel, kernel_by_name
 from compile.kernels.packed_gemm import KERNEL, ROLE, TILE
 from compile.schedule.analysis import has_root, store_dtype, vector_lanes
@@ -91,6 +92,9 @@ def _parallel(sch: s_tir.Schedule, loops: list, enabled: bool) -> None:
 def _tile_gemm(sch: s_tir.Schedule, gemm, out, kernel: DotKernel, rows: int, vectors: int, lanes: int,
                parallel: bool) -> None:
     """Register-tile the GEMM, tensorize its dot products, write each tile back through `out`."""
+    if kernel.tile_intrin is not None:
+        _register_tile_gemm(sch, gemm, out, kernel, rows, vectors, lanes, parallel)
+        return
     *batch, m, n, k = sch.get_loops(gemm)
     m_outer, m_inner = sch.split(m, [None, rows])
     n_outer, n_vector, n_lane = sch.split(n, [None, vectors, kernel.lanes])
@@ -117,6 +121,51 @@ def _tile_gemm(sch: s_tir.Schedule, gemm, out, kernel: DotKernel, rows: int, vec
     # The accumulators: a tile-sized buffer the schedule keeps in the tile loop. TVM's CPU lowering
     # puts "global" buffers under 1 KB on the stack (where LLVM keeps them in registers) and any
     # other one in a workspace allocated per tile, so global it stays (DotKernel tiles fit 1 KB).
+    _write_back(sch, out, kernel, vectors, lanes)
+
+
+def _register_tile_gemm(sch: s_tir.Schedule, gemm, out, kernel: DotKernel, rows: int, vectors: int, lanes: int,
+                        parallel: bool) -> None:
+    """One tensor intrinsic per register tile and 16 k (compile.kernels.arm_tiles); a kernel with partial lanes
+    adds them per tile after K (`partial_sum`, 4 columns an intrinsic), before the tile's write-back."""
+    if kernel.partial_lanes > 1:
+        *batch, m, n, lane, k_outer, step = sch.get_loops(gemm)
+        inner_k = [lane, step]
+    else:
+        *batch, m, n, k = sch.get_loops(gemm)
+        k_outer, k_inner = sch.split(k, [None, kernel.k_block])
+        inner_k = [k_inner]
+    m_outer, m_inner = sch.split(m, [None, rows])
+    n_outer, n_inner = sch.split(n, [None, vectors * kernel.lanes])
+    sch.reorder(*batch, n_outer, m_outer, k_outer, m_inner, n_inner, *inner_k)
+    summed = _by_role(sch, "partial_sum")
+    for stage in (*summed, out):
+        sch.reverse_compute_at(stage, m_outer, preserve_unit_loops=True)
+    _parallel(sch, [*batch, n_outer, m_outer], parallel)
+    init = sch.decompose_reduction(gemm, k_outer)
+    sch.tensorize(m_inner, tile_intrinsic(kernel.tile_intrin, rows, vectors))
+    init_rows, init_columns, *init_lanes = sch.get_loops(init)[-(2 + len(summed)):]
+    sch.unroll(init_rows)
+    if init_lanes:  # partial sums: a vector each
+        sch.unroll(init_columns)
+        sch.vectorize(init_lanes[0])
+    else:
+        columns_outer, columns_inner = sch.split(init_columns, [None, kernel.lanes])
+        sch.unroll(columns_outer)
+        sch.vectorize(columns_inner)
+    for stage in summed:
+        *_, sum_rows, sum_columns, _ = sch.get_loops(stage)
+        sum_outer, sum_inner = sch.split(sum_columns, [None, 4])
+        sum_init = sch.decompose_reduction(stage, sum_inner)
+        sch.tensorize(sum_inner, PARTIAL_SUM_INTRIN)
+        sch.unroll(sum_rows)
+        sch.unroll(sum_outer)
+        sch.vectorize(sch.get_loops(sum_init)[-1])
+    _write_back(sch, out, kernel, vectors, lanes)
+
+
+def _write_back(sch: s_tir.Schedule, out, kernel: DotKernel, vectors: int, lanes: int) -> None:
+    """The tile's write-back (`out` and the epilogue inlined into it): rows unrolled, columns in vectors."""
     n_extent = int(sch.get(out).iter_vars[-1].dom.extent)
     if n_extent % (vectors * kernel.lanes) != 0:
         # The last column tile is partial: a vectorized store under a per-lane predicate would run

@@ -68,15 +68,17 @@ def _module(shapes: list[GemmShape], target, rng: np.random.Generator):
         info = np.iinfo(shape.lhs_dtype)
         lead = (shape.batch,) if shape.batch else ()
         lhs = rng.integers(info.min, info.max + 1, (*lead, shape.m, shape.k)).astype(shape.lhs_dtype)
-        rhs = rng.integers(-128, 128, (*lead, *((shape.n, shape.k) if shape.transpose_b else (shape.k, shape.n))))
+        # B as the model's: symmetric int8 (weights, and operands requantized to [-127, 127])
+        rhs = rng.integers(-127, 128, (*lead, *((shape.n, shape.k) if shape.transpose_b else (shape.k, shape.n))))
         params = [relax.Var("a", relax.TensorType(lhs.shape, shape.lhs_dtype))]
         if shape.batch:
             params.append(relax.Var("b", relax.TensorType(rhs.shape, "int8")))
         name = f"gemm{index}"
         with bb.function(name, params):
             with bb.dataflow():
-                if shape.batch:
-                    out = emit_int8_batch_matmul(bb, params[0], params[1], target, transpose_b=shape.transpose_b)
+                if shape.batch:  # b requantized in the model: the kernels see its clip to [-127, 127]
+                    b = bb.emit(relax.op.astype(relax.op.clip(params[1], -127, 127), "int8"))
+                    out = emit_int8_batch_matmul(bb, params[0], b, target, transpose_b=shape.transpose_b)
                 else:
                     out = emit_int8_dense(bb, params[0], rhs.astype(np.int8), target)
                 result = bb.emit_output(out)
