@@ -16,6 +16,7 @@ import tvm
 from tvm import relax, tirx
 from tvm.target import Target
 
+from compile.kernels.narrow_multipliers import NarrowConstantMultipliers
 from compile.prim_funcs import rewrite_unscheduled
 from compile.schedule import hand_schedule
 from compile.schedule.small_work import serial_if_small
@@ -106,7 +107,7 @@ def lower_for_cpu(mod: tvm.IRModule, target: Target, database: Database | None =
     record for this target is a tuned one; the hand rules schedule everything else.
     """
     dump = dump or (lambda _phase, _mod: None)
-    mod = fuse_for_cpu(mod, target)
+    mod = NarrowConstantMultipliers()(fuse_for_cpu(mod, target))
     dump("fused", mod)
     if database is not None:
         from compile.tuning.apply import ApplyTuningDatabase

@@ -50,15 +50,21 @@ def _shift_round(x, shift: int):
     return (x + (tvm.tirx.const(1, str(x.ty)) << (shift - 1))) >> shift
 
 
-def _layer_norm_func(rows: int, channels: int, in_dtype: str, out_dtype: str,
-                     params: P.LayerNormParams) -> tvm.tirx.PrimFunc:
+def _layer_norm_func(rows: int, channels: int, in_dtype: str, out_dtype: str, params: P.LayerNormParams,
+                     gamma_dtype: str) -> tvm.tirx.PrimFunc:
+    """The steps of integer_numerics' LayerNorm, with every int64 product one of two sign-extended int32 (a
+    widening multiply on NEON, which has no 64-bit vector multiply): the row's x - mean (|x| <= 2^30) and then
+    its normalized value (below 2^20) go through an int32 row of scratch, and (x - mean) * inv (inv < 2^47) is
+    split at bit 31: floor((d * inv + 2^30) / 2^31) = d * (inv >> 31) + floor((d * (inv & (2^31 - 1)) + 2^30) / 2^31),
+    the same bits."""
     norm_shift = P.NORM_INV_BITS - P.NORM_FRAC
+    low_bits = (1 << norm_shift) - 1
 
-    def centered(x, i, c, stats):  # x - mean, int64
-        return T.Cast("int64", x[i, c]) - stats[0]
+    def wide(value):  # an int32-sized value as a sign-extended int32
+        return T.Cast("int64", T.Cast("int32", value))
 
     @T.prim_func(private=True, s_tir=True)
-    def layer_norm(x: T.Buffer((rows, channels), in_dtype), gamma: T.Buffer((channels,), "int64"),
+    def layer_norm(x: T.Buffer((rows, channels), in_dtype), gamma: T.Buffer((channels,), gamma_dtype),
                    beta: T.Buffer((channels,), "int64"), out: T.Buffer((rows, channels), out_dtype)):
         T.func_attr({"tirx.is_scheduled": True, "op_pattern": OPAQUE})
         with T.sblock("root"):
@@ -66,19 +72,25 @@ def _layer_norm_func(rows: int, channels: int, in_dtype: str, out_dtype: str,
                 with T.sblock("row"):
                     stats = T.sblock_alloc_buffer((3,), "int64", scope="global")  # mean, sum of squares, 1 / std
                     root = T.sblock_alloc_buffer((1,), "int64", scope="global")
+                    row = T.sblock_alloc_buffer((channels,), "int32", scope="global")  # x - mean, then normalized
                     stats[0] = T.int64(0)
                     for c in T.serial(channels):
                         stats[0] = stats[0] + T.Cast("int64", x[i, c])
                     stats[0] = (stats[0] * T.int64(2) + T.int64(channels)) // T.int64(2 * channels)
+                    for c in T.serial(channels):
+                        row[c] = T.Cast("int32", x[i, c]) - T.Cast("int32", stats[0])
                     stats[1] = T.int64(0)
                     for c in T.serial(channels):
-                        stats[1] = stats[1] + centered(x, i, c, stats) * centered(x, i, c, stats)
+                        stats[1] = stats[1] + T.Cast("int64", row[c]) * T.Cast("int64", row[c])
                     isqrt_steps(stats[1] // T.int64(channels) + T.int64(params.eps), root)
                     stats[2] = (T.int64(1) << T.int64(P.NORM_INV_BITS)) // T.max(root[0], T.int64(1))
                     for c in T.serial(channels):
-                        out[i, c] = clip_cast(_shift_round(_shift_round(centered(x, i, c, stats) * stats[2], norm_shift)
-                                                            * gamma[c] + beta[c], params.shift),
-                                               params.low, params.high, out_dtype)
+                        row[c] = T.Cast("int32", T.Cast("int64", row[c]) * wide(stats[2] >> T.int64(norm_shift))
+                                        + ((T.Cast("int64", row[c]) * wide(stats[2] & T.int64(low_bits))
+                                            + T.int64(1 << (norm_shift - 1))) >> T.int64(norm_shift)))
+                    for c in T.serial(channels):
+                        out[i, c] = clip_cast(_shift_round(T.Cast("int64", row[c]) * T.Cast("int64", gamma[c]) + beta[c],
+                                                           params.shift), params.low, params.high, out_dtype)
 
     return layer_norm
 
@@ -87,10 +99,21 @@ def emit_layer_norm(em, x: relax.Expr, params: P.LayerNormParams, dtype: str) ->
     """I-ViT LayerNorm over the last axis of x [rows, C] as one kernel, output in `params`' units."""
     rows, channels = em.shape(x)
     in_dtype = str(x.ty.dtype)
-    func = _layer_norm_func(rows, channels, in_dtype, dtype, params)
+    gamma_dtype = "int32" if np.abs(params.gamma).max(initial=0) < 1 << 31 else "int64"  # Q16 gammas fit in 31 bits
+    func = _layer_norm_func(rows, channels, in_dtype, dtype, params, gamma_dtype)
     gv = em.bb.add_func(func, f"layer_norm_int_{in_dtype}_{dtype}_{rows}_{channels}")
-    return em.emit(relax.call_tir(gv, [x, em.const(params.gamma, "int64"), em.const(params.beta, "int64")],
+    return em.emit(relax.call_tir(gv, [x, em.const(params.gamma, gamma_dtype), em.const(params.beta, "int64")],
                                   relax.TensorType((rows, channels), dtype)))
+
+
+def _scaled_probability(t, inverse):
+    """rshift_round(t * inverse, PROB_RECIP_BITS) (= 31) of uint32 t < 2^30, inverse <= 2^16, in 32-bit lanes only:
+    with t = hi 2^15 + lo, t * inverse = A 2^15 + L (A = hi * inverse, L = lo * inverse, each < 2^31), and
+    floor((A 2^15 + L + 2^30) / 2^31) = floor((A + floor((L + 2^30) / 2^15)) / 2^16), every term below 2^32.
+    The int64 product it replaces ran lane by lane on NEON (no 64-bit vector multiply)."""
+    a = (t >> T.uint32(15)) * inverse
+    low = (t & T.uint32((1 << 15) - 1)) * inverse
+    return (a + ((low + T.uint32(1 << 30)) >> T.uint32(15))) >> T.uint32(P.PROB_RECIP_BITS - 15)
 
 
 def _softmax_func(heads: int, queries: int, keys: int, exponent: P.Requant, stride: int) -> tvm.tirx.PrimFunc:
@@ -98,11 +121,11 @@ def _softmax_func(heads: int, queries: int, keys: int, exponent: P.Requant, stri
     c1, c2 = P.exp2_poly()
     frac = P.EXP_FRAC
 
-    def exp2(logits, bias, h, q, k, stats):
-        """2^-u in Q15 (int32), u = -rshift_round((logit + bias - row max) * mult, shift): integer_numerics' steps.
-        Only the product with mult is int64; u <= 30 << 15 and what follows fit int32."""
-        d = T.Cast("int64", logits[h, q, k] + bias[k] - stats[0])
-        u = T.Cast("int32", T.min(-_shift_round(d * T.int64(mult), shift), T.int64(P.EXP_MIN << frac)))
+    def exp2(d):
+        """2^-u in Q15 (int32), u = -rshift_round(d * mult, shift), d = logit + bias - row max (int32, stored first:
+        then the int64 product is of a loaded int32, which LLVM multiplies with SMULL, not lane by lane): integer_numerics'
+        steps. Only the product with mult is int64; u <= 30 << 15 and what follows fit int32."""
+        u = T.Cast("int32", T.min(-_shift_round(T.Cast("int64", d) * T.int64(mult), shift), T.int64(P.EXP_MIN << frac)))
         f = u & ((1 << frac) - 1)
         poly = _shift_round(f * c1, frac) + _shift_round(_shift_round(f * f, frac) * c2, frac)
         return (poly + (1 << frac)) >> (u >> frac)
@@ -121,15 +144,17 @@ def _softmax_func(heads: int, queries: int, keys: int, exponent: P.Requant, stri
                     for k in T.serial(keys):
                         stats[0] = T.max(stats[0], logits[row // queries, row % queries, k] + bias[k])
                     for k in T.serial(keys):
-                        exp[k] = exp2(logits, bias, row // queries, row % queries, k, stats)
+                        exp[k] = logits[row // queries, row % queries, k] + bias[k] - stats[0]
+                    for k in T.serial(keys):
+                        exp[k] = exp2(exp[k])
                     stats[1] = 0
                     for k in T.serial(keys):
                         stats[1] = stats[1] + exp[k]
                     stats[2] = T.Cast("int32", (T.int64(1) << T.int64(P.PROB_RECIP_BITS)) // T.Cast("int64", stats[1]))
                     for k in T.serial(keys):  # 2^-u * levels < 2^30 (255 << 7 levels at most): int32
                         out[row // queries, row % queries, k] = clip_cast(
-                            _shift_round(T.Cast("int64", exp[k] * levels[row // queries]) * T.Cast("int64", stats[2]),
-                                         P.PROB_RECIP_BITS), 0, 255, "uint8")
+                            _scaled_probability(T.Cast("uint32", exp[k] * levels[row // queries]),
+                                                T.Cast("uint32", stats[2])), 0, 255, "uint8")
 
     return softmax
 

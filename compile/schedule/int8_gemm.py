@@ -22,6 +22,7 @@ from tvm.target import Target
 from compile.kernels import amx
 from compile.kernels.arm_tiles import PARTIAL_SUM_INTRIN, tile_intrinsic
 from compile.kernels.dot_kernel import DotKernel, kernel_by_name
+from compile.kernels.narrow_multipliers import INT32_PARAMS
 from compile.kernels.packed_gemm import KERNEL, ROLE, TILE
 from compile.schedule.analysis import has_root, store_dtype, vector_lanes
 from compile.schedule.gemm import inline_consumer_chain
@@ -57,7 +58,7 @@ def schedule_int8_gemm(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | 
     out = _by_role(sch, "out")[0]
     parallel = math.prod(int(iv.dom.extent) for iv in sch.get(gemm).iter_vars) >= PARALLEL_MIN_MACS
 
-    inline_consumer_chain(sch, out)
+    tail = _inline_epilogue(sch, out, target)
     _inline_prologue(sch)
     leftovers = [block for block in _blocks(sch) if _role(sch, block) is None]
     packs = [(block, _role(sch, block)) for block in _blocks(sch) if (_role(sch, block) or "").startswith("pack")]
@@ -65,11 +66,70 @@ def schedule_int8_gemm(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | 
         _panel_gemm(sch, gemm, out, vector_lanes(target, "int32"), parallel)
     else:
         _tile_gemm(sch, gemm, out, kernel, rows, vectors, vector_lanes(target, "int32"), parallel)
+    if tail is not None:
+        _schedule_tail(sch, tail, out, vector_lanes(target, "int32"))
     for block, role in packs:
         _schedule_pack(sch, block, role, target, parallel)
     for block in leftovers:
         _parallel_vectorized(sch, block, target, parallel)
+    _int32_params(sch, func, target)
     return sch
+
+
+def _int32_params(sch: s_tir.Schedule, func: tirx.PrimFunc, target: Target) -> None:
+    """The int64 parameters compile.kernels.narrow_multipliers found int32-sized, copied once a call into int32
+    buffers the epilogue sign-extends: a product of two sign-extended int32 is a widening multiply."""
+    for index in func.attrs.get(INT32_PARAMS, []) if func.attrs is not None else []:
+        param = func.params[int(index)]  # a parameter is its buffer
+        for block in [*_by_role(sch, "out"), *_by_role(sch, "tail")]:
+            reads = [region.source for region in sch.get(block).reads]
+            position = next((i for i, b in enumerate(reads) if b.same_as(param)), None)
+            if position is not None:
+                narrow = sch.cache_read(block, position, "global")
+                sch.unsafe_set_dtype(narrow, 0, "int32")
+                _parallel_vectorized(sch, narrow, target, False)
+
+
+def _inline_epilogue(sch: s_tir.Schedule, out, target: Target):
+    """Inline the epilogue into the tile write-back `out`; returns its int64 part as a block of its own, or None.
+
+    On aarch64 (no 64-bit vector multiply) int8-full's requantization int64(acc + bias) * multiplier would
+    run lane by lane: LLVM widens an int32 sum before the product, and a product of a widened sum is no
+    widening multiply. So the int32 part stays in `out`, stored to a tile buffer, and the int64 part (the
+    tail) reads it back in a loop over the tile's rows: int64(loaded int32) * multiplier is SMULL (the
+    multipliers as int32: compile.kernels.narrow_multipliers). Elsewhere the whole epilogue goes into `out`.
+    """
+    if "aarch64" not in str(target.attrs.get("mtriple", "")):
+        inline_consumer_chain(sch, out)
+        return None
+    shape = [int(d) for d in sch.get(out).writes[0].source.shape]
+    while True:
+        consumers = sch.get_consumers(out)
+        if len(consumers) != 1 or [int(d) for d in sch.get(consumers[0]).writes[0].source.shape] != shape:
+            break
+        if store_dtype(sch.get(consumers[0])) == "int64":
+            tail = consumers[0]
+            inline_consumer_chain(sch, tail)
+            sch.annotate(tail, ROLE, "tail")
+            return tail
+        if store_dtype(sch.get(consumers[0])) != "int32":
+            break
+        try:
+            sch.reverse_compute_inline(consumers[0])
+        except ScheduleError:
+            break
+    inline_consumer_chain(sch, out)
+    return None
+
+
+def _schedule_tail(sch: s_tir.Schedule, tail, out, lanes: int) -> None:
+    """The int64 tail of the epilogue right after the tile's write-back: a loop over its rows (the int32 tile
+    stays in memory, so each value reaches the product as a load), columns vectorized."""
+    sch.reverse_compute_at(tail, sch.get_loops(out)[0], preserve_unit_loops=True)  # in the tile loop, after `out`
+    *_, columns = sch.get_loops(tail)
+    n_extent = int(sch.get(tail).iter_vars[-1].dom.extent)
+    if n_extent % lanes == 0:
+        sch.vectorize(sch.split(columns, [None, lanes])[1])
 
 
 def _inline_prologue(sch: s_tir.Schedule) -> None:
