@@ -33,8 +33,6 @@ scale and shift: two vectorized reductions (mean, centred sum of squares) and on
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import tvm
 from tvm import relax
@@ -173,7 +171,14 @@ def emit_softmax(em, logits: relax.Expr, bias: relax.Expr | None, exponent: P.Re
                                   relax.TensorType((heads, queries, keys), "uint8")))
 
 
-EXP2_TAYLOR = [math.log(2) ** n / math.factorial(n) for n in range(7)]  # 2^f on [-1/2, 1/2]: 1e-7 relative
+def _exp2_polynomial(degree: int = 4) -> list[float]:
+    """Coefficients (constant first) of 2^f on [-1/2, 1/2], least squares on Chebyshev nodes: 3.6e-6 relative at
+    degree 4, far below the 1 / 255 a uint8 probability resolves (two multiply-adds fewer than degree 6)."""
+    nodes = np.cos(np.pi * (np.arange(64) + 0.5) / 64) / 2
+    return [float(c) for c in np.polynomial.polynomial.polyfit(nodes, np.exp2(nodes), degree)]
+
+
+EXP2_POLY = _exp2_polynomial()
 
 
 def _exp2(t):
@@ -181,8 +186,8 @@ def _exp2(t):
     t = T.max(t, T.float32(-126.0))  # below, every probability rounds to 0
     n = T.round(t)
     f = t - n
-    poly = T.float32(EXP2_TAYLOR[-1])
-    for c in reversed(EXP2_TAYLOR[:-1]):
+    poly = T.float32(EXP2_POLY[-1])
+    for c in reversed(EXP2_POLY[:-1]):
         poly = poly * f + T.float32(c)
     return poly * T.reinterpret("float32", T.shift_left(T.Cast("int32", n) + 127, 23))
 

@@ -43,7 +43,7 @@ class FunctionCount:
     """Instructions of one Relax function's call: its TIR kernels, by class."""
 
     name: str
-    kernels: tuple[str, ...]  # the TIR functions it calls
+    kernels: dict[str, int]  # instructions of each TIR function it calls
     instructions: int
     classes: dict[str, int]
 
@@ -101,8 +101,9 @@ def count_functions(module, inputs: dict[str, list[np.ndarray]], preset_name: st
             by_kernel.setdefault(kernel_base(kernel.name), Counter()).update(kernel.classes)
     counts = {}
     for name in inputs:
-        kernels = tuple(sorted(_called_kernels(lowered, name)))
+        kernels = sorted(_called_kernels(lowered, name))
         classes = sum((by_kernel.get(k, Counter()) for k in kernels), Counter())
         per_call = {c: round(classes[c] * report.windows) for c in CLASSES}
-        counts[name] = FunctionCount(name, kernels, sum(per_call.values()), per_call)
+        per_kernel = {k: round(sum(by_kernel.get(k, Counter()).values()) * report.windows) for k in kernels}
+        counts[name] = FunctionCount(name, per_kernel, sum(per_call.values()), per_call)
     return counts, outputs, count
