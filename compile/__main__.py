@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from compile.models import INTERPOLATIONS, OUTPUTS
+from compile.model.models import INTERPOLATIONS, OUTPUTS
 from compile.quant.config import OBSERVERS, QUANT_MODES, WEIGHT_SCALES, QuantConfig
 from runtime.errors import run_cli
 

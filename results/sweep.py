@@ -85,8 +85,9 @@ def run_sweep(args: SweepArgs, console) -> list[dict]:
 
 def _check_r_values(args: SweepArgs) -> None:
     """Every r must be valid for the model before anything is compiled (clear error otherwise)."""
-    from compile.models import load_model
-    from compile.tome_patch import num_tokens, parse_tome_r
+    from compile.model.models import load_model
+    from compile.model.tome_patch import num_tokens
+    from compile.model.tome_schedule import parse_tome_r
 
     model = load_model(args.model, pretrained_required=False)
     for r in args.r_values:

@@ -27,9 +27,23 @@ def cpu_executable(module, target):
     """A Relax module built for an llvm target through edgevit's CPU lowering (fusion, hand schedules)."""
     from tvm import relax
 
-    from compile.lowering import lower_for_cpu
+    from compile.lowering.cpu import lower_for_cpu
 
     return relax.build(lower_for_cpu(module, target), target=target)
+
+
+def quantized_graph(model, spec, mode: str, r: int = 0, target=None, **recipe):
+    """(the Relax graph, its QuantizedViT) of a timm model quantized in `mode` with ToMe r in every block,
+    calibrated on 16 real images (enough for structure and exactness tests); target: the host's by default."""
+    from compile.graph.builder import emit_graph
+    from compile.model.vit import describe
+    from compile.quant.config import QuantConfig
+    from compile.quant.quantize import quantize
+    from targets import load_preset
+
+    vit = describe(model, [r] * len(model.blocks), spec.mean, spec.std)
+    qvit, formats = quantize(model, vit, spec, QuantConfig(mode=mode, calib_count=16, **recipe), log=lambda _: None)
+    return emit_graph(qvit.vit, formats, qvit, target or load_preset("host").target()), qvit
 
 
 def cross_compiled_library(module, preset_name: str, library: Path) -> Path:
@@ -104,7 +118,7 @@ def compile_timm_folder(name: str, model_args: dict, folder: Path, *flags: str, 
     folder`: config.json names the model); returns (model, bundle)."""
     import torch
 
-    from compile.models import import_timm
+    from compile.model.models import import_timm
 
     timm = import_timm()
     from timm.models import _hub

@@ -34,7 +34,7 @@ def topk_hits(logits: np.ndarray, labels: np.ndarray, k: int) -> int:
 def timm_top1(images: Path, n_images: int, model_name: str = "deit_tiny_patch16_224") -> float:
     """Top-1 of the timm model itself (stored weights) on the first `n_images` evaluation images."""
     from compile.data import evaluation_rows
-    from compile.models import load_model
+    from compile.model.models import load_model
     from results.peers.inputs import model_preprocess
 
     rows = evaluation_rows(n_images)

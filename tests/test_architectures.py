@@ -23,7 +23,7 @@ def _random_checkpoint(name: str, image_size: int | None, path) -> object:
     """A randomly initialised model with a 10-class head, saved as a PyTorch state dict; returns the model."""
     import torch
 
-    from compile.models import import_timm
+    from compile.model.models import import_timm
 
     torch.manual_seed(0)
     size = {} if image_size is None else {"img_size": image_size}
@@ -104,7 +104,7 @@ def test_int8_layerscale_agrees_with_pytorch(tmp_path, data, images_dir):
     from safetensors.torch import load_file
 
     from compile.data import evaluation_rows
-    from compile.models import model_spec
+    from compile.model.models import model_spec
     from tests.helpers import bundle_outputs
     from tests.reference import load_batch, torch_logits
 
@@ -135,14 +135,13 @@ def _integer_runs(model, spec, mode: str, r: int, images_dir, names: list[str]):
     import tvm
     from tvm import relax
 
-    from compile.lowering import lower_for_cpu
-    from compile.quant import emit_relax, quantize
-    from compile.quant.config import QuantConfig
+    from compile.lowering.cpu import lower_for_cpu
     from targets import load_preset
+    from tests.helpers import quantized_graph
 
-    qvit = quantize(model, spec, [r] * len(model.blocks), QuantConfig(mode=mode, calib_count=16), log=lambda m: None)
+    mod, qvit = quantized_graph(model, spec, mode, r)
     target = load_preset("host").target()
-    vm = relax.VirtualMachine(relax.build(lower_for_cpu(emit_relax(qvit, target), target), target=target), tvm.cpu())
+    vm = relax.VirtualMachine(relax.build(lower_for_cpu(mod, target), target=target), tvm.cpu())
     pixels = [spec.preprocess("uint8").load(images_dir / name)[None] for name in names]
     return np.concatenate([vm["main"](tvm.runtime.tensor(p)).numpy() for p in pixels]), qvit, pixels
 
@@ -163,7 +162,7 @@ def test_integer_graph_builds_each_family(name, images_dir, labels_csv):
     the numpy reference of the integer graph bit for bit."""
     import torch
 
-    from compile.models import import_timm, model_spec
+    from compile.model.models import import_timm, model_spec
     from runtime.evaluate import read_labels
 
     flags = CASES[name]
@@ -188,7 +187,7 @@ def _every_part_model(data):
     import torch
     from safetensors.torch import load_file
 
-    from compile.models import import_timm
+    from compile.model.models import import_timm
 
     torch.manual_seed(0)
     model = import_timm().create_model(
@@ -212,7 +211,7 @@ def _every_part_model(data):
 def test_integer_graph_with_every_part_tracks_pytorch(data, images_dir, labels_csv):
     import torch
 
-    from compile.models import model_spec
+    from compile.model.models import model_spec
     from runtime.evaluate import read_labels
 
     model = _every_part_model(data)
@@ -247,7 +246,7 @@ def test_integer_quick_gelu_is_quick_gelu():
 
 def test_int8_names_what_the_integer_graph_lacks(tmp_path):
     """Average pooling after a final norm (fc_norm off) is the one standard-ViT head the integer graph refuses."""
-    from compile.models import import_timm
+    from compile.model.models import import_timm
 
     timm = import_timm()
     from timm.models import _hub
@@ -261,7 +260,7 @@ def test_int8_names_what_the_integer_graph_lacks(tmp_path):
 
 
 def test_preprocessing_follows_timm_and_the_flags():
-    from compile.models import model_spec
+    from compile.model.models import model_spec
 
     clip = model_spec("vit_base_patch16_clip_224")
     assert clip.mean == pytest.approx((0.48145466, 0.4578275, 0.40821073)) and clip.crop_pct == pytest.approx(0.95)

@@ -85,7 +85,7 @@ def test_inference_is_one_cuda_graph(small_sm86_bundle):
     is replayed from one captured graph: 3 launches per image instead of one per kernel."""
     import tvm
 
-    from compile.cuda_lowering import count_launches
+    from compile.lowering.cuda import count_launches
 
     assert b"vm.builtin.cuda_graph.run_or_capture" in (small_sm86_bundle / "model.so").read_bytes()
     count = count_launches(tvm.ir.load_json((bundle_ir(small_sm86_bundle) / "02_lowered.json").read_text()))

@@ -26,7 +26,7 @@ def _pre_logits(model, batch: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def reference(images_dir):
     """(image names, PyTorch's pre-logits of DeiT-tiny with the real weights on them) [IMAGES, 192]."""
-    from compile.models import load_model, model_spec
+    from compile.model.models import load_model, model_spec
 
     names = [name for name, _ in evaluation_rows()[:IMAGES]]
     batch = load_batch(model_spec(MODEL).preprocess(), images_dir, names)
@@ -108,8 +108,8 @@ def test_clip_vit_base_int8_tome_features_track_pytorch(tmp_path, images_dir):
     PyTorch's ToMe-patched model's do."""
     import copy
 
-    from compile.models import model_spec
-    from compile.tome_patch import apply_tome
+    from compile.model.models import model_spec
+    from compile.model.tome_patch import apply_tome
 
     name = "vit_base_patch16_clip_224"
     model, bundle = compile_timm_folder(name, {"depth": 2}, tmp_path, "--output", "features", "--quant", "int8",

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from compile.models import load_model
+from compile.model.models import load_model
 from runtime.bundle import open_bundle
 from runtime.evaluate import read_labels
 from runtime.preprocess import Preprocess

@@ -85,7 +85,7 @@ def test_bundle_loads_its_shipped_kernels(gpu_preset, images_dir, tmp_path):
 
 
 def test_fp32_matches_pytorch(gpu_preset, images_dir):
-    from compile.models import load_model
+    from compile.model.models import load_model
     from runtime.bundle import open_bundle
     from runtime.preprocess import Preprocess
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from compile.models import import_timm
+from compile.model.models import import_timm
 from runtime.bundle import open_bundle
 from runtime.session import InferenceSession
 from tests.helpers import run_module

@@ -17,7 +17,7 @@ LABELS = [f"kind {i}" for i in range(10)]
 
 def _transformers():
     """transformers, imported after timm's torchvision work-around (it imports torchvision too)."""
-    from compile.models import import_timm
+    from compile.model.models import import_timm
 
     import_timm()
     import transformers
@@ -89,8 +89,8 @@ def test_deit_maps_onto_timms_distilled_vit(kind, tmp_path):
     timm ViT is tested with timm's own); preprocessing: DeiT's processor defaults (no preprocessor_config.json)."""
     import torch
 
-    from compile.checkpoint import read_checkpoint
-    from compile.models import build_model, model_spec
+    from compile.model.checkpoint import read_checkpoint
+    from compile.model.models import build_model, model_spec
 
     model = _save(tmp_path, kind)
     checkpoint = read_checkpoint(tmp_path)

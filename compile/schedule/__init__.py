@@ -1,6 +1,6 @@
 """The hand schedule rules for CPU kernels, and the order in which they are tried.
 
-Each fused TIR function (compile.lowering) goes to the first rule that applies: packed int8 GEMM
+Each fused TIR function (compile.lowering.cpu) goes to the first rule that applies: packed int8 GEMM
 and its correction sums (compile.kernels), GEMM (dense layers and attention matmuls), row reductions
 with an elementwise tail (softmax, LayerNorm), dlight's CPU reduction rule (other reductions), and a
 parallel + vectorized fallback for the elementwise / layout functions. A tuning database (compile.tuning) takes

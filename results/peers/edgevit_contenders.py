@@ -30,9 +30,10 @@ def bundle_artifact(path: Path, model: str) -> Artifact:
 
 def check_build_request(model: str, modes: tuple[str, ...], tome_rs: tuple[int, ...]) -> None:
     """Refuse an unknown mode or an r the model cannot merge before anything is prepared."""
-    from compile.models import load_model
+    from compile.model.models import load_model
+    from compile.model.tome_patch import num_tokens
+    from compile.model.tome_schedule import parse_tome_r
     from compile.quant.config import QUANT_MODES
-    from compile.tome_patch import num_tokens, parse_tome_r
 
     for mode in modes:
         if mode not in QUANT_MODES:

@@ -77,7 +77,7 @@ def _pytorch(artifact: Artifact, threads: int) -> Callable[[np.ndarray], np.ndar
     in the recipe's precision (fp32 | fp16), the input copied to the GPU and the logits back in every call."""
     import torch
 
-    from compile.models import load_model
+    from compile.model.models import load_model
 
     torch.set_num_threads(threads)
     model = load_model(artifact.model, artifact.path)

@@ -65,7 +65,7 @@ def timm_structure(config: dict, where: str) -> tuple[str, dict]:
         args["act_layer"] = ACTIVATIONS[act]
     size = SIZES.get((dim, depth, heads))
     family = "deit_{}_distilled_patch{}_{}" if kind == "deit" else "vit_{}_patch{}_{}"
-    from compile.timm_import import import_timm
+    from compile.model.timm_import import import_timm
 
     name = family.format(size, patch, image) if size else None
     if name is None or not import_timm().is_model(name) or hidden != 4 * dim:

@@ -7,15 +7,13 @@ patch size, square input size and number of classes. That covers DeiT, DeiT III,
 384 px, DINOv2 (with registers) and the CLIP image towers (QuickGELU included). Anything else is named
 with the part that does not fit, before any heavy work.
 
-The integer graph (compile.quant) handles all of these but two rare head layouts: `int8_unsupported`
-names them.
+Every precision is emitted from one description of these (compile.model.vit, compile.graph); the integer-only
+and int8 graphs handle all of them but two rare head layouts: `int8_unsupported` names them.
 """
 
 from __future__ import annotations
 
 from torch import nn
-
-from compile.export_friendly import is_patchify
 
 MODEL_CLASSES = ("VisionTransformer", "VisionTransformerDistilled")
 POOLING = ("token", "avg")
@@ -23,6 +21,14 @@ ACTIVATIONS = ("GELU", "QuickGELU")
 FAMILIES = ("DeiT (deit_*, distilled too)", "DeiT III (deit3_*)", "ViT / AugReg (vit_*_patch{8,14,16,32}_{224,384})",
             "DINOv2 (vit_*_patch14_dinov2, *_reg4_*)", "CLIP image towers (vit_*_clip_*, QuickGELU too)",
             "global-average-pool ViTs (vit_*_gap_*)")
+
+
+def is_patchify(conv: nn.Module) -> bool:
+    """A Conv2d whose stride equals its square kernel, unpadded: a matmul over non-overlapping patches."""
+    return (
+        isinstance(conv, nn.Conv2d) and conv.kernel_size == conv.stride and conv.padding in ((0, 0), "valid")
+        and conv.groups == 1 and conv.dilation == (1, 1) and conv.kernel_size[0] == conv.kernel_size[1]
+    )
 
 
 def _is_identity_or_layernorm(module: nn.Module) -> bool:

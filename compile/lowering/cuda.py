@@ -21,7 +21,7 @@ import tvm
 from tvm import s_tir, tirx
 from tvm.target import Target
 
-from compile.prim_funcs import rewrite_unscheduled
+from compile.schedule.prim_funcs import rewrite_unscheduled
 
 PIPELINE_ANNOTATIONS = ("software_pipeline_order", "software_pipeline_stage")
 

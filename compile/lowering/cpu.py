@@ -16,8 +16,8 @@ import tvm
 from tvm import relax, tirx
 from tvm.target import Target
 
-from compile.prim_funcs import rewrite_unscheduled
 from compile.schedule import hand_schedule
+from compile.schedule.prim_funcs import rewrite_unscheduled
 from compile.schedule.small_work import serial_if_small
 
 if TYPE_CHECKING:
@@ -98,16 +98,15 @@ def fuse_for_cpu(mod: tvm.IRModule, target: Target) -> tvm.IRModule:
         return seq(mod)
 
 
-def lower_for_cpu(mod: tvm.IRModule, target: Target, database: Database | None = None,
-                  dump: DumpIR | None = None) -> tvm.IRModule:
-    """Fuse and schedule `mod` for an llvm target; returns a module for relax.build.
+def schedule_for_cpu(fused: tvm.IRModule, target: Target, database: Database | None = None,
+                     dump: DumpIR | None = None) -> tvm.IRModule:
+    """Schedule a fused module (fuse_for_cpu) for an llvm target; returns a module for relax.build.
 
     `database` (a MetaSchedule database, see compile.tuning) schedules the functions whose best
     record for this target is a tuned one; the hand rules schedule everything else.
     """
     dump = dump or (lambda _phase, _mod: None)
-    mod = fuse_for_cpu(mod, target)
-    dump("fused", mod)
+    mod = fused
     if database is not None:
         from compile.tuning.apply import ApplyTuningDatabase
 
@@ -117,3 +116,8 @@ def lower_for_cpu(mod: tvm.IRModule, target: Target, database: Database | None =
         mod = MarkNoAlias()(ScheduleForCPU(target)(mod))
     dump("scheduled", mod)
     return mod
+
+
+def lower_for_cpu(mod: tvm.IRModule, target: Target, database: Database | None = None) -> tvm.IRModule:
+    """Fuse and schedule `mod` for an llvm target (what a build does, without dumps): a module for relax.build."""
+    return schedule_for_cpu(fuse_for_cpu(mod, target), target, database)

@@ -9,7 +9,7 @@ registers: LayerNorm reads its row three times (sum, variance, output); softmax 
 2^-u into an int32 row of scratch, its sum and the output from it (2^-u had been computed twice, in
 int64: DeiT-tiny's 12 calls 1.21 -> 0.60 ms; the row stays on the stack up to 255 keys); the row loop is parallel,
 the column loops are plain for LLVM to vectorize. The steps are exactly those of
-compile.quant.integer_numerics (the numpy reference in tests/integer_reference.py checks them bit
+compile.graph.integer_numerics (the numpy reference in tests/integer_reference.py checks them bit
 for bit). CUDA targets keep the op chains, which dlight spreads over threads; one thread per row
 would serialize them.
 
@@ -40,8 +40,8 @@ import tvm
 from tvm import relax
 from tvm.script import tirx as T
 
+from compile.kernels.integer_ops import OPAQUE, clip_cast, isqrt_steps
 from compile.quant import integer_params as P
-from compile.quant.integer_ops import OPAQUE, clip_cast, isqrt_steps
 
 
 def _shift_round(x, shift: int):

@@ -2,7 +2,7 @@
 checkpoint that holds one (timm's train.py writes `state_dict` and `state_dict_ema`), a folder in
 timm's Hugging Face layout (config.json with architecture, label names, pretrained config and model_args,
 beside model.safetensors or pytorch_model.bin), or a transformers ViT / DeiT image-classification folder
-(config.json with model_type, mapped by compile.hf_transformers).
+(config.json with model_type, mapped by compile.model.hf_transformers).
 
 PyTorch files are read with `torch.load(weights_only=True)`: a file that needs arbitrary unpickling is
 refused, never executed. EMA weights are preferred when a checkpoint has both (they evaluate better);
@@ -21,7 +21,7 @@ PYTORCH_SUFFIXES = (".pth", ".pt", ".bin", ".tar", ".ckpt")
 # Where training checkpoints keep the state dict, best first (EMA before raw weights).
 STATE_DICT_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model")
 WRAPPER_PREFIXES = ("module.", "model.")
-TRANSFORMERS_TYPES = ("vit", "deit")  # config.json model_type of the transformers folders compile.hf_transformers maps
+TRANSFORMERS_TYPES = ("vit", "deit")  # config.json model_type of the transformers folders compile.model.hf_transformers maps
 
 
 @dataclass(frozen=True)

@@ -19,22 +19,28 @@ from __future__ import annotations
 import numpy as np
 from tvm import relax
 
+from compile.graph.emitter import Emitter
+from compile.graph.gemm import gemm_formats
 from compile.kernels import MergedHeads
+from compile.kernels.integer_ops import emit_isqrt
+from compile.kernels.row_kernels import emit_layer_norm, emit_softmax
+from compile.model.vit import Block, LayerNorm, Linear, ViT
 from compile.quant import integer_params as P
-from compile.quant.graph import Emitter
-from compile.quant.integer_ops import emit_isqrt
-from compile.quant.qvit import QBlock, QLayerNorm, QLinear, QuantizedViT
-from compile.quant.row_kernels import emit_layer_norm, emit_softmax
+from compile.quant.formats import LayerFormats
+from compile.quant.scales import QBlock, QuantizedViT
 
 
 class IntegerNumerics:
-    """The Numerics of --quant int8-full (see compile.quant.graph.Numerics)."""
+    """The Numerics of the integer-only graph, --quant int8-full (see compile.graph.builder.Numerics)."""
 
     integer_only = True
 
-    def __init__(self, em: Emitter, qvit: QuantizedViT):
+    def __init__(self, em: Emitter, vit: ViT, formats: LayerFormats, quant: QuantizedViT):
         self.em = em
-        self.qvit = qvit
+        self.vit = vit
+        self.formats = formats
+        self.qvit = quant
+        self.gemms = gemm_formats(em, quant)
 
     # -- integer helpers ---------------------------------------------------------------------------
     def _i64(self, x: relax.Expr) -> relax.Expr:
@@ -62,7 +68,7 @@ class IntegerNumerics:
         """I-ViT LayerNorm over the last axis of x [rows, C]: integer mean / variance, exact isqrt, one
         division per row; the output lands in the units `params` were made for."""
         em = self.em
-        if em.target.kind.name == "llvm":
+        if em.cpu:
             return emit_layer_norm(em, x, params, dtype)
         channels = em.shape(x)[1]
         x = self._i64(x)
@@ -98,42 +104,53 @@ class IntegerNumerics:
         x = self._requant(patch_out, P.to_residual(qvit.patch, qvit), -P.RESIDUAL_CLAMP, P.RESIDUAL_CLAMP, "int32")
         x = em.emit(relax.op.add(x, em.const(pos)))
         x = em.emit(relax.op.concat([em.const(prefix), x], axis=0))
-        if qvit.norm_pre is None:
+        if self.vit.norm_pre is None:
             return x
-        return self._layer_norm(x, P.residual_layer_norm(qvit.norm_pre, qvit), "int32")
+        return self._layer_norm(x, P.residual_layer_norm(self.vit.norm_pre, qvit), "int32")
 
-    def norm_for(self, x: relax.Expr, norm: QLayerNorm, linear: QLinear) -> relax.Expr:
-        return self._layer_norm(x, P.layer_norm(norm, linear, self.qvit), "int8")
+    def norm_for(self, x: relax.Expr, norm: LayerNorm, linear: Linear) -> relax.Expr:
+        return self._layer_norm(x, P.layer_norm(norm, self.qvit.layer(linear.name), self.qvit), "int8")
 
-    def linear(self, x: relax.Expr, linear: QLinear, x_view: MergedHeads | None = None) -> relax.Expr:
-        em = self.em
-        return em.emit(relax.op.add(em.int8_accumulate(x, linear, x_view), em.const(P.bias_int(linear))))
+    def norm_rows(self, x: relax.Expr, norm: LayerNorm) -> relax.Expr:
+        raise NotImplementedError("the integer graph has no LayerNorm on every row before average pooling")
 
-    def qkv_int8(self, y: relax.Expr, block: QBlock) -> relax.Expr:
-        if block.qk_norm is None:
-            return self._requant(y, P.qkv_requant(block), -127, 127, "int8")
+    def linear(self, x: relax.Expr, linear: Linear, x_view: MergedHeads | None = None) -> relax.Expr:
+        return self.gemms[self.formats[linear.name]].dense(x, linear, x_view)
+
+    def qkv_values(self, y: relax.Expr, block: Block) -> relax.Expr:
+        """int8 q, k, v [N, 3C]; with a q/k norm, q and k go to their pre-norm scale, then the per-head LayerNorm."""
+        qblock = self.qvit.blocks[block.index]
+        if block.q_norm is None:
+            return self._requant(y, P.qkv_requant(qblock), -127, 127, "int8")
         em = self.em
         tokens, width = em.shape(y)
         width //= 3
-        heads = self.qvit.num_heads
+        heads = self.vit.num_heads
         parts = []
-        for j, (requant, params) in enumerate(zip(P.qk_norm_in(block), P.qk_layer_norms(block))):
+        for j, (requant, params) in enumerate(zip(P.qk_norm_in(qblock), P.qk_layer_norms(block, qblock))):
             pre = self._requant(em.rows(y, j * width, (j + 1) * width, axis=1), requant, -P.RESIDUAL_CLAMP,
                                 P.RESIDUAL_CLAMP, "int32")
             per_head = em.emit(relax.op.reshape(pre, (tokens * heads, width // heads)))
             parts.append(em.emit(relax.op.reshape(self._layer_norm(per_head, params, "int8"), (tokens, width))))
-        parts.append(self._requant(em.rows(y, 2 * width, 3 * width, axis=1), P.v_requant(block), -127, 127, "int8"))
+        parts.append(self._requant(em.rows(y, 2 * width, 3 * width, axis=1), P.v_requant(qblock), -127, 127, "int8"))
         return em.emit(relax.op.concat(parts, axis=1))
 
-    def attention_probs(self, logits: relax.Expr, block: QBlock, size: relax.Expr | None) -> relax.Expr:
+    def attention(self, qkv: relax.Expr, block: Block, size: relax.Expr | None,
+                  queries: int | None) -> tuple[relax.Expr, MergedHeads]:
+        """(proj's int8 input [heads, Q, D], read as [Q, C]) of the integer attention over int8 qkv."""
+        qblock = self.qvit.blocks[block.index]
+        o = self.em.attend_int8(qkv, self.vit.num_heads, queries, lambda logits: self._probabilities(logits, qblock, size))
+        return self._requant(o, P.attention_out_requant(qblock, self.vit.num_heads), -127, 127, "int8"), MergedHeads()
+
+    def _probabilities(self, logits: relax.Expr, block: QBlock, size: relax.Expr | None) -> relax.Expr:
         em = self.em
-        heads = self.qvit.num_heads
+        heads = self.vit.num_heads
         z, bias = logits, None
         if size is not None:  # proportional attention: + ln(size) of each key token, from a table
             tokens = em.shape(size)[0]
-            table = em.const(P.log_size_table(block, heads, self.qvit.pos.shape[0] + self.qvit.num_prefix))
+            table = em.const(P.log_size_table(block, heads, self.vit.tokens))
             bias = em.emit(relax.op.take(table, relax.op.reshape(size, (tokens,)), axis=0))
-        if em.target.kind.name == "llvm":
+        if em.cpu:
             return emit_softmax(em, logits, bias, P.softmax_exponent(block, heads), P.prob_levels(block, heads))
         if bias is not None:
             z = em.emit(relax.op.add(z, relax.op.reshape(bias, (1, 1, em.shape(bias)[0]))))
@@ -147,17 +164,16 @@ class IntegerNumerics:
         p = self._shift_round(em.emit(relax.op.multiply(self._mul(e, levels), inv)), P.PROB_RECIP_BITS)
         return em.emit(relax.op.astype(relax.op.clip(p, 0, 255), "uint8"))
 
-    def attention_out(self, o: relax.Expr, block: QBlock) -> relax.Expr:
-        return self._requant(o, P.attention_out_requant(block, self.qvit.num_heads), -127, 127, "int8")
-
-    def residual_add(self, x: relax.Expr, y: relax.Expr, linear: QLinear) -> relax.Expr:
-        branch = self._requant(y, P.to_residual(linear, self.qvit), -P.RESIDUAL_CLAMP, P.RESIDUAL_CLAMP, "int32")
+    def residual_add(self, x: relax.Expr, y: relax.Expr, linear: Linear) -> relax.Expr:
+        branch = self._requant(y, P.to_residual(self.qvit.layer(linear.name), self.qvit), -P.RESIDUAL_CLAMP,
+                               P.RESIDUAL_CLAMP, "int32")
         return self.em.emit(relax.op.add(x, branch))
 
-    def mlp_hidden(self, y: relax.Expr, block: QBlock) -> relax.Expr:
-        g = self._requant(y, P.gelu_in(block.fc1), -P.GELU_CLAMP, P.GELU_CLAMP, "int32")
+    def mlp_hidden(self, y: relax.Expr, block: Block) -> relax.Expr:
+        qblock = self.qvit.blocks[block.index]
+        g = self._requant(y, P.gelu_in(qblock.fc1), -P.GELU_CLAMP, P.GELU_CLAMP, "int32")
         gelu = self._quick_gelu(self._i64(g)) if block.activation == "quick_gelu" else self._gelu(g)
-        requant, _ = P.gelu_out(block.fc2)
+        requant, _ = P.gelu_out(qblock.fc2)
         return self._requant(gelu, requant, -127, 127, "int8")
 
     def _quick_gelu(self, g: relax.Expr) -> relax.Expr:
@@ -196,5 +212,6 @@ class IntegerNumerics:
         mean = em.emit(relax.op.floor_divide(relax.op.add(self._mul(total, 2), self._c(rows)), self._c(2 * rows)))
         return em.emit(relax.op.astype(mean, "int32"))
 
-    def head_logits(self, y: relax.Expr, head: QLinear) -> relax.Expr:
-        return self.em.emit(relax.op.multiply(relax.op.astype(y, "float32"), self.em.const(P.head_scale(head))))
+    def head_logits(self, y: relax.Expr, head: Linear) -> relax.Expr:
+        scale = P.head_scale(self.qvit.layer(head.name))
+        return self.em.emit(relax.op.multiply(relax.op.astype(y, "float32"), self.em.const(scale)))

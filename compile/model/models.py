@@ -1,4 +1,4 @@
-"""timm models by name: their input spec, and building them with their weights (compile.checkpoint)."""
+"""timm models by name: their input spec, and building them with their weights (compile.model.checkpoint)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from compile.data import data_dir
-from compile.timm_import import import_timm
+from compile.model.timm_import import import_timm
 from runtime.errors import EdgevitError
 from runtime.manifest import InputSpec
 from runtime.preprocess import Preprocess
 
 if TYPE_CHECKING:
-    from compile.checkpoint import Checkpoint
+    from compile.model.checkpoint import Checkpoint
 
 
 @dataclass(frozen=True)
@@ -54,13 +54,13 @@ def model_spec(name: str, **overrides) -> ModelSpec:
     config for it, each replaced by an override that is not None (--image-size, --mean, ...)."""
     timm = import_timm()
     if not timm.is_model(name):
-        from compile.architecture import FAMILIES
+        from compile.model.architecture import FAMILIES
 
         raise EdgevitError(f"unknown model '{name}': not a timm model name; edgevit compiles timm ViTs of the "
                            f"standard structure: {'; '.join(FAMILIES)}")
     from timm.models import get_pretrained_cfg
 
-    from compile.checkpoint import preprocessing_of
+    from compile.model.checkpoint import preprocessing_of
 
     cfg = get_pretrained_cfg(name)
     found = {} if cfg is None else preprocessing_of(cfg.to_dict())
@@ -72,7 +72,7 @@ def model_spec(name: str, **overrides) -> ModelSpec:
 
 def find_checkpoint(name: str, weights: Path | None) -> Checkpoint | None:
     """--weights (file or folder), else <data dir>/<name>.safetensors, else None (timm's hub, or random init)."""
-    from compile.checkpoint import read_checkpoint
+    from compile.model.checkpoint import read_checkpoint
 
     if weights is not None:
         return read_checkpoint(weights)
@@ -134,7 +134,7 @@ def _download(spec: ModelSpec):
 def _create(spec: ModelSpec, num_classes: int | None, model_args: dict):
     """The randomly initialised timm model at the spec's input size, its registered arguments replaced by
     the checkpoint's `model_args` (depth, embed_dim, ...); one line when it is not a standard ViT."""
-    from compile.architecture import unsupported_part
+    from compile.model.architecture import unsupported_part
 
     timm = import_timm()
     kwargs = {**model_args, **({} if num_classes is None else {"num_classes": num_classes})}

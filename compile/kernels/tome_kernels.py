@@ -5,7 +5,7 @@
   (slice, sum, square-sum, isqrt, reciprocal, scale, two slices), 20 -> 12.5 us on DeiT-tiny's 197
   tokens. The head sums are recomputed in each loop rather than kept in a row of scratch: with a
   scratch row LLVM vectorized the loops only behind runtime alias checks. int32 sums: exact while
-  (heads * 127)^2 * D < 2^31 (16 heads of 64: 2^28). CUDA keeps compile.quant.tome_graph's op chain.
+  (heads * 127)^2 * D < 2^31 (16 heads of 64: 2^28). CUDA keeps compile.graph.tome's op chain.
 - `tome_destinations`: from the cosine scores [num_a, num_b] of A tokens (even) against B tokens
   (odd), the output row of every token: each A token's best B partner (first on ties; protected
   prefix tokens masked), the r A tokens with the highest best score (ties: lower index first, a stable
@@ -23,7 +23,7 @@ best partner as a max, then the first index holding it; the rank as a count): a 
 cost more than the work. The unit keys, a row per token with its own square root, run their tokens in
 parallel (DeiT-tiny r=8: 10.6-17.1 -> 6.4-9.7 us a block; the thread pool is still awake from the GEMM
 before). tome_destinations on DeiT-tiny's 99 x 98 scores: 7.3 -> 3.4 us. Scratch is "global" on CPUs (on the stack; see
-compile.quant.row_kernels). On CUDA targets the same code runs on one thread.
+compile.kernels.row_kernels). On CUDA targets the same code runs on one thread.
 """
 
 from __future__ import annotations
@@ -33,36 +33,45 @@ import tvm
 from tvm import relax
 from tvm.script import tirx as T
 
-from compile.quant.integer_ops import OPAQUE, clip_cast, square_root
+from compile.kernels.integer_ops import OPAQUE, clip_cast, square_root
+from compile.kernels.vectors import vector_lanes
 
 MASKED = -(2**31) + 1
 
 
-def _unit_keys_func(tokens: int, heads: int, dim: int, unit_bits: int, inverse_bits: int,
+def _unit_keys_func(tokens: int, heads: int, dim: int, dtype: str, unit_bits: int, inverse_bits: int,
                     integer_only: bool) -> tvm.tirx.PrimFunc:
     num_a, num_b = (tokens + 1) // 2, tokens // 2
     width = heads * dim  # keys are qkv's columns width .. 2 * width
+    integer = dtype == "int8"
     root_steps = square_root(integer_only)  # the same root either way
+    sum_dtype, stat_dtype = ("int32", "int64") if integer else (dtype, dtype)
 
-    def key_sum(qkv, n, d):  # int32: the sum over heads of key component d (recomputed: no row buffer)
-        return sum(T.Cast("int32", qkv[n, width + h * dim + d]) for h in range(heads))
+    def key_sum(qkv, n, d):  # the sum over heads of key component d (recomputed: no row buffer)
+        return sum(T.Cast(sum_dtype, qkv[n, width + h * dim + d]) for h in range(heads))
 
     @T.macro
     def unit_row(qkv, n, out, row):
-        stats = T.sblock_alloc_buffer((2,), "int64", scope="global")  # squared norm, 2^inverse_bits / norm
-        root = T.sblock_alloc_buffer((1,), "int64", scope="global")
-        stats[0] = T.int64(0)
+        # integers: squared norm, 2^inverse_bits / norm; floats: squared norm, 1 / norm
+        stats = T.sblock_alloc_buffer((2,), stat_dtype, scope="global")
+        stats[0] = tvm.tirx.const(0, stat_dtype)
         for d in T.serial(dim):
-            stats[0] = stats[0] + T.Cast("int64", key_sum(qkv, n, d) * key_sum(qkv, n, d))
-        root_steps(stats[0], root)
-        stats[1] = (T.int64(1) << T.int64(inverse_bits)) // T.max(root[0], T.int64(1))
-        for d in T.serial(dim):
-            out[0, row, d] = clip_cast((T.Cast("int64", key_sum(qkv, n, d)) * stats[1])
-                                       >> T.int64(inverse_bits - unit_bits), -127, 127, "int8")
+            stats[0] = stats[0] + T.Cast(stat_dtype, key_sum(qkv, n, d) * key_sum(qkv, n, d))
+        if integer:
+            root = T.sblock_alloc_buffer((1,), "int64", scope="global")
+            root_steps(stats[0], root)
+            stats[1] = (T.int64(1) << T.int64(inverse_bits)) // T.max(root[0], T.int64(1))
+            for d in T.serial(dim):
+                out[0, row, d] = clip_cast((T.Cast("int64", key_sum(qkv, n, d)) * stats[1])
+                                           >> T.int64(inverse_bits - unit_bits), -127, 127, "int8")
+        else:
+            stats[1] = T.Cast(dtype, 1) / T.sqrt(stats[0])
+            for d in T.serial(dim):
+                out[0, row, d] = key_sum(qkv, n, d) * stats[1]
 
     @T.prim_func(private=True, s_tir=True)
-    def unit_keys(qkv: T.Buffer((tokens, 3 * width), "int8"), a: T.Buffer((1, num_a, dim), "int8"),
-                  b: T.Buffer((1, num_b, dim), "int8")):
+    def unit_keys(qkv: T.Buffer((tokens, 3 * width), dtype), a: T.Buffer((1, num_a, dim), dtype),
+                  b: T.Buffer((1, num_b, dim), dtype)):
         T.func_attr({"tirx.is_scheduled": True, "op_pattern": OPAQUE})
         with T.sblock("root"):
             for n in T.parallel(tokens):
@@ -77,41 +86,46 @@ def _unit_keys_func(tokens: int, heads: int, dim: int, unit_bits: int, inverse_b
 
 def emit_unit_keys(em, qkv: relax.Expr, heads: int, unit_bits: int, inverse_bits: int,
                    integer_only: bool) -> tuple[relax.Expr, relax.Expr]:
-    """int8 unit keys of the A and B tokens ([1, num_a, D], [1, num_b, D]) of qkv int8 [N, 3 * heads * D]:
-    clip((sum over heads of k) * floor(2^inverse_bits / max(isqrt(|sum|^2), 1)) >> (inverse_bits - unit_bits));
-    integer_only: the square root without floats (int8-full)."""
+    """Unit keys of the A and B tokens ([1, num_a, D], [1, num_b, D]) of qkv [N, 3 * heads * D], keys summed over
+    heads. int8 qkv: int8 clip((sum) * floor(2^inverse_bits / max(isqrt(|sum|^2), 1)) >> (inverse_bits - unit_bits)),
+    integer_only: the square root without floats (int8-full); float qkv: sum / |sum| in its own type."""
     tokens, width = em.shape(qkv)
     dim = width // 3 // heads
-    func = _unit_keys_func(tokens, heads, dim, unit_bits, inverse_bits, integer_only)
-    gv = em.bb.add_func(func, f"tome_unit_keys_{tokens}_{heads}_{dim}" + ("_int" if integer_only else ""))
-    out = em.emit(relax.call_tir(gv, [qkv], [relax.TensorType((1, (tokens + 1) // 2, dim), "int8"),
-                                             relax.TensorType((1, tokens // 2, dim), "int8")]))
+    dtype = str(qkv.ty.dtype)
+    func = _unit_keys_func(tokens, heads, dim, dtype, unit_bits, inverse_bits, integer_only)
+    suffix = "_int" if integer_only and dtype == "int8" else ""
+    name = f"tome_unit_keys_{tokens}_{heads}_{dim}{suffix}" if dtype == "int8" else f"tome_unit_keys_{dtype}_{tokens}"
+    gv = em.bb.add_func(func, name)
+    out = em.emit(relax.call_tir(gv, [qkv], [relax.TensorType((1, (tokens + 1) // 2, dim), dtype),
+                                             relax.TensorType((1, tokens // 2, dim), dtype)]))
     return em.emit(relax.TupleGetItem(out, 0)), em.emit(relax.TupleGetItem(out, 1))
 
 
-def _destinations_func(num_a: int, num_b: int, r: int, protected: int, gpu: bool) -> tvm.tirx.PrimFunc:
+def _destinations_func(num_a: int, num_b: int, r: int, protected: int, dtype: str, gpu: bool) -> tvm.tirx.PrimFunc:
     keep_a, keep_b = (protected + 1) // 2, protected // 2
     tokens = num_a + num_b
     kept = num_a - r
     scratch = "local" if gpu else "global"  # CUDA kernels cannot allocate global memory
+    masked = tvm.tirx.const(MASKED if dtype == "int32" else -3.0e38, dtype)  # below every score
 
     @T.prim_func(private=True, s_tir=True)
-    def destinations(scores: T.Buffer((num_a, num_b), "int32"), dest: T.Buffer((tokens,), "int32")):
+    def destinations(scores: T.Buffer((num_a, num_b), dtype), dest: T.Buffer((tokens,), "int32")):
         T.func_attr({"tirx.is_scheduled": True, "op_pattern": OPAQUE})
         with T.sblock("root"):
-            best = T.sblock_alloc_buffer((num_a,), "int32", scope=scratch)
+            best = T.sblock_alloc_buffer((num_a,), dtype, scope=scratch)
             partner = T.sblock_alloc_buffer((num_a,), "int32", scope=scratch)
             merged = T.sblock_alloc_buffer((num_a,), "int32", scope=scratch)
-            acc = T.sblock_alloc_buffer((1,), "int32", scope=scratch)  # a running max, min or count
+            top = T.sblock_alloc_buffer((1,), dtype, scope=scratch)  # a running max
+            acc = T.sblock_alloc_buffer((1,), "int32", scope=scratch)  # a running min or count
             for _t in T.thread_binding(1, thread="threadIdx.x") if gpu else T.serial(1):
                 for a in T.serial(num_a):  # best score (a max, then the first index holding it: two vector loops)
-                    best[a] = MASKED
+                    best[a] = masked
                     partner[a] = 0
                     if a >= keep_a:
-                        acc[0] = MASKED
+                        top[0] = masked
                         for b in T.serial(num_b - keep_b):
-                            acc[0] = T.max(acc[0], scores[a, b + keep_b])
-                        best[a] = acc[0]
+                            top[0] = T.max(top[0], scores[a, b + keep_b])
+                        best[a] = top[0]
                         acc[0] = num_b
                         for b in T.serial(num_b - keep_b):
                             acc[0] = T.min(acc[0], T.Select(scores[a, b + keep_b] == best[a], b + keep_b, num_b))
@@ -137,10 +151,12 @@ def _destinations_func(num_a: int, num_b: int, r: int, protected: int, gpu: bool
 
 
 def emit_destinations(em, scores: relax.Expr, r: int, protected: int) -> relax.Expr:
-    """Output row of each token (int32 [N]) from the A-vs-B cosine scores (int32 [num_a, num_b])."""
+    """Output row of each token (int32 [N]) from the A-vs-B cosine scores ([num_a, num_b], int32 or float32)."""
     num_a, num_b = em.shape(scores)
-    func = _destinations_func(num_a, num_b, r, protected, em.target.kind.name == "cuda")
-    gv = em.bb.add_func(func, f"tome_destinations_{num_a}_{num_b}_{r}_{protected}")
+    dtype = str(scores.ty.dtype)
+    func = _destinations_func(num_a, num_b, r, protected, dtype, em.target.kind.name == "cuda")
+    suffix = "" if dtype == "int32" else f"_{dtype}"
+    gv = em.bb.add_func(func, f"tome_destinations_{num_a}_{num_b}_{r}_{protected}{suffix}")
     return em.emit(relax.call_tir(gv, [scores], relax.TensorType((num_a + num_b,), "int32")))
 
 
@@ -190,8 +206,6 @@ def _merge_func(tokens: int, out_tokens: int, channels: int, dtype: str, lanes: 
 
 def emit_merge(em, x: relax.Expr, size: relax.Expr | None, dest: relax.Expr, r: int) -> tuple[relax.Expr, relax.Expr]:
     """(merged x [N - r, C], merged size [N - r, 1]): size-weighted means of the tokens sharing a row."""
-    from compile.schedule.analysis import vector_lanes
-
     tokens, channels = em.shape(x)
     dtype = str(x.ty.dtype)
     if size is None:

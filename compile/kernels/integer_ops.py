@@ -2,7 +2,7 @@
 clip-and-cast every hand-written kernel ends with).
 
 `isqrt_steps` is a bit-by-bit floor square root (no floats): one serial loop of 31 steps per value,
-a TIR macro the row kernels (compile.quant.row_kernels) inline; `float_isqrt` gives the same root from a
+a TIR macro the row kernels (compile.kernels.row_kernels) inline; `float_isqrt` gives the same root from a
 float64 square root, for the int8 graph's ToMe matching; `emit_isqrt` is it as its own
 PrimFunc, marked scheduled and opaque to fusion, because the same steps as elementwise Relax ops
 would be inlined into one exponentially large expression.

@@ -1,6 +1,5 @@
-"""QuantizedViT: a timm ViT as int8 weights, activation scales and channel groups.
-
-Built from the float model and its calibration statistics. Every int8 matmul is a `QLinear`:
+"""QuantizedViT: the quantization parameters of a ViT description, per layer (int8 weights, activation scales,
+channel groups), from its calibration statistics. Every int8 matmul is a `QLinear`:
 
     x_q[k] = clamp(round(x[k] / input_scale[k]), -127, 127)                 (int8 input)
     acc[n] = sum over segments (start, stop, shift) of (x_q[start:stop] @ weight[start:stop, n]) << shift
@@ -12,16 +11,19 @@ Outlier channels (ViT LayerNorm outputs and fc2 inputs have a few huge ones) are
   unchanged and LayerNorm (float or integer) produces the per-channel int8 values directly.
 - fc2 inputs (after GELU) may get power-of-two channel groups (Tender, --fc2-groups G): group g has
   scale input_base * 2^g, the channels of a group are contiguous (fc1's output columns and fc2's
-  input rows are permuted offline), and the partial sums combine with shifts: no runtime requantization.
+  input rows are permuted offline, in the description the parameters come with), and the partial sums
+  combine with shifts: no runtime requantization.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from compile.model.vit import Block, Linear, ViT
 from compile.quant.calibration import SiteStats
 from compile.quant.config import QuantConfig
 from compile.quant.observers import QMAX, activation_scale
@@ -32,20 +34,18 @@ PROB_SCALE = 1.0 / 255.0  # attention probabilities as uint8, at PROB_SCALE * 2^
 MAX_PROB_SHIFT = 7
 
 
-@dataclass
+@dataclass(frozen=True)
 class QLinear:
     """One int8 GEMM with its input quantization (see the module docstring for the semantics)."""
 
     name: str
     weight: np.ndarray  # int8 [K, N]
     weight_scale: np.ndarray  # float32 [N]
-    bias: np.ndarray  # float32 [N]
+    bias: np.ndarray  # float32 [N] (the patch embedding's has the input normalization folded in)
     input_scale: np.ndarray  # float32 [K]
     input_base: float
     segments: tuple[tuple[int, int, int], ...]
-    float_weight: np.ndarray  # float32 [K, N], the original (permuted) weight: used when kept in float
     input_range: tuple[int, int] = (-QMAX, QMAX)  # (0, 255) for uint8 pixels
-    kept_float: bool = False
     rel_error: float = 0.0  # relative squared error of y on calibration rows, with int8 input and weights
 
     @property
@@ -64,38 +64,19 @@ class QLinear:
         return acc
 
 
-@dataclass
-class QLayerNorm:
-    gamma: np.ndarray  # float32 [C]
-    beta: np.ndarray  # float32 [C]
-    eps: float
-
-
-@dataclass
-class QKNorm:
-    """LayerNorms over each head's q and k (timm's qk_norm), applied between qkv and the int8 q, k.
-
-    int8-full first brings qkv's per-column accumulator to one power-of-two scale per part
-    (`pre_scales`, from the calibrated pre-norm range) so that the integer LayerNorm sees uniform units."""
-
-    q: QLayerNorm
-    k: QLayerNorm
-    pre_scales: tuple[float, float]
-
-
-@dataclass
+@dataclass(frozen=True)
 class QBlock:
-    ln1: QLayerNorm
+    """The quantization parameters of one block: its four GEMMs and its int8 attention."""
+
     qkv: QLinear
-    qkv_scales: tuple[float, float, float]  # int8 scales of q, k, v (after the q/k norm when there is one)
     proj: QLinear
-    ln2: QLayerNorm
     fc1: QLinear
     fc2: QLinear
-    tome_r: int = 0
-    activation: str = "gelu"  # or "quick_gelu": x * sigmoid(1.702 x) (OpenAI CLIP)
-    qk_norm: QKNorm | None = None
+    qkv_scales: tuple[float, float, float]  # int8 scales of q, k, v (after the q/k norm when there is one)
     prob_shifts: tuple[int, ...] = ()  # per head; () = 0 for every head
+    # q/k norm: int8-full first brings qkv's q and k accumulator columns to one power-of-two scale each (from the
+    # calibrated pre-norm range), so that the integer LayerNorm sees uniform units; None without a q/k norm
+    qk_pre_scales: tuple[float, float] | None = None
 
     def prob_scales(self, heads: int) -> np.ndarray:
         """float64 [heads, 1, 1]: each head's uint8 probability scale."""
@@ -103,39 +84,24 @@ class QBlock:
         return (PROB_SCALE * np.exp2(-shifts)).reshape(heads, 1, 1)
 
 
-@dataclass
+@dataclass(frozen=True)
 class QuantizedViT:
-    """Everything the integer graph needs; the input is uint8 pixels [1, 3, H, W].
+    """The parameters of every quantized layer of `vit`; the integer graphs take uint8 pixels [1, 3, H, W]."""
 
-    The token rows are the prefix tokens (class, registers, distillation) then the patches. `norm` is
-    the LayerNorm before the head: timm's `norm` on every row for class-token pooling, or `fc_norm` on
-    the mean of the patch rows for average pooling."""
-
+    vit: ViT  # the description the parameters belong to (fc1 / fc2 permuted for channel groups)
     mode: str
-    image_size: int
-    patch_size: int
-    num_heads: int
     patch: QLinear  # input: uint8 pixels in patch order (channel, row, column); normalization folded in
-    prefix: np.ndarray  # float32 [P, C]: class / register / distillation tokens with their position embedding
-    pos: np.ndarray  # float32 [patches, C]
-    blocks: list[QBlock]
-    norm: QLayerNorm
-    heads: list[QLinear]  # token pooling: head i reads prefix token i; logits are their mean
+    blocks: tuple[QBlock, ...]
+    heads: tuple[QLinear, ...]
     residual_scale: float  # int8-full: the residual stream is int32 at this power-of-two scale
     recipe: dict = field(default_factory=dict)
-    norm_pre: QLayerNorm | None = None  # a LayerNorm on the embedded tokens before the blocks (CLIP)
-    pool: str = "token"  # or "avg": the mean of the patch rows feeds the head
-
-    @property
-    def num_prefix(self) -> int:
-        return self.prefix.shape[0]
 
     def linears(self) -> list[QLinear]:
         return [self.patch, *(lin for b in self.blocks for lin in (b.qkv, b.proj, b.fc1, b.fc2)), *self.heads]
 
-
-def _np(t) -> np.ndarray:
-    return t.detach().float().numpy().astype(np.float32)
+    def layer(self, name: str) -> QLinear:
+        """The QLinear of the description's linear layer `name`."""
+        return next(linear for linear in self.linears() if linear.name == name)
 
 
 def _merged_hist(site: SiteStats) -> np.ndarray:
@@ -189,23 +155,23 @@ def _linear(name: str, weight: np.ndarray, bias: np.ndarray, input_scale: np.nda
     folded = weight * (input_scale / (input_base * np.exp2(shifts)))[:, None]
     q, scale = quantize_weight(folded, per_channel=config.weight_scales == "channel")
     linear = QLinear(name, q, scale, bias.astype(np.float32), input_scale.astype(np.float32), float(input_base),
-                     tuple(segments), weight.astype(np.float32), input_range=input_range)
-    linear.rel_error = relative_error(linear, samples)
-    return linear
+                     tuple(segments), input_range=input_range)
+    return dataclasses.replace(linear, rel_error=relative_error(linear, weight.astype(np.float32), samples))
 
 
-def relative_error(linear: QLinear, samples: np.ndarray) -> float:
+def relative_error(linear: QLinear, float_weight: np.ndarray, samples: np.ndarray) -> float:
     """||y_int8 - y||^2 / ||y||^2 over sample rows: the layer's own quantization error (MoFQ-style metric)."""
     if len(samples) == 0:
         return 0.0
     x = samples.astype(np.float64)
-    reference = x @ linear.float_weight + linear.bias
+    reference = x @ float_weight + linear.bias
     quantized = linear.accumulate(linear.quantize_input(samples)) * linear.acc_scale + linear.bias
     return float(((quantized - reference) ** 2).sum() / max((reference**2).sum(), 1e-30))
 
 
-def _ln_input_linear(name: str, weight, bias, site: SiteStats, config: QuantConfig) -> QLinear:
+def _ln_input_linear(linear: Linear, site: SiteStats, config: QuantConfig) -> QLinear:
     """A linear layer after a LayerNorm: per-channel input scales folded into the weight (outliers on)."""
+    name, weight, bias = linear.name, linear.weight, linear.bias
     k = weight.shape[0]
     if config.outliers:
         return _linear(name, weight, bias, _channel_scales(site, config.observer), 1.0, [(0, k, 0)], config,
@@ -232,15 +198,14 @@ def power_of_two_groups(absmax: np.ndarray, base: float, groups: int, align: int
     return group
 
 
-def _fc2_groups(fc2: tuple, site: SiteStats, config: QuantConfig, block: int) -> tuple[np.ndarray, QLinear]:
+def _fc2_groups(fc2: Linear, site: SiteStats, config: QuantConfig) -> tuple[np.ndarray, QLinear]:
     """fc2 with its input in power-of-two channel groups; returns (channel order, fc2).
 
     The order permutes fc2's input rows here and must permute fc1's output columns the same way.
     The largest group has the per-tensor scale; a channel goes to a finer group only if its calibrated
     maximum fits there, so no channel is clipped more than per-tensor would.
     """
-    weight, bias = fc2
-    hidden = weight.shape[0]
+    hidden = fc2.weight.shape[0]
     tensor_scale = _tensor_scale(site, config.observer)
     if config.fc2_groups > 1:
         base = tensor_scale / 2 ** (config.fc2_groups - 1)
@@ -252,60 +217,21 @@ def _fc2_groups(fc2: tuple, site: SiteStats, config: QuantConfig, block: int) ->
     segments = [(int(np.searchsorted(group, g)), int(np.searchsorted(group, g, side="right")), g)
                 for g in range(int(group.max()) + 1)]
     segments = [seg for seg in segments if seg[1] > seg[0]]
-    fc2_q = _linear(f"blocks.{block}.fc2", weight[order], bias, (base * np.exp2(group)).astype(np.float32), base,
+    fc2_q = _linear(fc2.name, fc2.weight[order], fc2.bias, (base * np.exp2(group)).astype(np.float32), base,
                     segments, config, site.sample_rows()[:, order])
     return order, fc2_q
 
 
-def _patch_linear(model, config: QuantConfig, mean, std, site: SiteStats) -> QLinear:
+def _patch_linear(vit: ViT, config: QuantConfig, site: SiteStats) -> QLinear:
     """The patch embedding on uint8 pixels: x = pixel / (255 std_c) - mean_c / std_c folded into W and b."""
-    conv = model.patch_embed.proj
-    weight = _np(conv.weight)
-    if weight.ndim == 4:  # Conv2d [C, 3, p, p] -> [3 * p * p, C]
-        weight = weight.reshape(weight.shape[0], -1).T
-    bias = _np(conv.bias) if conv.bias is not None else np.zeros(weight.shape[1], np.float32)
+    weight, bias = vit.patch.weight, vit.patch.bias
     per_pixel = weight.shape[0] // 3
-    scale = np.repeat(1.0 / (255.0 * np.asarray(std, np.float64)), per_pixel)
-    offset = np.repeat(-np.asarray(mean, np.float64) / np.asarray(std, np.float64), per_pixel)
+    scale = np.repeat(1.0 / (255.0 * np.asarray(vit.std, np.float64)), per_pixel)
+    offset = np.repeat(-np.asarray(vit.mean, np.float64) / np.asarray(vit.std, np.float64), per_pixel)
     k = weight.shape[0]
     # calibration rows are normalized patches; the int8 graph sees their pixels, i.e. x - offset at `scale`
-    return _linear("patch_embed", weight, (bias + offset @ weight).astype(np.float32), scale.astype(np.float32), 1.0,
+    return _linear(vit.patch.name, weight, (bias + offset @ weight).astype(np.float32), scale.astype(np.float32), 1.0,
                    [(0, k, 0)], config, site.sample_rows() - offset.astype(np.float32), input_range=(0, 255))
-
-
-def _layer_norm(module) -> QLayerNorm:
-    return QLayerNorm(_np(module.weight), _np(module.bias), float(module.eps))
-
-
-def _linear_params(module) -> tuple[np.ndarray, np.ndarray]:
-    """(weight [in, out], bias [out]) of an nn.Linear."""
-    bias = _np(module.bias) if module.bias is not None else np.zeros(module.out_features, np.float32)
-    return _np(module.weight).T.copy(), bias
-
-
-def _branch_params(module, layer_scale) -> tuple[np.ndarray, np.ndarray]:
-    """(weight, bias) of the linear that ends a residual branch, with the branch's LayerScale (DeiT III,
-    DINOv2) folded in: gamma * (x @ W + b) = x @ (W * gamma) + b * gamma, per output column, so the integer
-    graph needs no op for it (the column's weight scale absorbs gamma)."""
-    weight, bias = _linear_params(module)
-    gamma = getattr(layer_scale, "gamma", None)
-    if gamma is None:  # nn.Identity: no LayerScale
-        return weight, bias
-    return weight * _np(gamma), bias * _np(gamma)
-
-
-def _head_params(module, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """(weight, bias) of a classifier head; an identity for a head removed by --output features.
-
-    The identity reads the final LayerNorm out exactly as a head would (int8 at the calibrated per-channel
-    scales, in both numerics): folded into per-column weight scales it quantizes to 127 on the diagonal,
-    so y = x_q * input_scale with no rounding of its own, and one 1 x C x C GEMM costs next to nothing.
-    """
-    from torch import nn
-
-    if isinstance(module, nn.Identity):
-        return np.eye(dim, dtype=np.float32), np.zeros(dim, np.float32)
-    return _linear_params(module)
 
 
 def prob_shifts(site: SiteStats) -> tuple[int, ...]:
@@ -316,66 +242,36 @@ def prob_shifts(site: SiteStats) -> tuple[int, ...]:
     return tuple(int(s) for s in np.clip(np.floor(-np.log2(top)), 0, MAX_PROB_SHIFT))
 
 
-def _optional_norm(module) -> QLayerNorm | None:
-    """The QLayerNorm of a LayerNorm, None for an nn.Identity (the architecture check allows only these)."""
-    return _layer_norm(module) if hasattr(module, "weight") else None
+def _block(block: Block, stats: dict[str, SiteStats], config: QuantConfig) -> tuple[Block, QBlock]:
+    """(the block with fc1 / fc2 in channel-group order, its quantization parameters)."""
+    site = lambda name: stats[f"blocks.{block.index}.{name}"]  # noqa: E731
+    qkv = _ln_input_linear(block.qkv, site("ln1"), config)
+    parts = ("q_normed", "k_normed", "v") if block.q_norm is not None else ("q", "k", "v")
+    qkv_scales = tuple(_tensor_scale(site(part), config.observer) for part in parts)
+    proj_scale = _tensor_scale(site("attn_out"), config.observer)
+    dim = block.proj.weight.shape[0]
+    proj = _linear(block.proj.name, block.proj.weight, block.proj.bias, np.full(dim, proj_scale, np.float32),
+                   proj_scale, [(0, dim, 0)], config, site("attn_out").sample_rows())
+    order, fc2 = _fc2_groups(block.fc2, site("fc2_in"), config)
+    permuted = dataclasses.replace(
+        block, fc1=Linear(block.fc1.name, block.fc1.weight[:, order], block.fc1.bias[order]),
+        fc2=Linear(block.fc2.name, block.fc2.weight[order], block.fc2.bias))
+    fc1 = _ln_input_linear(permuted.fc1, site("ln2"), config)
+    pre = None
+    if block.q_norm is not None:
+        pre = tuple(2.0 ** -_residual_exponent(site(part).tensor_absmax) for part in "qk")
+    return permuted, QBlock(qkv, proj, fc1, fc2, qkv_scales, prob_shifts(site("probs")), pre)
 
 
-def _embedding_rows(model) -> tuple[np.ndarray, np.ndarray]:
-    """(prefix rows [P, C], what is added to each patch row [patches, C]), as timm's own `_pos_embed` makes
-    them: it is affine in the patch tokens, so zero patches give the class / register / distillation tokens
-    with whatever position embedding they get, and each patch's position embedding (with or without the
-    class token's, DeiT III and DINOv2's registers included)."""
-    import torch
-
-    with torch.no_grad():
-        rows = _np(model._pos_embed(torch.zeros(1, model.patch_embed.num_patches, model.embed_dim))[0])
-    return rows[: model.num_prefix_tokens].copy(), rows[model.num_prefix_tokens:].copy()
-
-
-def _qk_norm(attn, site) -> QKNorm | None:
-    """q/k LayerNorms with the power-of-two scales of their (pre-norm) inputs; None without q/k norm."""
-    q, k = _optional_norm(attn.q_norm), _optional_norm(attn.k_norm)
-    if q is None:
-        return None
-    pre = tuple(2.0 ** -_residual_exponent(site(part).tensor_absmax) for part in "qk")
-    return QKNorm(q, k, pre)
-
-
-def quantize_vit(model, stats: dict[str, SiteStats], config: QuantConfig, schedule: list[int],
-                 mean, std) -> QuantizedViT:
-    """The QuantizedViT of a (float, unpatched) timm ViT from its calibration statistics."""
-    blocks = []
-    for i, block in enumerate(model.blocks):
-        site = lambda name, i=i: stats[f"blocks.{i}.{name}"]  # noqa: E731
-        qkv = _ln_input_linear(f"blocks.{i}.qkv", *_linear_params(block.attn.qkv), site("ln1"), config)
-        qk_norm = _qk_norm(block.attn, site)
-        parts = ("q_normed", "k_normed", "v") if qk_norm else ("q", "k", "v")
-        qkv_scales = tuple(_tensor_scale(site(part), config.observer) for part in parts)
-        proj_scale = _tensor_scale(site("attn_out"), config.observer)
-        dim = block.attn.proj.in_features
-        proj = _linear(f"blocks.{i}.proj", *_branch_params(block.attn.proj, block.ls1), np.full(dim, proj_scale, np.float32),
-                       proj_scale, [(0, dim, 0)], config, site("attn_out").sample_rows())
-        order, fc2 = _fc2_groups(_branch_params(block.mlp.fc2, block.ls2), site("fc2_in"), config, i)
-        w1, b1 = _linear_params(block.mlp.fc1)
-        fc1 = _ln_input_linear(f"blocks.{i}.fc1", w1[:, order], b1[order], site("ln2"), config)
-        activation = "quick_gelu" if type(block.mlp.act).__name__ == "QuickGELU" else "gelu"
-        blocks.append(QBlock(_layer_norm(block.norm1), qkv, qkv_scales, proj, _layer_norm(block.norm2), fc1, fc2,
-                             schedule[i], activation, qk_norm, prob_shifts(site("probs"))))
-    head_modules = [model.head] + ([model.head_dist] if getattr(model, "head_dist", None) is not None else [])
-    heads = [_ln_input_linear(name, *_head_params(m, model.embed_dim), stats["head_in"], config)
-             for name, m in zip(("head", "head_dist"), head_modules)]
-    prefix, pos = _embedding_rows(model)
-    pool = model.global_pool
-    residual_max = stats["residual"].tensor_absmax
-    qvit = QuantizedViT(
-        mode=config.mode, image_size=model.patch_embed.img_size[0], patch_size=model.patch_embed.patch_size[0],
-        num_heads=model.blocks[0].attn.num_heads, patch=_patch_linear(model, config, mean, std, stats["patch_in"]),
-        prefix=prefix, pos=pos, blocks=blocks, norm=_layer_norm(model.fc_norm if pool == "avg" else model.norm),
-        heads=heads, residual_scale=2.0 ** -_residual_exponent(residual_max), recipe=config.summary(),
-        norm_pre=_optional_norm(model.norm_pre), pool=pool,
+def quantize_vit(vit: ViT, stats: dict[str, SiteStats], config: QuantConfig) -> QuantizedViT:
+    """The QuantizedViT of a description from its calibration statistics."""
+    blocks, qblocks = zip(*(_block(block, stats, config) for block in vit.blocks))
+    heads = tuple(_ln_input_linear(head, stats["head_in"], config) for head in vit.heads)
+    return QuantizedViT(
+        vit=dataclasses.replace(vit, blocks=tuple(blocks)), mode=config.mode,
+        patch=_patch_linear(vit, config, stats["patch_in"]), blocks=tuple(qblocks), heads=heads,
+        residual_scale=2.0 ** -_residual_exponent(stats["residual"].tensor_absmax), recipe=config.summary(),
     )
-    return qvit
 
 
 RESIDUAL_BITS = 20  # calibrated |x| max -> 2^20: 2^10 headroom in int32 (ToMe sums up to ~200 tokens)
