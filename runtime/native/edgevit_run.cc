@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -30,7 +31,7 @@
 namespace {
 
 constexpr const char *kUsage =
-    "usage: edgevit-run [--threads N] [--json] {run BUNDLE IMAGE... | eval BUNDLE --images DIR --labels CSV "
+    "usage: edgevit-run [--threads N] [--json] {run BUNDLE IMAGE... [--save FILE.npy] | eval BUNDLE --images DIR --labels CSV "
     "[--skip N] [--limit N] | bench BUNDLE [--warmup N] [--repeat N]}";
 
 // A failure a user can act on: main prints "error: <what>" on stderr and exits 2.
@@ -39,7 +40,7 @@ struct UserError : std::runtime_error {
 };
 
 struct Args {
-  std::string command, bundle, images, labels;
+  std::string command, bundle, images, labels, save;
   std::vector<std::string> positional;  // after the bundle: images, or the hidden commands' operands
   std::optional<int> threads;
   bool json = false;
@@ -68,6 +69,7 @@ Args parse(int argc, char **argv) {
     else if (arg == "--threads") a.threads = int(parse_int(arg, value()));
     else if (arg == "--images") a.images = value();
     else if (arg == "--labels") a.labels = value();
+    else if (arg == "--save") a.save = value();
     else if (arg == "--skip") a.skip = parse_int(arg, value());
     else if (arg == "--limit") a.limit = parse_int(arg, value());
     else if (arg == "--warmup") a.warmup = parse_int(arg, value());
@@ -137,19 +139,41 @@ double l2_norm(const float *v, size_t n) {
   return std::sqrt(total);
 }
 
+// The outputs as .npy (float32, [D] for one image, [n, D] for several) in a temp file renamed over `path` last.
+void save_npy(const std::string &path, const std::vector<float> &values, size_t rows) {
+  size_t cols = values.size() / rows;
+  std::string shape = rows == 1 ? "(" + std::to_string(cols) + ",)" : "(" + std::to_string(rows) + ", " +
+                                                                          std::to_string(cols) + ")";
+  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': " + shape + ", }";
+  header.append(63 - (10 + header.size()) % 64, ' ').push_back('\n');  // 10 + header: a multiple of 64
+  std::string tmp = path + ".tmp";
+  FILE *f = std::fopen(tmp.c_str(), "wb");
+  if (!f) throw UserError("--save " + path + ": cannot write it");
+  uint16_t length = uint16_t(header.size());
+  bool ok = std::fwrite("\x93NUMPY\x01\x00", 1, 8, f) == 8 && std::fwrite(&length, 2, 1, f) == 1 &&
+            std::fwrite(header.data(), 1, header.size(), f) == header.size() &&
+            std::fwrite(values.data(), sizeof(float), values.size(), f) == values.size();
+  if (std::fclose(f) != 0 || !ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    throw UserError("--save " + path + ": cannot write it");
+  }
+}
+
 void cmd_run(const Args &a) {
   Model model(a);
   bool features = std::strcmp(model.info().output, "features") == 0;
   std::string json;
+  std::vector<float> outputs;
   for (const std::string &image : a.positional) {
     model.check(edgevit_run_file(model.m, image.c_str()));
     json += (json.empty() ? "" : ", ") + json_string(image) + ": ";
+    size_t count;
+    const float *values = edgevit_output(model.m, &count);
+    outputs.insert(outputs.end(), values, values + count);
     if (features) {
-      size_t n;
-      const float *v = edgevit_output(model.m, &n);
-      double norm = l2_norm(v, n);
-      std::printf("%s: embedding of %zu values, L2 norm %.4f\n", image.c_str(), n, norm);
-      json += "{\"size\": " + std::to_string(n) + ", \"l2_norm\": " + json_number(norm, 6) + "}";
+      double norm = l2_norm(values, count);
+      std::printf("%s: embedding of %zu values, L2 norm %.4f\n", image.c_str(), count, norm);
+      json += "{\"size\": " + std::to_string(count) + ", \"l2_norm\": " + json_number(norm, 6) + "}";
       continue;
     }
     edgevit_class best[5];
@@ -164,6 +188,7 @@ void cmd_run(const Args &a) {
     }
     json += "]";
   }
+  if (!a.save.empty()) save_npy(a.save, outputs, a.positional.size());
   if (a.json) std::printf("{%s}\n", json.c_str());
 }
 
