@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.metadata
 import importlib.util
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -23,7 +21,9 @@ from pathlib import Path
 
 from compile.cache import edgevit_cache_dir
 from runtime.bundle import RUNNER
+from runtime.cpu_features import machine_arch
 from runtime.errors import EdgevitError
+from runtime.versions import versions
 from targets import TargetPreset
 
 SOURCE_DIR = Path(__file__).resolve().parent.parent / "runtime" / "native"
@@ -62,7 +62,7 @@ class NativeToolchain:
         """One compile-and-link command of `sources` (C++ files and .o objects) into program `out`."""
         return [
             *self.cxx, "-std=c++17", "-O2", "-s", "-Wall",
-            f"-DEDGEVIT_VERSION=\"{_edgevit_version()}\"", f"-DEDGEVIT_TVM_VERSION=\"{self.tvm_version}\"",
+            f"-DEDGEVIT_VERSION=\"{versions()['edgevit']}\"", f"-DEDGEVIT_TVM_VERSION=\"{self.tvm_version}\"",
             *(f"-I{d}" for d in (SOURCE_DIR, *self.include_dirs)),
             *map(str, sources), "-o", str(out),
             f"-L{self.tvm_lib_dir}", f"-L{self.ffi_lib_dir}", "-ltvm_runtime", "-ltvm_ffi",
@@ -70,12 +70,6 @@ class NativeToolchain:
             "-Wl,-Bstatic", *(f"-l{lib}" for lib, _, _ in STATIC_LIBS), "-Wl,-Bdynamic",
             "-lm", "-Wl,-rpath,$ORIGIN/../lib",
         ]
-
-
-def _edgevit_version() -> str:
-    import runtime
-
-    return runtime.__version__
 
 
 def _package_dir(name: str) -> Path:
@@ -89,7 +83,7 @@ def _package_dir(name: str) -> Path:
 def host_toolchain() -> NativeToolchain:
     """This machine's g++, the installed tvm / tvm_ffi wheels' libraries, the system's static image libraries."""
     tvm, ffi = _package_dir("tvm"), _package_dir("tvm_ffi")
-    arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(platform.machine().lower(), platform.machine().lower())
+    arch = machine_arch()
     return NativeToolchain(
         arch=arch,
         cxx=(os.environ.get("CXX", "g++"),),
@@ -97,7 +91,7 @@ def host_toolchain() -> NativeToolchain:
         tvm_lib_dir=tvm / "lib",
         ffi_lib_dir=ffi / "lib",
         static_lib_dirs=(Path(f"/usr/lib/{arch}-linux-gnu"),),
-        tvm_version=importlib.metadata.version("apache-tvm"),
+        tvm_version=versions(tvm="apache-tvm")["tvm"],
         compiler_hint="install g++ or pass --no-native",
     )
 

@@ -17,6 +17,7 @@ from compile.quant.config import QuantConfig
 from compile.tuning.settings import TuneSettings
 from runtime.errors import EdgevitError
 from runtime.manifest import Manifest, ModelInfo, QuantInfo, TargetInfo, TomeInfo
+from runtime.versions import versions
 from targets import TargetPreset
 
 Log = Callable[[str], None]
@@ -134,16 +135,6 @@ def calibrate(args: CompileArgs, loaded: Loaded, model, vit, log: Log):
     return quant, formats, quant.vit
 
 
-def _versions() -> dict[str, str]:
-    import timm
-    import torch
-    import tvm
-
-    import runtime
-
-    return {"edgevit": runtime.__version__, "tvm": tvm.__version__, "torch": torch.__version__, "timm": timm.__version__}
-
-
 def manifest(args: CompileArgs, loaded: Loaded, vit, formats, quant) -> Manifest:
     """The bundle's manifest (files are added when it is written)."""
     from compile.model.tome_schedule import token_counts
@@ -161,7 +152,7 @@ def manifest(args: CompileArgs, loaded: Loaded, vit, formats, quant) -> Manifest
         QuantInfo(mode=args.quant.mode, recipe=quant.recipe, layers=layer_report(quant.linears(), formats)),
         target=TargetInfo(preset=preset.name, tvm_target=preset.tvm_target, arch=preset.arch, device=preset.device,
                           required_cpu_features=list(preset.required_cpu_features)),
-        versions=_versions(),
+        versions=versions(tvm="apache-tvm", torch="torch", timm="timm"),
         created_utc=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
 

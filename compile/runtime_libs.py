@@ -9,7 +9,6 @@ installed packages' own; headers do not depend on the architecture, so the insta
 from __future__ import annotations
 
 import fcntl
-import importlib.metadata
 import shutil
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from compile.cache import edgevit_cache_dir
 from runtime.errors import EdgevitError
+from runtime.versions import versions as installed_versions
 
 WHEEL_PLATFORMS = {"aarch64": ("manylinux_2_28_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64")}
 # (distribution, path inside its wheel) of each library a runner needs
@@ -30,7 +30,8 @@ LIBRARIES = {
 
 
 def _versions() -> dict[str, str]:
-    return {dist: importlib.metadata.version(dist) for dist in ("apache-tvm", "apache-tvm-ffi")}
+    found = installed_versions(**{dist: dist for dist in ("apache-tvm", "apache-tvm-ffi")})
+    return {dist: found[dist] for dist in ("apache-tvm", "apache-tvm-ffi")}
 
 
 def _fetch(arch: str, out: Path) -> None:

@@ -10,25 +10,21 @@ from pathlib import Path
 
 from runtime.bundle import RUNTIMES
 from runtime.errors import EdgevitError, run_cli
+from runtime.options import anywhere
+from runtime.tracker import Tracker
 
 
-def _common_options(after_command: bool) -> argparse.ArgumentParser:
-    """--inventory and --trust-new, for the parser (before the command) and each command (after it).
-    After the command they default to SUPPRESS: given there they win, left out they keep the value given before."""
-    def default(value):
-        return argparse.SUPPRESS if after_command else value
-
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--inventory", type=Path, default=default(Path("farm.toml")))
-    common.add_argument("--trust-new", action="store_true", default=default(False),
-                        help="record host keys of boards not in known_hosts yet")
-    return common
+def _common_options(parser: argparse.ArgumentParser) -> None:
+    """--inventory and --trust-new, taken before the command or after it (runtime.options)."""
+    parser.add_argument("--inventory", type=Path)
+    parser.add_argument("--trust-new", action="store_true", help="record host keys of boards not in known_hosts yet")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m remote", description=__doc__, parents=[_common_options(False)])
+    before, after = anywhere(_common_options, {"inventory": Path("farm.toml"), "trust_new": False})
+    parser = argparse.ArgumentParser(prog="python -m remote", description=__doc__, parents=[before])
     sub = parser.add_subparsers(dest="command", required=True)
-    command = functools.partial(sub.add_parser, parents=[_common_options(True)])
+    command = functools.partial(sub.add_parser, parents=[after])
     status = command("status", help="reachability, arch, CPU features, runtime version, free disk")
     deploy = command("deploy", help="copy the runtime (and a bundle) to boards")
     bench = command("bench", help="deploy a bundle and benchmark it on boards in parallel")
@@ -50,11 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--resume", action="store_true", help="skip boards that already measured this bundle")
     tracker = command("tracker", help="run a TVM RPC tracker (boards register their rpc_key with it)")
     tracker.add_argument("--host", default="0.0.0.0")
-    tracker.add_argument("--port", type=int, default=9190)
+    tracker.add_argument("--port", type=int, default=Tracker().port)
     rpc_bench = command("rpc-bench", help="time a bundle on a board through the RPC tracker")
     rpc_bench.add_argument("bundle", type=Path)
     rpc_bench.add_argument("--key", required=True, help="the board's RPC key (rpc_key in farm.toml)")
-    rpc_bench.add_argument("--tracker", default="127.0.0.1:9190", help="HOST:PORT")
+    rpc_bench.add_argument("--tracker", default=str(Tracker()), help="HOST:PORT")
     rpc_bench.add_argument("--repeat", type=int, default=10)
     return parser
 
@@ -62,13 +58,13 @@ def _parser() -> argparse.ArgumentParser:
 def cmd_tracker(args) -> int:
     import subprocess
 
-    from remote.rpc import Tracker, tracker_command
+    from remote.rpc import tracker_command
 
     return subprocess.call(tracker_command(Tracker(args.host, args.port)))
 
 
 def cmd_rpc_bench(args) -> int:
-    from remote.rpc import Tracker, rpc_bench
+    from remote.rpc import rpc_bench
 
     print(json.dumps(rpc_bench(Tracker.parse(args.tracker), args.key, args.bundle, repeat=args.repeat)))
     return 0

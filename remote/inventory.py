@@ -26,8 +26,8 @@ from typing import Any
 
 import tomllib
 
+from remote.power import SAMPLER_NAMES
 from runtime.errors import EdgevitError
-from targets.preset import POWER_SAMPLERS
 
 REQUIRED = ("name", "host", "preset")
 
@@ -68,8 +68,8 @@ def _board(entry: dict[str, Any], defaults: dict[str, Any], index: int) -> Board
     except EdgevitError as err:
         raise EdgevitError(f"farm inventory: board {name}: field 'preset': {err}") from None
     power = merged.get("power", {"sampler": "none"})
-    if not isinstance(power, dict) or power.get("sampler", "none") not in POWER_SAMPLERS:
-        raise EdgevitError(f"farm inventory: board {name}: field 'power': sampler must be one of {POWER_SAMPLERS}")
+    if not isinstance(power, dict) or power.get("sampler", "none") not in SAMPLER_NAMES:
+        raise EdgevitError(f"farm inventory: board {name}: field 'power': sampler must be one of {SAMPLER_NAMES}")
     for key in ("key_file", "known_hosts"):
         if merged.get(key) is not None:
             merged[key] = Path(merged[key]).expanduser()

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from compile.tuning.tracker import Tracker
 from runtime.errors import EdgevitError
+from runtime.tracker import Tracker
 
 
 def tracker_command(tracker: Tracker) -> list[str]:

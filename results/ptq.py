@@ -47,7 +47,7 @@ class PtqArgs:
     r_values: tuple[int, ...]
     variants: tuple[str, ...]
     build_dir: Path
-    calib_count: int = 256
+    calib_count: int = CALIBRATION_ROWS  # the whole calibration split (QuantConfig.calib_count)
     eval_limit: int | None = None
 
 

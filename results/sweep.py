@@ -35,7 +35,7 @@ def run_sweep(args: SweepArgs, console) -> list[dict]:
     from rich.progress import Progress
 
     from compile.data import evaluation_rows, labelled_images
-    from compile.pipeline import CompileArgs, compile_bundle
+    from compile.pipeline import CompileArgs, bundle_name, compile_bundle
     from results.model_weights import RANDOM_INIT_NOTE, model_weights
     from results.timing import interleaved_latency_ms
     from runtime.bundle import open_bundle
@@ -47,7 +47,7 @@ def run_sweep(args: SweepArgs, console) -> list[dict]:
     weights = model_weights(args.model, args.build_dir)
     bundles = {}
     for r in args.r_values:
-        out = args.build_dir / f"{args.model}-{args.target}-tome{r}"
+        out = args.build_dir / bundle_name(args.model, args.target, "fp32", str(r))
         console.print(f"[bold]compile r={r}[/bold] -> {out}")
         bundles[r] = compile_bundle(CompileArgs(target=args.target, model=args.model, weights=weights.path,
                                                 tome_r=str(r), out=out),

@@ -10,23 +10,20 @@ import sys
 from pathlib import Path
 
 from runtime.errors import run_cli
+from runtime.options import anywhere
 
 
-def _session_options(in_command: bool) -> argparse.ArgumentParser:
-    """--threads and --json, taken before the command or after it: the copy a command carries defaults to
-    SUPPRESS, so it overrides a value given before the command only when given itself."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--threads", type=int, default=argparse.SUPPRESS if in_command else None,
-                        help="TVM worker threads (default: every CPU this process may use)")
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS if in_command else False,
-                        help="also print a JSON object as the last line")
-    return common
+def _session_options(parser: argparse.ArgumentParser) -> None:
+    """--threads and --json, taken before the command or after it (runtime.options)."""
+    parser.add_argument("--threads", type=int, help="TVM worker threads (default: every CPU this process may use)")
+    parser.add_argument("--json", action="store_true", help="also print a JSON object as the last line")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m runtime", description=__doc__, parents=[_session_options(False)])
+    before, after = anywhere(_session_options, {"threads": None, "json": False})
+    parser = argparse.ArgumentParser(prog="python -m runtime", description=__doc__, parents=[before])
     sub = parser.add_subparsers(dest="command", required=True)
-    command = functools.partial(sub.add_parser, parents=[_session_options(True)])
+    command = functools.partial(sub.add_parser, parents=[after])
     run = command("run", help="top-5 labels with scores for each image (a features bundle: the embedding's size and norm)")
     run.add_argument("bundle", type=Path)
     run.add_argument("images", type=Path, nargs="+")
@@ -67,11 +64,9 @@ def _open_session(args):
 
 
 def _versions() -> dict:
-    import tvm
+    from runtime.versions import versions
 
-    import runtime
-
-    return {"edgevit_version": runtime.__version__, "tvm_version": tvm.__version__}
+    return {f"{key}_version": value for key, value in versions(tvm="apache-tvm").items()}
 
 
 def cmd_run(args) -> None:

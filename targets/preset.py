@@ -8,6 +8,8 @@ sampler reads it. `host` is filled in from this machine when loaded.
 from __future__ import annotations
 
 import os
+import platform
+import re
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -15,11 +17,10 @@ from typing import Any
 
 import tomllib
 
-from runtime.cpu_features import cpu_features, machine_arch, request_amx_tiles
+from runtime.cpu_features import cpu_features, machine_arch
 from runtime.errors import EdgevitError
 
 PRESET_DIR = Path(__file__).parent / "presets"
-POWER_SAMPLERS = ("none", "rapl", "ina3221", "tegrastats", "vcgencmd", "external")
 
 # CPU features the LLVM code for an x86 CPU may rely on, by /proc/cpuinfo name.
 X86_CODEGEN_FEATURES = (
@@ -54,6 +55,13 @@ class TargetPreset:
         return self.tvm_target.get("host", self.tvm_target) if self.device == "cuda" else self.tvm_target
 
 
+def _amx_granted(features: frozenset[str]) -> bool:
+    """Whether Linux hands this CPU's AMX tile state to a process that asks (5.16 and later), found without asking:
+    loading a preset changes nothing about the process (a library with AMX kernels asks when it is loaded)."""
+    release = re.match(r"(\d+)\.(\d+)", platform.release())
+    return {"amx_tile", "amx_int8"} <= features and release is not None and tuple(map(int, release.groups())) >= (5, 16)
+
+
 def _detect_host(data: dict[str, Any]) -> dict[str, Any]:
     """Fill the host preset from this machine: LLVM's name for the CPU, cores, and features."""
     from tvm.target import codegen
@@ -71,7 +79,7 @@ def _detect_host(data: dict[str, Any]) -> dict[str, Any]:
             # int8 GEMMs run 512-bit VNNI anyway, so the vectorized loops go 512-bit too: on a Xeon with AMX,
             # softmax 61 -> 47 us, LayerNorm 12 -> 8.3 us, int8-full's softmax 129 -> 90 us (DeiT-tiny rows)
             target["mattr"] = ["-prefer-256-bit"]
-        if request_amx_tiles():
+        if _amx_granted(features):
             # KVM guests report CPU models LLVM names without AMX (rocketlake here); the int8 GEMMs then use
             # the tile unit (compile.kernels.amx), so the bundle requires it
             target["mattr"] = [*target.get("mattr", []), "+amx-tile", "+amx-int8"]

@@ -12,6 +12,14 @@ from tests.helpers import cached_bundle
 from tests.processes import leftover_processes
 
 
+def pytest_configure(config):
+    """The tests run what they compile in this process: ask Linux for the AMX tile state the host's int8 GEMMs
+    use (a bundle's library asks when it is loaded; compiling asks nothing)."""
+    from runtime.cpu_features import request_amx_tiles
+
+    request_amx_tiles()
+
+
 @pytest.hookimpl(trylast=True)  # after the session fixtures are torn down
 def pytest_sessionfinish(session, exitstatus):
     """Fail the run when a process it started outlives it (killed here after a short grace period)."""

@@ -1,29 +1,14 @@
-"""The TVM RPC tracker as tuning sees it: its address and a wait for a board to register.
+"""Waiting at the TVM RPC tracker (runtime.tracker: its address) for a board to register.
 
-`--tune-rpc KEY` measures candidates on the board that registered with KEY at the tracker; remote.rpc
-(benchmarks over RPC, starting trackers and servers) uses the same pieces.
+`--tune-rpc KEY` measures candidates on the board that registered with KEY at the tracker.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 from runtime.errors import EdgevitError
-
-
-@dataclass(frozen=True)
-class Tracker:
-    host: str = "127.0.0.1"
-    port: int = 9190
-
-    @classmethod
-    def parse(cls, text: str) -> "Tracker":
-        host, _, port = text.rpartition(":")
-        try:
-            return cls(host or "127.0.0.1", int(port))
-        except ValueError:
-            raise EdgevitError(f"--tracker must be HOST:PORT, got '{text}'") from None
+from runtime.tracker import Tracker
 
 
 def wait_for_key(tracker: Tracker, key: str, timeout_s: float = 120.0) -> None:

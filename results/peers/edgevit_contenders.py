@@ -49,13 +49,13 @@ def build_bundles(model: str, modes: tuple[str, ...], tome_rs: tuple[int, ...], 
                   target: str = "host") -> list[Artifact | Unavailable]:
     """Compile a bundle for preset `target` for every (mode, r) from `weights` (None: the stored ones); a mode the
     compiler refuses is reported, not fatal."""
-    from compile.pipeline import CompileArgs, compile_bundle
+    from compile.pipeline import CompileArgs, bundle_name, compile_bundle
     from compile.quant.config import QuantConfig
 
     built: list[Artifact | Unavailable] = []
     for mode in modes:
         for r in tome_rs:
-            out = build_dir / f"{model}-{target}-{mode}-tome{r}"
+            out = build_dir / bundle_name(model, target, mode, str(r))
             log(f"compile edgevit {mode}, ToMe r={r} -> {out}")
             try:
                 quant = QuantConfig(mode=mode, calib_count=calib_count)

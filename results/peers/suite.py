@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import platform
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +20,9 @@ import numpy as np
 from results.model_weights import RANDOM_INIT_NOTE
 from results.peers.prepare import Unavailable
 from results.peers.runners import Artifact
+from runtime.versions import versions
 
-VERSIONED = ("edgevit", "torch", "timm", "onnx", "onnxruntime", "onnxruntime-gpu", "apache-tvm", "executorch", "torchao",
+VERSIONED = ("torch", "timm", "onnx", "onnxruntime", "onnxruntime-gpu", "apache-tvm", "executorch", "torchao",
              "litert-torch", "ai-edge-litert", "tensorrt", "tensorrt-cu12", "tensorrt-cu13", "numpy")
 
 
@@ -179,10 +179,4 @@ def _with_speedups(records: list[dict]) -> list[dict]:
 
 def _versions() -> dict[str, str]:
     """Versions of every runtime and converter involved that is installed."""
-    found = {}
-    for name in VERSIONED:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return found
+    return versions(**{name: name for name in VERSIONED})
