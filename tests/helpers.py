@@ -23,11 +23,16 @@ def run_module(module: str, *args: str | Path, env: dict | None = None,
     )
 
 
+def lower_for_cpu(module, target, database=None):
+    """A Relax module through edgevit's CPU lowering (fusion, the tuning database, hand schedules), as a build does."""
+    from compile.lowering.cpu import fuse_for_cpu, schedule_for_cpu
+
+    return schedule_for_cpu(fuse_for_cpu(module, target), target, database)
+
+
 def cpu_executable(module, target):
     """A Relax module built for an llvm target through edgevit's CPU lowering (fusion, hand schedules)."""
     from tvm import relax
-
-    from compile.lowering.cpu import lower_for_cpu
 
     return relax.build(lower_for_cpu(module, target), target=target)
 

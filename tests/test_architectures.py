@@ -138,9 +138,8 @@ def _integer_runs(model, spec, mode: str, r: int, images_dir, names: list[str]):
     import tvm
     from tvm import relax
 
-    from compile.lowering.cpu import lower_for_cpu
     from targets import load_preset
-    from tests.helpers import quantized_graph
+    from tests.helpers import lower_for_cpu, quantized_graph
 
     mod, qvit = quantized_graph(model, spec, mode, r)
     target = load_preset("host").target()

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from runtime.cuda_kernels import FATBIN_MAGIC, fatbin_for
-from tests.cuda_tools import bundle_fatbins, cuobjdump, kernel_sass, needs_cuobjdump, needs_nvcc
+from tests.cuda_tools import bundle_fatbins, count_launches, cuobjdump, kernel_sass, needs_cuobjdump, needs_nvcc
 from tests.helpers import assert_one_line_error, bundle_ir, cached_bundle, run_module
 
 
@@ -85,7 +85,6 @@ def test_inference_is_one_cuda_graph(small_sm86_bundle):
     is replayed from one captured graph: 3 launches per image instead of one per kernel."""
     import tvm
 
-    from compile.lowering.cuda import count_launches
 
     assert b"vm.builtin.cuda_graph.run_or_capture" in (small_sm86_bundle / "model.so").read_bytes()
     count = count_launches(tvm.ir.load_json((bundle_ir(small_sm86_bundle) / "02_lowered.json").read_text()))

@@ -1,4 +1,5 @@
-"""The compiled FP32 host bundle agrees with PyTorch on the real weights and real images."""
+"""The compiled FP32 host bundles agree with PyTorch on the real weights and real images: fp32 with PyTorch, fp32 +
+ToMe r=8 (the graph's own ToMe kernels) with PyTorch's ToMe r=8 on the evaluation split."""
 
 import json
 
@@ -42,3 +43,24 @@ def test_host_fp32_logits_match_pytorch(host_bundle, images_dir, labels_csv):
     diff = float(np.abs(got - expected).max())
     print(f"max |logit diff| over {len(rows)} images: {diff:.2e}")
     assert diff <= 1e-3
+
+
+@pytest.mark.slow
+def test_host_fp32_tome_top1_within_0_3_of_pytorch_tome(images_dir, labels_csv):
+    from compile.data import CALIBRATION_ROWS
+    from compile.model.tome_patch import apply_tome
+    from tests.helpers import cached_bundle
+
+    bundle = cached_bundle("deit_tiny-host-fp32-tome8", "--target", "host", "--tome-r", "8")
+    rows = read_labels(labels_csv, skip=CALIBRATION_ROWS)
+    result = run_module("runtime", "eval", bundle, "--images", images_dir, "--labels", labels_csv,
+                        "--skip", str(CALIBRATION_ROWS), "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    compiled = json.loads(result.stdout.strip().splitlines()[-1])
+    assert compiled["n"] == len(rows)
+    preprocess = Preprocess.from_manifest(open_bundle(bundle).manifest.input)
+    batch = load_batch(preprocess, images_dir, [name for name, _ in rows])
+    model = apply_tome(load_model("deit_tiny_patch16_224"), [8] * 12)
+    torch_top1 = topk_hits(torch_logits(model, batch), np.array([label for _, label in rows]), 1) / len(rows)
+    print(f"ToMe r=8 top-1 on {len(rows)} images: PyTorch {torch_top1:.4f}, compiled {compiled['top1']:.4f}")
+    assert abs(compiled["top1"] - torch_top1) <= 0.003

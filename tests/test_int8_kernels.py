@@ -20,11 +20,10 @@ from tvm import relax
 
 from compile.kernels import emit_int8_batch_matmul, emit_int8_dense
 from compile.kernels.dot_kernel import dot_kernel_for
-from compile.lowering.cpu import lower_for_cpu
 from runtime.cpu_features import cpu_features, machine_arch
 from targets import load_preset
 from tests.cuda_tools import kernel_sass, needs_cuobjdump, needs_nvcc
-from tests.helpers import cpu_executable, cross_compiled_library
+from tests.helpers import cpu_executable, cross_compiled_library, lower_for_cpu
 
 RNG_SEED = 0
 

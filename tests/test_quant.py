@@ -77,8 +77,8 @@ def test_int8_full_graph_is_integer_only(model):
 def test_int8_full_equals_numpy_reference_bit_exactly(model, images_dir, labels_csv, r, groups):
     import tvm
 
-    from compile.lowering.cpu import lower_for_cpu
     from tests import integer_reference
+    from tests.helpers import lower_for_cpu
 
     mod, qvit = small_graph(model, "int8-full", r=r, fc2_groups=groups)
     assert len(qvit.blocks[0].fc2.segments) == groups
@@ -101,8 +101,8 @@ def test_integer_tome_matching_agrees_with_compile_tome(model, images_dir, label
 
     from compile.graph.builder import Emitter
     from compile.graph.tome import match_tokens
-    from compile.lowering.cpu import lower_for_cpu
     from compile.model.tome import bipartite_soft_matching
+    from tests.helpers import lower_for_cpu
 
     spec = model_spec(MODEL)
     preprocess = spec.preprocess()

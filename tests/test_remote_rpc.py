@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from compile.tuning.tracker import wait_for_key
+from compile.tuning.measure import wait_for_key
 from remote.rpc import rpc_bench, start_server_argv, start_tracker
 from runtime.tracker import Tracker
 from tests.farm_fixtures import free_port

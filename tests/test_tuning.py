@@ -14,7 +14,7 @@ import tvm_ffi
 from tvm import relax, tirx
 from tvm.s_tir.meta_schedule.database import TuningRecord
 
-from compile.lowering.cpu import fuse_for_cpu, lower_for_cpu
+from compile.lowering.cpu import fuse_for_cpu
 from compile.schedule import hand_schedule
 from compile.tuning.database import FILES, existing_database, open_database, records_for, workload_of
 from compile.tuning.hand import is_hand_trace
@@ -22,7 +22,7 @@ from compile.tuning.settings import TuneSettings
 from compile.tuning.tune import tune_model
 from runtime.errors import EdgevitError
 from targets import load_preset
-from tests.helpers import run_module
+from tests.helpers import lower_for_cpu, run_module
 from tests.processes import leftover_processes, running_descendants
 
 TRIALS = 4

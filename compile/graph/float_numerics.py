@@ -39,20 +39,17 @@ class FloatNumerics:
         """The QLinear whose int8 input `linear` reads, None where it reads float32."""
         return self.gemms[self.formats[linear.name]].input_quantization(linear)
 
-    def _scale_round(self, x: relax.Expr, mul, add, lo: int, hi: int, dtype: str) -> relax.Expr:
-        """dtype(clip(round(x * mul + add), lo, hi)) with x cast to float32 first."""
+    def _scale_round(self, x: relax.Expr, mul, lo: int, hi: int, dtype: str) -> relax.Expr:
+        """dtype(clip(round(x * mul), lo, hi)) with x cast to float32 first."""
         em = self.em
         if x.ty.dtype != "float32":
             x = em.emit(relax.op.astype(x, "float32"))
         y = em.emit(relax.op.multiply(x, em.const(mul, "float32")))
-        if add is not None:
-            y = em.emit(relax.op.add(y, em.const(add, "float32")))
         y = em.emit(relax.op.clip(relax.op.round(y), lo, hi))
         return em.emit(relax.op.astype(y, dtype))
 
     def _quantize(self, x: relax.Expr, linear: QLinear | None) -> relax.Expr:
-        return x if linear is None else self._scale_round(x, 1.0 / linear.input_scale, None, *linear.input_range,
-                                                          "int8")
+        return x if linear is None else self._scale_round(x, 1.0 / linear.input_scale, *linear.input_range, "int8")
 
     def _layer_norm(self, x: relax.Expr, norm: LayerNorm, quantize_for: QLinear | None = None) -> relax.Expr:
         """LayerNorm over the last axis, quantized to `quantize_for`'s int8 input when given."""
@@ -101,7 +98,7 @@ class FloatNumerics:
             return y
         scales = self.quant.blocks[block.index].qkv_scales
         inv = np.repeat(1.0 / np.asarray(scales, np.float64), width).astype(np.float32)
-        return self._scale_round(y, inv, None, -127, 127, "int8")
+        return self._scale_round(y, inv, -127, 127, "int8")
 
     def attention(self, qkv: relax.Expr, block: Block, size: relax.Expr | None,
                   queries: int | None) -> tuple[relax.Expr, MergedHeads | None]:
@@ -120,11 +117,8 @@ class FloatNumerics:
         q, k, v = (em.emit(relax.op.squeeze(em.rows(parts, j, j + 1), [0])) for j in range(3))
         if queries is not None:
             q = em.rows(q, 0, queries, axis=1)
-        q = em.emit(relax.op.multiply(q, em.const(dim**-0.5, "float32")))
         logits = em.emit(relax.op.matmul(q, em.emit(relax.op.permute_dims(k, [0, 2, 1]))))
-        if size is not None:  # proportional attention: + log(size) of each key token
-            logits = em.emit(relax.op.add(logits, relax.op.reshape(relax.op.log(size), (1, 1, tokens))))
-        o = em.emit(relax.op.matmul(em.emit(relax.op.nn.softmax(logits, axis=-1)), v))  # [heads, Q, D]
+        o = em.emit(relax.op.matmul(self._softmax(logits, dim**-0.5, size), v))  # [heads, Q, D]
         proj = self._input(block.proj)
         if proj is None:
             return o, MergedHeads()
@@ -132,31 +126,33 @@ class FloatNumerics:
 
     def _int8_attention(self, qkv: relax.Expr, block: Block, size: relax.Expr | None, queries: int | None):
         em = self.em
-        o = em.attend_int8(qkv, self.vit.num_heads, queries, lambda logits: self._probabilities(logits, block, size))
         qblock = self.quant.blocks[block.index]
+        scale = qblock.qkv_scales[0] * qblock.qkv_scales[1] / np.sqrt(self.vit.head_dim)
+        levels = 1.0 / qblock.prob_scales(self.vit.num_heads)
+        o = em.attend_int8(qkv, self.vit.num_heads, queries, lambda logits: self._softmax(logits, scale, size, levels))
         real = qblock.prob_scales(self.vit.num_heads) * qblock.qkv_scales[2]
         proj = self._input(block.proj)
         if proj is None:
             return em.emit(relax.op.multiply(em.emit(relax.op.astype(o, "float32")), em.const(real, "float32"))), \
                 MergedHeads()
-        return self._scale_round(o, real / proj.input_base, None, -127, 127, "int8"), MergedHeads()
+        return self._scale_round(o, real / proj.input_base, -127, 127, "int8"), MergedHeads()
 
-    def _probabilities(self, logits: relax.Expr, block: Block, size: relax.Expr | None) -> relax.Expr:
-        """uint8 softmax of int32 logits at each head's probability scale (+ log(size): proportional attention)."""
+    def _softmax(self, logits: relax.Expr, scale: float, size: relax.Expr | None, levels=None) -> relax.Expr:
+        """softmax(logits * scale + log(size)) over the keys (proportional attention), of int32 or float32 logits:
+        float32, or uint8 at `levels` (each head's 1 / probability scale) for int8's p @ v."""
         em = self.em
-        qblock = self.quant.blocks[block.index]
-        scale = qblock.qkv_scales[0] * qblock.qkv_scales[1] / np.sqrt(self.vit.head_dim)
-        levels = 1.0 / qblock.prob_scales(self.vit.num_heads)
         if em.cpu:
             log2_size = None if size is None else em.emit(relax.op.reshape(
                 relax.op.multiply(relax.op.log(size), em.const(np.log2(np.e), "float32")), (em.shape(size)[0],)))
             return emit_float_softmax(em, logits, float(scale), log2_size, levels)
-        z = em.emit(relax.op.multiply(em.emit(relax.op.astype(logits, "float32")), em.const(scale, "float32")))
+        if logits.ty.dtype != "float32":
+            logits = em.emit(relax.op.astype(logits, "float32"))
+        z = em.emit(relax.op.multiply(logits, em.const(scale, "float32")))
         if size is not None:  # proportional attention: + log(size) of each key token
             tokens = em.shape(size)[0]
             z = em.emit(relax.op.add(z, em.emit(relax.op.reshape(relax.op.log(size), (1, 1, tokens)))))
         p = em.emit(relax.op.nn.softmax(z, axis=-1))
-        return self._scale_round(p, levels, None, 0, 255, "uint8")
+        return p if levels is None else self._scale_round(p, levels, 0, 255, "uint8")
 
     def residual_add(self, x: relax.Expr, y: relax.Expr, linear: Linear) -> relax.Expr:
         return self.em.emit(relax.op.add(x, y))

@@ -1,34 +1,26 @@
-"""LayerNorm and softmax on CPUs as one hand-written TIR kernel each, a row at a time.
+"""LayerNorm and softmax on CPUs as one hand-written TIR kernel each, a row at a time: every graph's on CPUs.
 
-int8-full's integer LayerNorm and softmax:
+int8-full's integer LayerNorm and softmax: as Relax op chains they were 7 and 4 kernels with int64 intermediates
+of the full tensor between them (int8-full at 2.6x int8's latency, results/data/bench_int8_full). Here a row's
+statistics stay in registers: LayerNorm reads its row three times (sum, variance, output); softmax takes the row
+max, then 2^-u into an int32 row of scratch, its sum and the output from it (DeiT-tiny's 12 calls 1.21 -> 0.60 ms
+against 2^-u computed twice in int64). The steps are exactly those of compile.graph.integer_numerics (the numpy
+reference in tests/integer_reference.py checks them bit for bit). CUDA targets keep the op chains, which dlight
+spreads over threads; one thread per row would serialize them.
 
-As Relax op chains they were 7 (LayerNorm) and 4 (softmax) kernels with int64 intermediates of the
-full tensor between them, and the integer square root a separate serial kernel: int8-full ran at
-2.6x int8's latency (DeiT-tiny, results/data/bench_int8_full). Here each row's statistics stay in
-registers: LayerNorm reads its row three times (sum, variance, output); softmax takes the row max, then
-2^-u into an int32 row of scratch, its sum and the output from it (2^-u had been computed twice, in
-int64: DeiT-tiny's 12 calls 1.21 -> 0.60 ms; the row stays on the stack up to 255 keys); the row loop is parallel,
-the column loops are plain for LLVM to vectorize. The steps are exactly those of
-compile.graph.integer_numerics (the numpy reference in tests/integer_reference.py checks them bit
-for bit). CUDA targets keep the op chains, which dlight spreads over threads; one thread per row
-would serialize them.
+The float softmax (int8's: int32 logits to uint8 probabilities; fp32's: float32 to float32): TVM's fused
+fast_softmax kept the max and the exp-and-sum loops scalar (a float max reduction does not vectorize under
+reassociation alone; a loop that both stores exp and sums it did not either). Here the row max is an int32 max
+(of the logits, or of float logits' ordered bits) plus the largest bias (log2 sizes >= 0, whose float bits order
+as int32): an upper bound of the true max, which softmax does not mind; exp is base 2 with a polynomial, stored in
+a row of scratch, summed in its own loop. DeiT-tiny's int8 [3, 197, 197]: 187 -> 60 us.
+The float LayerNorm (fp32's, and int8's with the quantization of the GEMM input it feeds folded into its
+per-channel scale and shift): two vectorized reductions (mean, centred sum of squares) and one output pass a row.
 
-A row's scalars live in one buffer of the row's scratch type: an int32 and an int64 local buffer side by
-side in one block gave wrong results with TVM 0.27 (its storage rewrite merges them). Every scratch buffer here is
-"global" scope, which TVM's CPU lowering puts on the stack under 1 KB: "local" ones became a
-TVMBackendAllocWorkspace / Free pair per row (three a softmax row): without them int8-full's
-LayerNorm takes 22 -> 13.5 us, its softmax 101 -> 93 us, int8's softmax 53 -> 38-51 us. The float
-softmax's row of exp stays on the stack up to 255 keys; longer rows get a workspace each.
-
-int8's float softmax (int32 logits in, uint8 probabilities out): TVM's fused fast_softmax kept the
-max and the exp-and-sum loops scalar (a float max reduction does not vectorize under reassociation
-alone; a loop that both stores exp and sums it did not either). Here the row max is an integer max
-of the logits plus the largest bias (biases are log2 sizes >= 0, whose float bits order as int32),
-an upper bound of the true max, which softmax does not mind; exp is base 2 with a polynomial, stored
-in a row of scratch, summed in its own loop. DeiT-tiny's [3, 197, 197]: 187 -> 60 us.
-
-int8's float LayerNorm, with the quantization of the GEMM input it feeds folded into its per-channel
-scale and shift: two vectorized reductions (mean, centred sum of squares) and one output pass a row.
+Pitfalls: a row's scalars live in one buffer of the row's scratch type (an int32 and an int64 buffer side by side
+in one block gave wrong results with TVM 0.27: its storage rewrite merges them). Scratch is "global" scope, which
+TVM's CPU lowering puts on the stack under 1 KB; "local" became a TVMBackendAllocWorkspace / Free pair per row
+(int8-full's LayerNorm 22 -> 13.5 us without). A softmax row of exp stays on the stack up to 255 keys.
 """
 
 from __future__ import annotations
@@ -159,13 +151,37 @@ def _exp2(t):
     return poly * T.reinterpret("float32", T.shift_left(T.Cast("int32", n) + 127, 23))
 
 
-def _float_softmax_func(heads: int, queries: int, keys: int) -> tvm.tirx.PrimFunc:
+def _ordered_bits(x):
+    """An int32 that orders as the float32 x does (the magnitude bits of negatives flipped); its own inverse."""
+    return x ^ ((x >> 31) & 0x7FFFFFFF)
+
+
+def _float_softmax_func(heads: int, queries: int, keys: int, in_dtype: str, out_dtype: str) -> tvm.tirx.PrimFunc:
+    # the row max runs as an int32 max (vectorized), of float logits through their ordered bits
+    if in_dtype == "int32":
+        def as_int(logit):
+            return logit
+
+        def as_float(top):
+            return T.Cast("float32", top)
+    else:
+        def as_int(logit):
+            return _ordered_bits(T.reinterpret("int32", logit))
+
+        def as_float(top):
+            return T.reinterpret("float32", _ordered_bits(top))
+
     def log2_logit(logits, bias, coeffs, row, k):  # logit * scale, in base 2, + log2(size)
         return T.Cast("float32", logits[row // queries, row % queries, k]) * coeffs[0, row // queries] + bias[k]
 
+    def output(exp, stats, k):
+        if out_dtype == "uint8":
+            return clip_cast(T.round(exp[k] * stats[1]), 0, 255, "uint8")
+        return exp[k] * stats[1]
+
     @T.prim_func(private=True, s_tir=True)
-    def softmax(logits: T.Buffer((heads, queries, keys), "int32"), bias: T.Buffer((keys,), "float32"),
-                coeffs: T.Buffer((2, heads), "float32"), out: T.Buffer((heads, queries, keys), "uint8")):
+    def softmax(logits: T.Buffer((heads, queries, keys), in_dtype), bias: T.Buffer((keys,), "float32"),
+                coeffs: T.Buffer((2, heads), "float32"), out: T.Buffer((heads, queries, keys), out_dtype)):
         T.func_attr({"tirx.is_scheduled": True, "op_pattern": OPAQUE})
         with T.sblock("root"):
             for row in T.parallel(heads * queries):
@@ -173,12 +189,12 @@ def _float_softmax_func(heads: int, queries: int, keys: int) -> tvm.tirx.PrimFun
                     exp = T.sblock_alloc_buffer((keys,), "float32", scope="global")
                     top = T.sblock_alloc_buffer((2,), "int32", scope="global")  # max logit, max bias bits
                     stats = T.sblock_alloc_buffer((2,), "float32", scope="global")  # row max bound, levels / sum
-                    top[0] = logits[row // queries, row % queries, 0]
+                    top[0] = as_int(logits[row // queries, row % queries, 0])
                     top[1] = 0
                     for k in T.serial(keys):
-                        top[0] = T.max(top[0], logits[row // queries, row % queries, k])
+                        top[0] = T.max(top[0], as_int(logits[row // queries, row % queries, k]))
                         top[1] = T.max(top[1], T.reinterpret("int32", bias[k]))
-                    stats[0] = T.Cast("float32", top[0]) * coeffs[0, row // queries] + T.reinterpret("float32", top[1])
+                    stats[0] = as_float(top[0]) * coeffs[0, row // queries] + T.reinterpret("float32", top[1])
                     for k in T.serial(keys):
                         exp[k] = _exp2(log2_logit(logits, bias, coeffs, row, k) - stats[0])
                     stats[1] = T.float32(0)
@@ -186,22 +202,26 @@ def _float_softmax_func(heads: int, queries: int, keys: int) -> tvm.tirx.PrimFun
                         stats[1] = stats[1] + exp[k]
                     stats[1] = coeffs[1, row // queries] / stats[1]
                     for k in T.serial(keys):
-                        out[row // queries, row % queries, k] = clip_cast(T.round(exp[k] * stats[1]), 0, 255, "uint8")
+                        out[row // queries, row % queries, k] = output(exp, stats, k)
 
     return softmax
 
 
 def emit_float_softmax(em, logits: relax.Expr, scale: float, log2_size: relax.Expr | None,
-                       levels: np.ndarray) -> relax.Expr:
-    """uint8 round(levels * softmax(logits * scale + ln size)) [heads, N, N] of int32 logits; log2_size: float32
-    [N] (proportional attention) or None; levels: each head's 1 / probability scale."""
+                       levels: np.ndarray | None) -> relax.Expr:
+    """softmax(logits * scale + ln size) [heads, N, N] of int32 or float32 logits: uint8 round(levels * p), levels
+    each head's 1 / probability scale (int8), or float32 p with levels None (fp32); log2_size: float32 [N]
+    (proportional attention) or None."""
     heads, queries, keys = em.shape(logits)
     if log2_size is None:
         log2_size = em.const(np.zeros(keys, np.float32))
-    coeffs = np.stack([np.full(heads, scale * np.log2(np.e)), np.ravel(levels)]).astype(np.float32)
-    gv = em.bb.add_func(_float_softmax_func(heads, queries, keys), f"softmax_float_{heads}_{queries}_{keys}")
+    in_dtype, out_dtype = str(logits.ty.dtype), "float32" if levels is None else "uint8"
+    levels = np.ones(heads) if levels is None else np.ravel(levels)
+    coeffs = np.stack([np.full(heads, scale * np.log2(np.e)), levels]).astype(np.float32)
+    name = "softmax_float" if in_dtype == "int32" else "softmax_float32"  # int8's / fp32's
+    gv = em.bb.add_func(_float_softmax_func(heads, queries, keys, in_dtype, out_dtype), f"{name}_{heads}_{queries}_{keys}")
     return em.emit(relax.call_tir(gv, [logits, log2_size, em.const(coeffs)],
-                                  relax.TensorType((heads, queries, keys), "uint8")))
+                                  relax.TensorType((heads, queries, keys), out_dtype)))
 
 
 def _float_layer_norm_func(rows: int, channels: int, eps: float, out_dtype: str, low: int, high: int):

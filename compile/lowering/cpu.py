@@ -70,8 +70,6 @@ def _legalize_gelu(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
     def gelu(x):
         return x * (0.5 + 0.5 * topi.fast_erf(x * (1.0 / math.sqrt(2.0))))
 
-    if call.attrs is not None and getattr(call.attrs, "approximate", "none") == "tanh":
-        return call  # the tanh form has no erf; the default legalization handles it
     return bb.call_te(gelu, call.args[0], primfunc_name_hint="gelu")
 
 
@@ -81,21 +79,12 @@ def fuse_for_cpu(mod: tvm.IRModule, target: Target) -> tvm.IRModule:
     FastMathTransform and the GELU legalization use TOPI's polynomial exp / erf (float32-accurate
     and vectorizable; libm's erff is a scalar call per element and made GELU a third of the runtime).
     """
-    from tvm.relax.backend.cpu_generic.pipeline import library_dispatch_passes
-
     with target:
-        seq = tvm.transform.Sequential(
-            [relax.transform.FastMathTransform()]
-            + library_dispatch_passes(target)
-            + [
-                relax.transform.LegalizeOps({"relax.nn.gelu": _legalize_gelu}),
-                relax.transform.AnnotateTIROpPattern(),
-                relax.transform.FoldConstant(),
-                relax.transform.FuseOps(),
-                relax.transform.FuseTIR(),
-            ]
-        )
-        return seq(mod)
+        return tvm.transform.Sequential([
+            relax.transform.FastMathTransform(), relax.transform.LegalizeOps({"relax.nn.gelu": _legalize_gelu}),
+            relax.transform.AnnotateTIROpPattern(), relax.transform.FoldConstant(), relax.transform.FuseOps(),
+            relax.transform.FuseTIR(),
+        ])(mod)
 
 
 def schedule_for_cpu(fused: tvm.IRModule, target: Target, database: Database | None = None,
@@ -116,8 +105,3 @@ def schedule_for_cpu(fused: tvm.IRModule, target: Target, database: Database | N
         mod = MarkNoAlias()(ScheduleForCPU(target)(mod))
     dump("scheduled", mod)
     return mod
-
-
-def lower_for_cpu(mod: tvm.IRModule, target: Target, database: Database | None = None) -> tvm.IRModule:
-    """Fuse and schedule `mod` for an llvm target (what a build does, without dumps): a module for relax.build."""
-    return schedule_for_cpu(fuse_for_cpu(mod, target), target, database)

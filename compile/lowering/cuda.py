@@ -8,14 +8,12 @@ Two changes here:
   check). The fused requantize / bias epilogue is inlined into the write-back, as dlight does. A matmul the
   rule cannot tensorize is marked `dlight.do_not_tensorize` and gets dlight's SIMT schedule.
 - `relax.backend.use_cuda_graph`: RewriteCUDAGraph (in the pipeline, off by default) lifts the static
-  kernel sequence of an inference into one graph, captured on the first run and replayed after;
-  count_launches says how many kernels and launches an inference costs.
+  kernel sequence of an inference into one graph, captured on the first run and replayed after.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import tvm
 from tvm import s_tir, tirx
@@ -46,7 +44,7 @@ def _without_pipelining(sch: s_tir.Schedule) -> s_tir.Schedule:
     return sch
 
 
-def _children(stmt) -> list:
+def child_statements(stmt) -> list:
     """The statements directly under a TIR statement (loop and block bodies, both branches of an if)."""
     if isinstance(stmt, tirx.SeqStmt):
         return list(stmt.seq)
@@ -58,7 +56,7 @@ def _block_names(stmt) -> list[str]:
     """Names of the blocks under a TIR statement, outermost first."""
     block = getattr(stmt, "block", None)
     own = [block.name_hint] if block is not None and block.name_hint != "root" else []
-    return own + [name for child in _children(stmt) for name in _block_names(child)]
+    return own + [name for child in child_statements(stmt) for name in _block_names(child)]
 
 
 def tensor_core_schedule(func: tirx.PrimFunc, target: Target) -> tirx.PrimFunc | None:
@@ -106,52 +104,3 @@ def lower_for_cuda(mod: tvm.IRModule, target: Target,
     if dump is not None:
         dump("lowered", mod)
     return mod
-
-
-@dataclass(frozen=True)
-class LaunchCount:
-    """What one inference of a lowered CUDA module launches: kernels in all, and how many a CUDA graph replays."""
-
-    kernels: int  # device kernels per inference
-    graph_kernels: int  # of those, inside captured CUDA graphs
-    graphs: int  # graph launches per inference (vm.builtin.cuda_graph.run_or_capture)
-
-    @property
-    def launches(self) -> int:
-        """Launches per inference with the graphs: the kernels outside them, plus one per graph."""
-        return self.kernels - self.graph_kernels + self.graphs
-
-
-def _kernels_in(stmt) -> int:
-    """Device kernels under a scheduled TIR statement: its outermost blockIdx-bound loops (0 for host code)."""
-    binding = getattr(stmt, "thread_binding", None)
-    if isinstance(stmt, tirx.For) and binding is not None and binding.thread_tag.startswith("blockIdx"):
-        return 1
-    return sum(_kernels_in(child) for child in _children(stmt))
-
-
-def count_launches(mod: tvm.IRModule) -> LaunchCount:
-    """LaunchCount of `mod` after lower_for_cuda (what --dump-ir writes as 02_lowered)."""
-    from tvm import relax
-
-    builtin = tvm.ir.Op.get("relax.call_builtin_with_ctx")
-
-    def calls(name: str) -> tuple[int, list[str]]:
-        """(kernels function `name` launches itself, the graph-capture functions it runs)"""
-        kernels, captures = 0, []
-
-        def visit(expr) -> None:
-            nonlocal kernels
-            if not isinstance(expr, relax.Call):
-                return
-            if isinstance(expr.op, relax.GlobalVar) and isinstance(mod[expr.op], tirx.PrimFunc):
-                kernels += _kernels_in(mod[expr.op].body)
-            elif expr.op.same_as(builtin) and expr.args[0].global_symbol == "vm.builtin.cuda_graph.run_or_capture":
-                captures.append(expr.args[1].fields[0].name_hint)
-
-        relax.analysis.post_order_visit(mod[name], visit)
-        return kernels, captures
-
-    outside, captures = calls("main")
-    graph_kernels = sum(calls(name)[0] for name in captures)
-    return LaunchCount(kernels=outside + graph_kernels, graph_kernels=graph_kernels, graphs=len(captures))

@@ -51,13 +51,15 @@ def match(scores: torch.Tensor, r: int, protected: int) -> Merge:
     unmerged_idx = edge_idx[..., r:, :].sort(dim=-2).values  # keep token order
     src_idx = edge_idx[..., :r, :]
     dst_idx = node_idx[..., None].gather(dim=-2, index=src_idx)
+    # one-hot [batch, r, num_b]: row i selects the B token that merged A token i goes into
+    dst_onehot = dst_idx == torch.arange(num_b, device=scores.device)
 
     def merge(x: torch.Tensor) -> torch.Tensor:
         src, dst = x[..., ::2, :], x[..., 1::2, :]
         n, _, c = src.shape
         unmerged = src.gather(dim=-2, index=unmerged_idx.expand(n, num_a - r, c))
         merged = src.gather(dim=-2, index=src_idx.expand(n, r, c))
-        dst = dst.scatter_reduce(-2, dst_idx.expand(n, r, c), merged, reduce="sum")
+        dst = dst + dst_onehot.to(x.dtype).transpose(-1, -2) @ merged
         parts = [unmerged[..., :keep_a, :], dst[..., :keep_b, :], unmerged[..., keep_a:, :], dst[..., keep_b:, :]]
         return torch.cat(parts, dim=-2)
 
