@@ -100,7 +100,7 @@ def _records(args: PtqArgs, bundles, sessions, top5, labels) -> list[dict]:
         records.append({
             "model": args.model, "tome_r": r, "variant": name, "quant": manifest.quant.mode,
             "recipe": manifest.quant.recipe,
-            "float_layers": [n for n, layer in manifest.quant.layers.items() if layer["format"] != "int8"],
+            "float_layers": [n for n, layer in manifest.quant.layers.items() if layer["format"] == "float32"],
             "top1": top1, "top5": top5_rate,
             "drop_vs_fp32": None if fp32_r0 is None else accuracy(fp32_r0, labels)[0] - top1,
             "agreement_with_fp32_same_r": None if fp32_same_r is None else float(

@@ -51,7 +51,7 @@ def tiny(data) -> Path:
 def bundle(tiny: Path, quant: str, r: int, output: str, target: str = "host") -> Path:
     return cached_bundle(f"tiny96-{target}-{quant}-r{r}-{output}", "--weights", tiny, "--image-size", "96",
                          "--target", target, "--quant", quant, "--tome-r", str(r), "--output", output,
-                         "--calib-count", "8")
+                         "--calib-count", "8", dump_ir=True)
 
 
 @pytest.fixture(scope="module")
@@ -129,9 +129,15 @@ def test_host_bundle_runs_natively_and_matches_its_reference(tiny, images, quant
 
 
 def test_fp32_tome_bundle_maps_no_compiler_library(tiny):
-    """The runner's process maps TVM's runtime library only (bench --json reads /proc/self/maps): nothing of the
-    fp32 + ToMe graph needs libtvm_compiler (main's exported ToMe called its sort)."""
+    """The emitted graph (--dump-ir's first phase) merges with the ToMe kernels and sorts nothing, and the runner's
+    process maps TVM's runtime library only (bench --json reads /proc/self/maps): nothing of the fp32 + ToMe graph
+    needs libtvm_compiler (main's exported ToMe called its sort)."""
+    from tests.helpers import bundle_ir
+
     path = bundle(tiny, "fp32", 8, "logits")
+    graph = (bundle_ir(path) / "01_graph.py").read_text()
+    assert "tome_destinations" in graph and "tome_merge" in graph
+    assert not any(op in graph for op in ("sort", "topk", "scatter")), "static-shape kernels only"
     result = subprocess.run([path / RUNNER, "--json", "bench", path, "--warmup", "0", "--repeat", "1"],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -18,6 +18,7 @@ from compile.graph.gemm import gemm_formats
 from compile.kernels import MergedHeads
 from compile.kernels.row_kernels import emit_float_layer_norm, emit_float_softmax
 from compile.model.vit import Block, LayerNorm, Linear, ViT
+from compile.quant import integer_params as P
 from compile.quant.formats import FLOAT32, LayerFormats
 from compile.quant.scales import QLinear, QuantizedViT
 
@@ -127,7 +128,7 @@ class FloatNumerics:
     def _int8_attention(self, qkv: relax.Expr, block: Block, size: relax.Expr | None, queries: int | None):
         em = self.em
         qblock = self.quant.blocks[block.index]
-        scale = qblock.qkv_scales[0] * qblock.qkv_scales[1] / np.sqrt(self.vit.head_dim)
+        scale = P.logit_scale(qblock, self.vit.num_heads)
         levels = 1.0 / qblock.prob_scales(self.vit.num_heads)
         o = em.attend_int8(qkv, self.vit.num_heads, queries, lambda logits: self._softmax(logits, scale, size, levels))
         real = qblock.prob_scales(self.vit.num_heads) * qblock.qkv_scales[2]

@@ -1,29 +1,22 @@
-"""ToMe's bookkeeping as hand-written TIR kernels, so a merging block adds a handful of calls.
+"""ToMe's bookkeeping as hand-written TIR kernels, so a merging block adds a handful of calls (every numerics).
 
-- `tome_unit_keys` (CPUs): each token's keys summed over heads and scaled to an int8 unit vector, A
-  (even) and B (odd) tokens into two outputs for the score matmul: one kernel in place of seven
-  (slice, sum, square-sum, isqrt, reciprocal, scale, two slices), 20 -> 12.5 us on DeiT-tiny's 197
-  tokens. The head sums are recomputed in each loop rather than kept in a row of scratch: with a
-  scratch row LLVM vectorized the loops only behind runtime alias checks. int32 sums: exact while
-  (heads * 127)^2 * D < 2^31 (16 heads of 64: 2^28). CUDA keeps compile.graph.tome's op chain.
-- `tome_destinations`: from the cosine scores [num_a, num_b] of A tokens (even) against B tokens
-  (odd), the output row of every token: each A token's best B partner (first on ties; protected
-  prefix tokens masked), the r A tokens with the highest best score (ties: lower index first, a stable
-  descending sort) merge into their partner's row, the rest keep their order. Output layout: protected
-  A tokens, protected B tokens, other kept A tokens, other B tokens.
-- `tome_merge`: x [N, C] and size [N, 1] into the rows `dest` gives: every output row starts as a copy of one
-  of its tokens, then only the r merged tokens are added into their rows (the row's own token weighted by its
-  size first) and only those rows become size-weighted means: floats times the row's reciprocal, integers
-  round half up, floor((2 sum + s) / (2 s)). One pass over the rows, not three (zero, scatter-add every
-  token, divide every row): DeiT-tiny's 197 x 192 float merge 7.2 -> 3.2 us alone, 17 -> 14 us in the model
-  (x comes from the other core's cache there); int32 65 -> 5.6 us (its division runs on the r rows alone).
+- `tome_unit_keys` (CPUs): each token's keys summed over heads and scaled to a unit vector (int8 keys: an int8 one
+  in fixed point; float keys: sum / |sum|), A (even) and B (odd) tokens into two outputs for the score matmul: one
+  kernel in place of seven, 20 -> 12.5 us on DeiT-tiny's 197 tokens. The head sums are recomputed in each loop (with
+  a scratch row LLVM vectorized only behind runtime alias checks); int32 sums of int8 keys are exact while
+  (heads * 127)^2 * D < 2^31. Tokens run in parallel (the pool is still awake from the GEMM before). CUDA keeps
+  compile.graph.tome's op chain.
+- `tome_destinations`: from the cosine scores [num_a, num_b] (int32 or float32) of A against B tokens, the output
+  row of every token: each A token's best B partner (first on ties; protected prefix tokens masked), the r A tokens
+  with the highest best score (ties: lower index first) merge into their partner's row, the rest keep their order.
+  Output layout: protected A tokens, protected B tokens, other kept A tokens, other B tokens. 99 x 98: 3.4 us.
+- `tome_merge`: x [N, C] and size [N, 1] into the rows `dest` gives: every output row starts as a copy of one of
+  its tokens, then only the r merged tokens are added into their rows and only those rows become size-weighted
+  means (floats times the row's reciprocal, integers round half up: floor((2 sum + s) / (2 s))). One pass, not
+  three: DeiT-tiny's 197 x 192 float merge 7.2 -> 3.2 us, int32 65 -> 5.6 us.
 
-Serial loops (the work is a few thousand operations), written as reductions LLVM vectorizes (the
-best partner as a max, then the first index holding it; the rank as a count): a parallel region would
-cost more than the work. The unit keys, a row per token with its own square root, run their tokens in
-parallel (DeiT-tiny r=8: 10.6-17.1 -> 6.4-9.7 us a block; the thread pool is still awake from the GEMM
-before). tome_destinations on DeiT-tiny's 99 x 98 scores: 7.3 -> 3.4 us. Scratch is "global" on CPUs (on the stack; see
-compile.kernels.row_kernels). On CUDA targets the same code runs on one thread.
+Serial loops written as reductions LLVM vectorizes (a parallel region would cost more than the few thousand
+operations). Scratch is "global" on CPUs (on the stack, compile.kernels.row_kernels); on CUDA one thread runs it.
 """
 
 from __future__ import annotations

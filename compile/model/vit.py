@@ -91,10 +91,6 @@ class ViT:
         """Tokens entering the first block."""
         return self.num_prefix + self.pos.shape[0]
 
-    @property
-    def head_dim(self) -> int:
-        return self.blocks[0].qkv.weight.shape[1] // 3 // self.num_heads
-
     def linears(self) -> list[Linear]:
         """Every token-wise GEMM layer, in the order they run."""
         return [self.patch, *(linear for block in self.blocks for linear in block.linears()), *self.heads]

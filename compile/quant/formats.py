@@ -43,11 +43,6 @@ class LayerFormats:
     def integer_only(self) -> bool:
         return any(fmt == INT8_FULL for _, fmt in self.table)
 
-    @property
-    def quantized(self) -> bool:
-        """Whether any layer needs quantization parameters (calibration)."""
-        return any(fmt != FLOAT32 for _, fmt in self.table)
-
     def input_dtype(self, vit: ViT) -> str:
         """What the model takes: uint8 pixels where the patch embedding is quantized (mean / std folded into it),
         else normalized float32 pixels."""
