@@ -154,3 +154,38 @@ def ina3221_tree(root: Path) -> str:
         (hwmon / f"in{n}_input").write_text(f"{mv}\n")
         (hwmon / f"curr{n}_input").write_text(f"{ma}\n")
     return str(root / "*" / "hwmon" / "hwmon*")
+
+
+TINY_MODEL = "vit_tiny_patch16_224"  # with TINY_ARGS: 96 px, two blocks of width 64, 10 classes (quick compiles)
+TINY_ARGS = {"img_size": 96, "embed_dim": 64, "depth": 2, "num_heads": 2, "num_classes": 10}
+
+
+def tiny_vit_folder() -> Path:
+    """A random-init tiny ViT's checkpoint folder (timm's Hugging Face layout), made once in the test cache."""
+    import shutil
+    import tempfile
+
+    import torch
+
+    from compile.model.models import import_timm
+
+    folder = edgevit_cache_dir() / "fixtures" / "tiny-vit-96"
+    if not (folder / "config.json").is_file():
+        timm = import_timm()
+        from timm.models import _hub
+
+        torch.manual_seed(0)
+        model = timm.create_model(TINY_MODEL, pretrained=False, **TINY_ARGS).eval()
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=folder.parent))
+        _hub.save_for_hf(model, str(staging), model_args=TINY_ARGS, safe_serialization=True)
+        shutil.rmtree(folder, ignore_errors=True)
+        staging.rename(folder)
+    return folder
+
+
+def tiny_bundle(quant: str, r: int, output: str = "logits", target: str = "host") -> Path:
+    """The tiny ViT compiled (cached per source version, with its --dump-ir phases) in one configuration."""
+    return cached_bundle(f"tiny96-{target}-{quant}-r{r}-{output}", "--weights", tiny_vit_folder(), "--image-size",
+                         "96", "--target", target, "--quant", quant, "--tome-r", str(r), "--output", output,
+                         "--calib-count", "8", dump_ir=True)

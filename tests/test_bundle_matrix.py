@@ -14,44 +14,16 @@ import numpy as np
 import pytest
 
 from runtime.bundle import RUNNER
-from tests.helpers import cached_bundle
+from tests.helpers import TINY_MODEL as MODEL
+from tests.helpers import tiny_bundle, tiny_vit_folder
 
-MODEL = "vit_tiny_patch16_224"
-MODEL_ARGS = {"img_size": 96, "embed_dim": 64, "depth": 2, "num_heads": 2, "num_classes": 10}
 MODES = ("fp32", "int8", "int8-full")
 CASES = [(quant, r, output) for quant in MODES for r in (0, 8) for output in ("logits", "features")]
 
 
 @pytest.fixture(scope="module")
 def tiny(data) -> Path:
-    """The tiny model's checkpoint folder (timm's Hugging Face layout), made once in the test cache."""
-    import shutil
-    import tempfile
-
-    import torch
-
-    from compile.model.models import import_timm
-    from tests.cache import edgevit_cache_dir
-
-    folder = edgevit_cache_dir() / "fixtures" / "tiny-vit-96"
-    if not (folder / "config.json").is_file():
-        timm = import_timm()
-        from timm.models import _hub
-
-        torch.manual_seed(0)
-        model = timm.create_model(MODEL, pretrained=False, **MODEL_ARGS).eval()
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=folder.parent))
-        _hub.save_for_hf(model, str(staging), model_args=MODEL_ARGS, safe_serialization=True)
-        shutil.rmtree(folder, ignore_errors=True)
-        staging.rename(folder)
-    return folder
-
-
-def bundle(tiny: Path, quant: str, r: int, output: str, target: str = "host") -> Path:
-    return cached_bundle(f"tiny96-{target}-{quant}-r{r}-{output}", "--weights", tiny, "--image-size", "96",
-                         "--target", target, "--quant", quant, "--tome-r", str(r), "--output", output,
-                         "--calib-count", "8", dump_ir=True)
+    return tiny_vit_folder()
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +91,7 @@ def assert_matches(quant: str, got: np.ndarray, tiny: Path, r: int, output: str,
 
 @pytest.mark.parametrize("quant, r, output", CASES)
 def test_host_bundle_runs_natively_and_matches_its_reference(tiny, images, quant, r, output, tmp_path):
-    path = bundle(tiny, quant, r, output)
+    path = tiny_bundle(quant, r, output)
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["tome"]["schedule"] == [r, r] and manifest["model"]["output"] == output
     assert manifest["input"]["dtype"] == ("float32" if quant == "fp32" else "uint8")
@@ -134,7 +106,7 @@ def test_fp32_tome_bundle_maps_no_compiler_library(tiny):
     needs libtvm_compiler (main's exported ToMe called its sort)."""
     from tests.helpers import bundle_ir
 
-    path = bundle(tiny, "fp32", 8, "logits")
+    path = tiny_bundle("fp32", 8, "logits")
     graph = (bundle_ir(path) / "01_graph.py").read_text()
     assert "tome_destinations" in graph and "tome_merge" in graph
     assert not any(op in graph for op in ("sort", "topk", "scatter")), "static-shape kernels only"
@@ -158,13 +130,13 @@ def rpi5_board(tmp_path_factory):
 def test_rpi5_bundle_on_an_emulated_board_matches(tiny, images, rpi5_board, quant, r, tmp_path):
     """The rpi5 bundle's own runner under qemu (Cortex-A76): fp32 + ToMe against PyTorch's ToMe, int8 against the
     host's int8 bundle (the GEMMs are exact; float softmax / LayerNorm round differently per ISA)."""
-    path = bundle(tiny, quant, r, "logits", target="rpi5")
+    path = tiny_bundle(quant, r, "logits", target="rpi5")
     argv = rpi5_board.host_program_argv(path / RUNNER, ["run", str(path), *map(str, images)])
     got = saved_outputs(argv, tmp_path / "board.npy", run=lambda argv, **kw: rpi5_board.run(argv, timeout_s=1200))
     if quant == "fp32":
         assert_matches(quant, got, tiny, r, "logits", images)
         return
-    host = bundle(tiny, quant, r, "logits")
+    host = tiny_bundle(quant, r, "logits")
     expected = saved_outputs([str(host / RUNNER), "run", str(host), *map(str, images)], tmp_path / "host.npy")
     np.testing.assert_allclose(got, expected, atol=0.05 * np.abs(expected).max())
     assert (got.argmax(1) == expected.argmax(1)).all()
