@@ -26,8 +26,8 @@ import tvm
 from tvm import relax
 from tvm.script import tirx as T
 
+from compile.kernels import vector_lanes
 from compile.kernels.integer_ops import OPAQUE, clip_cast, square_root
-from compile.kernels.vectors import vector_lanes
 
 MASKED = -(2**31) + 1
 

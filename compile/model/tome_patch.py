@@ -1,7 +1,7 @@
 """Apply ToMe to a timm VisionTransformer: each Block merges its own fixed r between attention and MLP.
 
 The patch wraps timm's modules instead of copying their forward code: attention is timm's own
-`Attention` (its `attn_mask` argument carries the +log(size) of proportional attention, and a tap
+`Attention` (its `attn_mask` argument carries the +log(size) of proportional attention, and a hook
 on `k_norm` records the keys that ToMe matches on); the block's residual structure (norm1, attn,
 ls1, drop_path1, norm2, mlp, ls2, drop_path2) is called module by module, so LayerScale and q/k norm
 are kept. At r = 0 everywhere the model computes exactly what stock timm computes.
@@ -20,19 +20,6 @@ from runtime.errors import EdgevitError
 BLOCK_PARTS = ("norm1", "attn", "ls1", "drop_path1", "norm2", "mlp", "ls2", "drop_path2")
 
 
-class KeyTap(nn.Module):
-    """Wraps an attention's k_norm and keeps its output (the keys [B, heads, N, head_dim]) for ToMe."""
-
-    def __init__(self, k_norm: nn.Module):
-        super().__init__()
-        self.k_norm = k_norm
-        self.keys: torch.Tensor | None = None
-
-    def forward(self, k: torch.Tensor) -> torch.Tensor:
-        self.keys = self.k_norm(k)
-        return self.keys
-
-
 class ToMeBlocks(nn.Module):
     """timm's `blocks` Sequential, run with token sizes and a fixed merge count per block."""
 
@@ -41,17 +28,17 @@ class ToMeBlocks(nn.Module):
         self.blocks = blocks
         self.schedule = list(schedule)
         self.protected = protected
-        for block in blocks:
-            if not isinstance(block.attn.k_norm, KeyTap):
-                block.attn.k_norm = KeyTap(block.attn.k_norm)
+        self.keys: dict[int, torch.Tensor] = {}  # block -> its keys [B, heads, N, head_dim], from a hook on k_norm
+        for i, block in enumerate(blocks):
+            block.attn.k_norm.register_forward_hook(lambda _m, _a, keys, i=i: self.keys.__setitem__(i, keys))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = None  # all ones until the first merge: no proportional-attention term needed
-        for block, r in zip(self.blocks, self.schedule):
+        for i, (block, r) in enumerate(zip(self.blocks, self.schedule)):
             log_size = None if size is None else size.log()[:, None, None, :, 0]
             x = x + block.drop_path1(block.ls1(block.attn(block.norm1(x), attn_mask=log_size)))
             if r > 0:
-                metric = block.attn.k_norm.keys.mean(dim=1)
+                metric = self.keys[i].mean(dim=1)
                 if size is None:
                     size = torch.ones_like(x[..., :1])
                 merge = bipartite_soft_matching(metric, r, self.protected)

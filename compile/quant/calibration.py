@@ -94,7 +94,7 @@ class _Recorder:
             self._hook(block.norm1, lambda m, a, out, i=i: (self._emit("residual", a[0]), self._emit(f"blocks.{i}.ln1", out)))
             self._hook(block.attn.qkv, lambda m, a, out, i=i, d=dim: [
                 self._emit(f"blocks.{i}.{part}", out[..., j * d:(j + 1) * d]) for j, part in enumerate("qkv")])
-            if _is_layer_norm(block.attn.q_norm):
+            if isinstance(block.attn.q_norm, torch.nn.LayerNorm):
                 for part in "qk":
                     self._hook(getattr(block.attn, f"{part}_norm"),
                                lambda m, a, out, i=i, part=part: self._emit(f"blocks.{i}.{part}_normed", out))
@@ -128,11 +128,6 @@ class _Recorder:
     def close(self) -> None:
         for handle in self.handles:
             handle.remove()
-
-
-def _is_layer_norm(module: torch.nn.Module) -> bool:
-    """A LayerNorm, also when ToMe's key tap wraps it."""
-    return isinstance(getattr(module, "k_norm", module), torch.nn.LayerNorm)
 
 
 def _histogram_kind(name: str) -> str | None:

@@ -8,7 +8,7 @@ from tvm import s_tir, tirx
 from tvm.ir.expr import TensorLoad
 from tvm.s_tir.schedule import ScheduleError
 
-from compile.kernels.vectors import vector_lanes  # noqa: F401 - the schedule rules' import of it
+from compile.kernels import vector_lanes  # noqa: F401 - the schedule rules' import of it
 
 
 @dataclass(frozen=True)
