@@ -42,10 +42,10 @@ def write_bundle(
     write_library: Callable[[Path], dict[str, bytes]],
     labels: list[str],
     manifest: Manifest,
-    add_runner: Callable[[Path], list[str]] | None = None,
+    add_core: Callable[[Path], list[str]],
 ) -> Path:
     """Create bundle `out`: model.so (via `write_library`, which returns any further files such as
-    device kernels), labels.txt, the native runner and its libraries (via `add_runner`, which writes them
+    device kernels), labels.txt, the native core, its runner and libraries (via `add_core`, which writes them
     into the bundle directory and returns their names), then manifest.json with the sha256 of every file."""
     with staging_dir(out) as tmp:
         extra_files = write_library(tmp / LIBRARY)
@@ -53,7 +53,7 @@ def write_bundle(
         for name, data in extra_files.items():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             (tmp / name).write_bytes(data)
-        runner_files = add_runner(tmp) if add_runner is not None else []
+        runner_files = add_core(tmp)
         names = (LIBRARY, LABELS, *sorted(extra_files), *sorted(runner_files))
         files = {name: sha256_file(tmp / name) for name in names}
         (tmp / MANIFEST).write_text(dataclasses.replace(manifest, files=files).to_json())

@@ -47,7 +47,6 @@ class CompileArgs:
     out: Path | None = None
     random_init: bool = False  # no weights needed: for tests of architectures without local weights
     dump_ir: Path | None = None
-    native: bool = True  # put the native runner and the TVM runtime libraries into the bundle (self-contained)
     quant: QuantConfig = QuantConfig()  # fp32, or the post-training quantization recipe (compile.quant)
     # MetaSchedule: trials to tune before building (0: use the shipped database as it is)
     tuning: TuneSettings = TuneSettings()
@@ -113,11 +112,9 @@ def compile_bundle(args: CompileArgs, log=print) -> Path:
     from compile.build import check_toolchain
 
     check_toolchain(preset)
-    native = None
-    if args.native:
-        from compile.native import toolchain_for
+    from compile.native import toolchain_for
 
-        native = toolchain_for(preset)
+    native = toolchain_for(preset)  # every bundle carries its native core: checked before any heavy work
 
     log(f"[1/4] loading {name}")
     if checkpoint is not None:
@@ -183,16 +180,14 @@ def compile_bundle(args: CompileArgs, log=print) -> Path:
         versions=_versions(),
         created_utc=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
-    log(f"[4/4] writing bundle {out}" + (f" with bin/edgevit-run for {native.arch}" if native else ""))
-    add_runner = None
-    if native is not None:
-        from compile.native import build_runner
+    log(f"[4/4] writing bundle {out} with its native core for {native.arch}")
+    from compile.native import build_runner
 
-        def add_runner(bundle_dir: Path) -> list[str]:
-            return build_runner(bundle_dir, native, cuda=preset.device == "cuda")
+    def add_core(bundle_dir: Path) -> list[str]:
+        return build_runner(bundle_dir, native, cuda=preset.device == "cuda")
 
     return write_bundle(out, lambda path: build_library(mod, preset, path, args.tuning.database_dir, dump),
-                        labels, manifest, add_runner)
+                        labels, manifest, add_core)
 
 
 class IRDump:

@@ -91,7 +91,7 @@ def cmd_status(args) -> int:
                 reading = f"{row['power_w']:.2f} W" if row["power_readable"] else "UNREADABLE"
                 power = f"  power {row['power_sampler']}: {reading}"
             print(f"{row['board']:<16} up    {row['arch']:<8} runtimes {','.join(row['runtimes']) or 'none':<14} "
-                  f"python runtime {row.get('runtime') or 'absent':<8} "
+                  f"python runtime {row.get('runtime') or 'absent':<8} numpy {row.get('numpy') or 'absent':<8} "
                   f"free {row['free_disk_mb']:.0f} MB  features {','.join(row.get('features', [])) or '?'}{power}")
         else:
             print(f"{row['board']:<16} DOWN  {row['error']}")
@@ -102,10 +102,10 @@ def cmd_status(args) -> int:
 def cmd_deploy(args) -> int:
     from remote.deploy import deploy, needs_python
     from remote.ssh import BoardConnection
-    from runtime.bundle import open_bundle
+    from runtime.bundle import verified_manifest
 
     if args.bundle is not None:
-        open_bundle(args.bundle, check_device=False)  # refuse a corrupt bundle before copying it anywhere
+        verified_manifest(args.bundle)  # refuse a corrupt bundle before copying it anywhere
     needs_python(args.bundle, args.runtime)
     failed = 0
     for board in _boards(args):
@@ -124,9 +124,9 @@ def cmd_bench(args) -> int:
 
     from remote.bench import BenchPlan, bench_farm
     from remote.deploy import needs_python
-    from runtime.bundle import open_bundle
+    from runtime.bundle import verified_manifest
 
-    open_bundle(args.bundle, check_device=False)
+    verified_manifest(args.bundle)
     needs_python(args.bundle, args.runtime)
     if args.attempts < 1 or args.repeat < 1 or args.timeout <= 0:
         raise EdgevitError("--attempts and --repeat must be >= 1 and --timeout > 0")

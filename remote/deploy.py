@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from remote.ssh import TMP_SUFFIX, BoardConnection
-from runtime.bundle import RUNNER, read_manifest, sha256_file
+from runtime.bundle import CORE, read_manifest, sha256_file
 from runtime.errors import EdgevitError
 
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
@@ -22,7 +22,8 @@ class DeployResult:
 
 
 def runtime_files() -> dict[str, Path]:
-    """The runtime as it goes onto a board: its modules and its requirements, nothing else."""
+    """The runtime as it goes onto a board: its Python modules (the binding; the core comes with each bundle) and its
+    requirements (numpy), nothing else."""
     files = {f"runtime/{p.name}": p for p in sorted(RUNTIME_DIR.glob("*.py"))}
     files["runtime/requirements.txt"] = RUNTIME_DIR / "requirements.txt"
     return files
@@ -55,17 +56,15 @@ def sync(conn: BoardConnection, files: dict[str, Path]) -> tuple[list[str], list
 
 
 def needs_python(bundle: Path | None, runtime: str) -> bool:
-    """Whether the board needs the Python runtime package: a self-contained bundle run natively does not.
-    A bundle built with --no-native cannot be run natively (one clear line)."""
-    if bundle is None or runtime == "python":
-        return True
-    if RUNNER not in read_manifest(bundle).files:
-        raise EdgevitError(f"bundle {bundle} has no native runner (compiled with --no-native); use --runtime python")
-    return False
+    """Whether the board needs the Python runtime package (the binding, pure Python: no pip on the board): with
+    `--runtime python` or without a bundle. Either way the bundle must carry its native core."""
+    if bundle is not None and CORE not in read_manifest(bundle).files:
+        raise EdgevitError(f"bundle {bundle} has no native core ({CORE}); rebuild it with this edgevit")
+    return bundle is None or runtime == "python"
 
 
 def deploy(conn: BoardConnection, bundle: Path | None = None, runtime: str = "native") -> DeployResult:
-    """The bundle (self-contained: its native runner and libraries), plus the Python runtime package when
+    """The bundle (self-contained: its native core, runner and libraries), plus the Python runtime package when
     `runtime` is "python" or there is no bundle; returns what moved and where the bundle lives there."""
     files = runtime_files() if needs_python(bundle, runtime) else {}
     if bundle is not None:

@@ -15,8 +15,8 @@ from typing import Any
 
 import tomllib
 
-from runtime.cpu_features import cpu_features, machine_arch, request_amx_tiles
 from runtime.errors import EdgevitError
+from targets.cpu_features import cpu_features, machine_arch, request_amx_tiles
 
 PRESET_DIR = Path(__file__).parent / "presets"
 POWER_SAMPLERS = ("none", "rapl", "ina3221", "tegrastats", "vcgencmd", "external")

@@ -35,19 +35,18 @@ def _random_checkpoint(name: str, image_size: int | None, path) -> object:
 def _compile_and_compare(name: str, flags: tuple[str, ...], tmp_path, *extra: str) -> None:
     import torch
 
-    from runtime.bundle import open_bundle
-    from runtime.session import InferenceSession
+    from runtime.model import Model
 
     image_size = int(flags[flags.index("--image-size") + 1]) if "--image-size" in flags else None
     model = _random_checkpoint(name, image_size, tmp_path / "weights.pth")
     out = tmp_path / "bundle"
     result = run_module("compile", "--model", name, "--weights", tmp_path / "weights.pth", *flags, *extra, "--out", out)
     assert result.returncode == 0, result.stderr[-3000:]
-    session = InferenceSession(open_bundle(out))
+    session = Model(out)
     size = session.input_shape[-1]
     assert size == model.patch_embed.img_size[0]
     x = np.random.default_rng(1).standard_normal((1, 3, size, size)).astype(np.float32)
-    got = session.run(x)
+    got = session.run_tensor(x)
     if "--tome-r" in extra:  # ToMe changes the function: it must run and give finite logits of the head's size
         assert got.shape == (1, 10) and np.isfinite(got).all()
         return
@@ -73,8 +72,7 @@ def test_quick_gelu_clip_tower_matches_pytorch(tmp_path):
     """QuickGELU (x * sigmoid(1.702 x), OpenAI CLIP's activation) in a two-block CLIP image tower."""
     import torch
 
-    from runtime.bundle import open_bundle
-    from runtime.session import InferenceSession
+    from runtime.model import Model
 
     model, bundle = compile_timm_folder("vit_xsmall_patch16_clip_224", {"depth": 2, "act_layer": "quick_gelu",
                                                                        "num_classes": 10}, tmp_path)
@@ -82,7 +80,7 @@ def test_quick_gelu_clip_tower_matches_pytorch(tmp_path):
     x = np.random.default_rng(1).standard_normal((1, 3, 224, 224)).astype(np.float32)
     with torch.inference_mode():
         expected = model(torch.from_numpy(x)).numpy()
-    assert np.abs(InferenceSession(open_bundle(bundle)).run(x) - expected).max() <= 1e-3
+    assert np.abs(Model(bundle).run_tensor(x) - expected).max() <= 1e-3
 
 
 @pytest.mark.parametrize("name, part", [

@@ -44,7 +44,7 @@ def test_desktop_gpu_presets(sm):
 def test_host_is_detected_from_this_machine():
     from tvm.target import codegen
 
-    from runtime.cpu_features import cpu_features, machine_arch
+    from targets.cpu_features import cpu_features, machine_arch
 
     host = load_preset("host")
     assert host.arch == machine_arch()

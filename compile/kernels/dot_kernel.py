@@ -15,7 +15,7 @@ from tvm.target import Target
 
 from compile.kernels import amx
 from compile.kernels.intrinsics import AVX2_8X2_INTRIN, NEON_8X2_INTRIN, SDOT_4X4_INTRIN, VNNI_16X4_INTRIN
-from runtime.cpu_features import request_amx_tiles
+from targets.cpu_features import request_amx_tiles
 
 STACK_BYTES = 1024  # TVM's CPU lowering keeps buffers below this on the stack, larger ones cost a call
 

@@ -1,4 +1,6 @@
-"""What this CPU is and can do, read the way the kernel reports it (works under qemu-user too).
+"""What this CPU is and can do, read the way the kernel reports it (works under qemu-user too): the host's side, for
+detecting the host preset and for tuning. On a board the native core reads the same names (runtime/native/
+cpu_features.cc) when it checks a bundle's required features.
 
 On aarch64 the features come from AT_HWCAP / AT_HWCAP2 in /proc/self/auxv (qemu-user emulates
 this file for the CPU it emulates, so `-cpu cortex-a72` really reports no dot product); on x86 from
