@@ -72,6 +72,12 @@ def int8_tome_bundle(data) -> Path:
 
 
 @pytest.fixture(scope="session")
+def int8_features_bundle(data) -> Path:
+    """The int8 DeiT-tiny without its head: the pooled embedding (the bundle tests/test_features.py compiles)."""
+    return cached_bundle("deit_tiny-host-int8-features", "--target", "host", "--quant", "int8", "--output", "features")
+
+
+@pytest.fixture(scope="session")
 def rpi5_int8_bundle(data) -> Path:
     """int8 DeiT-tiny for a Raspberry Pi 5 (sdot kernels)."""
     return cached_bundle("deit_tiny-rpi5-int8", "--target", "rpi5", "--quant", "int8")
