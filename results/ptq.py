@@ -62,8 +62,8 @@ def run_ptq(args: PtqArgs, console) -> list[dict]:
     from compile.data import evaluation_rows, labelled_images
     from compile.pipeline import CompileArgs, compile_bundle
     from compile.quant.config import QuantConfig
+    from results.scoring import top5_predictions
     from runtime.bundle import CORE, read_manifest
-    from runtime.evaluate import top5_predictions
     from runtime.model import Model
     from runtime.preprocess import Preprocess
 

@@ -37,9 +37,10 @@ def run_sweep(args: SweepArgs, console) -> list[dict]:
     from compile.data import evaluation_rows, labelled_images
     from compile.pipeline import CompileArgs, compile_bundle
     from results.model_weights import RANDOM_INIT_NOTE, model_weights
+    from results.scoring import top5_predictions
     from results.timing import interleaved_latency_ms
     from runtime.bundle import CORE, read_manifest
-    from runtime.evaluate import accuracy, top5_predictions
+    from runtime.evaluate import accuracy
     from runtime.model import Model
     from runtime.preprocess import Preprocess
 

@@ -36,24 +36,20 @@ class Prediction(NamedTuple):
 
 
 def _unpack_tar(path: Path) -> Path:
-    """A .tar bundle is unpacked into a temporary directory (kept for the life of the process); members that would
-    land outside it are refused (tarfile's "data" filter where this Python has it)."""
+    """A .tar bundle is unpacked into a temporary directory (kept for the life of the process); a member that is not
+    a plain file or folder inside it is refused (Debian bookworm's Python 3.11.2 predates tarfile's filters)."""
     import tarfile
     import tempfile
 
     out = Path(tempfile.mkdtemp(prefix="edgevit-bundle-"))
     try:
         with tarfile.open(path) as tar:
-            if hasattr(tarfile, "data_filter"):
-                tar.extractall(out, filter="data")
-            else:
-                for member in tar.getmembers():
-                    target = (out / member.name).resolve()
-                    if out.resolve() not in target.parents or member.issym() or member.islnk() or member.isdev():
-                        raise tarfile.TarError(f"member {member.name} is not a plain file inside the bundle")
-                tar.extractall(out)
+            members = tar.getmembers()
+            if any(not (m.isfile() or m.isdir()) or out.resolve() not in (out / m.name).resolve().parents for m in members):
+                raise tarfile.TarError("a member is not a plain file inside the bundle")
+            tar.extractall(out, members)
     except (tarfile.TarError, OSError) as err:
-        raise EdgevitError(f"bundle {path}: not a bundle directory or a readable tar archive ({type(err).__name__})") from None
+        raise EdgevitError(f"bundle {path}: not a bundle directory or a readable tar archive ({err})") from None
     entries = list(out.iterdir())
     return entries[0] if len(entries) == 1 and entries[0].is_dir() else out
 

@@ -15,12 +15,12 @@ import pytest
 from PIL import Image
 
 from compile.data import CALIBRATION_ROWS
-from compile.native import SOURCE_DIR, NativeToolchain, build_runner, cached_core, compile_program, host_toolchain
+from compile.native import NativeToolchain, build_runner, cached_core, compile_program, host_toolchain
 from runtime.errors import EdgevitError
 from runtime.manifest import Manifest
 from runtime.model import Model
 from targets.cpu_features import cpu_features
-from tests.helpers import assert_one_line_error, run_module
+from tests.helpers import REPO, assert_one_line_error, run_module
 from tests.reference import pillow_preprocess
 
 REAL_IMAGES = ("ILSVRC2012_val_00000347.JPEG", "ILSVRC2012_val_00011775.JPEG", "ILSVRC2012_val_00011811.JPEG",
@@ -231,7 +231,7 @@ def test_features_bundle_eval_refused(native_int8, images_dir, labels_csv, tmp_p
 
 def test_example_c_prints_top5(native_int8, images_dir):
     """example.c uses only edgevit.h; built beside the runner it finds lib/ through the same RPATH."""
-    example = compile_program(host_toolchain(), native_int8 / "bin" / "example", SOURCE_DIR / "example.c")
+    example = compile_program(host_toolchain(), native_int8 / "bin" / "example", REPO / "examples" / "classify.c")
     image = images_dir / REAL_IMAGES[0]
     result = subprocess.run([example, native_int8, image], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

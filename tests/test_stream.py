@@ -124,3 +124,20 @@ def test_stream_of_a_features_bundle(int8_features_bundle, video):
     assert result.returncode == 0, result.stderr[-2000:]
     records, _ = _lines(result.stdout)
     assert [r["size"] for r in records] == [192, 192] and all(np.isfinite(r["l2_norm"]) for r in records)
+
+
+def test_camera_example_classifies_and_draws(int8_bundle, video, run_labels, tmp_path):
+    """examples/camera.py on the video (as it would on a camera): the top label of each frame, drawn onto it."""
+    out = tmp_path / "frame_{}.png"
+    result = subprocess.run([sys.executable, REPO / "examples" / "camera.py", int8_bundle, video[0], "--out", out,
+                             "--max-frames", "5"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    labels = [line.split(" ", 1)[1].rsplit(" ", 1)[0] for line in result.stdout.splitlines()]
+    from runtime.model import Model
+
+    with Model(int8_bundle) as model:
+        assert labels == [model.labels[top[0]] for top in run_labels[:5]]
+    import cv2
+
+    drawn, source = cv2.imread(str(tmp_path / "frame_0.png")), cv2.imread(str(sorted(video[1].iterdir())[0]))
+    assert drawn.shape == source.shape and not np.array_equal(drawn[:28], source[:28])

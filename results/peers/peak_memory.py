@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runtime.memory import status_mb
+from results.peers.memory import status_mb
 
 if TYPE_CHECKING:
     from runtime.preprocess import Preprocess

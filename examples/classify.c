@@ -1,6 +1,6 @@
-/* Classify one image with an edgevit bundle and print its top-5 labels: edgevit.h is all it uses.
+/* Classify one image with an edgevit bundle and print its top-5 labels: edgevit.h (runtime/native/) is all it uses.
  *
- *     example BUNDLE IMAGE
+ *     classify BUNDLE IMAGE   (built into BUNDLE/bin/ so it finds BUNDLE/lib/, see README)
  */
 #include <stdio.h>
 

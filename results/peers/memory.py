@@ -1,10 +1,6 @@
-"""This process's memory as the kernel counts it (standard library only: a probe reads it before importing anything)."""
+"""A probe process's memory as the kernel counts it (standard library only: the probe reads it before importing anything)."""
 
 from __future__ import annotations
-
-import resource
-
-from runtime.errors import EdgevitError
 
 
 def status_mb(field: str, status: str = "/proc/self/status") -> float:
@@ -18,12 +14,4 @@ def status_mb(field: str, status: str = "/proc/self/status") -> float:
         for line in f:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024.0
-    raise EdgevitError(f"no {field} in {status}")
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB (ru_maxrss where /proc is not mounted)."""
-    try:
-        return status_mb("VmHWM")
-    except (OSError, EdgevitError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    raise OSError(f"no {field} in {status}")
