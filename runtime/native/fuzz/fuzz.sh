@@ -37,12 +37,12 @@ for name in "${harnesses[@]}"; do
     -o "$binary"
   seeds="$here/corpus/$name"
   echo "== $name: replaying $(ls "$seeds" | wc -l) corpus inputs"
-  "$binary" -runs=0 "$seeds" 2>&1 | tail -n 1
+  "$binary" -runs=0 "$seeds" 2>&1 | grep -E "INITED|DONE|ERROR|SUMMARY" | tail -n 2
   if [ "$seconds" -gt 0 ]; then
     mkdir -p "$out/corpus/$name"
     echo "== $name: fuzzing for ${seconds}s"
     "$binary" -max_total_time="$seconds" -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$out/crash-$name-" \
-      "$out/corpus/$name" "$seeds" 2>&1 | grep -E "^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::average_exec_per_sec|stat::peak_rss_mb|==[0-9]+==ERROR|SUMMARY)" || true
+      "$out/corpus/$name" "$seeds" 2>&1 | grep -E "^(#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units|stat::average_exec_per_sec|stat::peak_rss_mb|==[0-9]+==ERROR|SUMMARY)" || true
     if ls "$out"/crash-"$name"-* >/dev/null 2>&1; then
       echo "== $name: crash input(s): $(ls "$out"/crash-"$name"-*)"
       exit 1
