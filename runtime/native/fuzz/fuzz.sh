@@ -16,25 +16,19 @@ read -r tvm ffi < <(python3 -c "import importlib.util as u; print(*(next(iter(u.
 flags=(-std=c++17 -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
        -I"$native" -I"$tvm/include" -I"$ffi/include")
 libs=(-L"$tvm/lib" -L"$ffi/lib" -Wl,-rpath,"$tvm/lib" -Wl,-rpath,"$ffi/lib")
-declare -A sources=(
-  [image]="image.cc"
-  [pixels]="edgevit.cc image.cc manifest.cc trust.cc files.cc cpu_features.cc"
-  [manifest]="manifest.cc"
-  [labels]="manifest.cc trust.cc files.cc"
-  [csv]="csv.cc"
-)
-declare -A needs=(
-  [image]="-ljpeg -lpng16 -lz"
-  [pixels]="-ltvm_runtime -ltvm_ffi -ljpeg -lpng16 -lz -lsodium"
-  [manifest]="-ltvm_ffi"
-  [labels]="-ltvm_ffi -lsodium"
-  [csv]=""
+# harness: the core's sources it links, then (after "|") the libraries
+declare -A build=(
+  [image]="image.cc | -ljpeg -lpng16 -lz"
+  [pixels]="edgevit.cc image.cc manifest.cc trust.cc files.cc cpu_features.cc | -ltvm_runtime -ltvm_ffi -ljpeg -lpng16 -lz -lsodium"
+  [manifest]="manifest.cc | -ltvm_ffi"
+  [labels]="manifest.cc trust.cc files.cc | -ltvm_ffi -lsodium"
+  [csv]="csv.cc |"
 )
 for name in "${harnesses[@]}"; do
   binary="$out/${name}_fuzzer"
+  sources="${build[$name]%|*}" needs="${build[$name]#*|}"
   # shellcheck disable=SC2086
-  clang++ "${flags[@]}" "$here/${name}_fuzzer.cc" $(printf "$native/%s " ${sources[$name]}) "${libs[@]}" ${needs[$name]} \
-    -o "$binary"
+  clang++ "${flags[@]}" "$here/${name}_fuzzer.cc" $(printf "$native/%s " $sources) "${libs[@]}" $needs -o "$binary"
   seeds="$here/corpus/$name"
   echo "== $name: replaying $(ls "$seeds" | wc -l) corpus inputs"
   "$binary" -runs=0 "$seeds" 2>&1 | grep -E "INITED|DONE|ERROR|SUMMARY" | tail -n 2
