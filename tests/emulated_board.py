@@ -63,18 +63,22 @@ QEMU = "qemu-aarch64-static"
 
 @dataclass(frozen=True)
 class Recipe:
-    """What a sysroot holds: Debian packages (with their dependencies) and aarch64 wheels."""
+    """What a sysroot holds: Debian packages (with their dependencies) and aarch64 wheels; `alternatives` are the
+    links (path -> target relative to it) their maintainer scripts would make with update-alternatives."""
 
     debian_packages: tuple[str, ...]
     wheels: tuple[str, ...] = ()
+    alternatives: tuple[tuple[str, str], ...] = ()
 
     def digest(self) -> str:
         recipe = (RECIPE_REVISION, SUITE, self.debian_packages, self.wheels, WHEEL_PLATFORMS, SITE, PRUNED)
-        return hashlib.sha256(repr(recipe).encode()).hexdigest()[:12]
+        return hashlib.sha256(repr((*recipe, *self.alternatives)).encode()).hexdigest()[:12]
 
 
 TVM = Recipe(("python3",), WHEELS)
-NUMPY_ONLY = Recipe(("python3", "python3-numpy"))
+NUMPY_ONLY = Recipe(("python3", "python3-numpy"), alternatives=(  # numpy links the reference BLAS / LAPACK
+    ("usr/lib/aarch64-linux-gnu/libblas.so.3", "blas/libblas.so.3"),
+    ("usr/lib/aarch64-linux-gnu/liblapack.so.3", "lapack/liblapack.so.3")))
 
 
 def _run(argv: list[str]) -> None:
@@ -91,6 +95,8 @@ def _populate(root: Path, recipe: Recipe) -> None:
         _run(["dpkg-deb", "-x", str(deb), str(root)])
     for path in PRUNED:
         shutil.rmtree(root / path, ignore_errors=True)
+    for link, target in recipe.alternatives:  # relative: qemu resolves the sysroot's paths, not the host's
+        (root / link).symlink_to(target)
     if recipe.wheels:
         platforms = [arg for platform in WHEEL_PLATFORMS for arg in ("--platform", platform)]
         _run([sys.executable, "-m", "pip", "install", "-q", "--target", str(root / SITE), *platforms,
