@@ -71,7 +71,7 @@ def test_bad_images_are_one_error(int8_bundle, tmp_path):
 
 def _configurations() -> list:
     """fp32 / int8 / int8-full x ToMe 0 / 8 x logits / features, with the cache names other tests use where they
-    compile the same bundle; the new ones calibrate on 32 images (the structure is what is tested here)."""
+    compile the same bundle; the new ones calibrate on 8 images (the structure is what is tested here)."""
     params = []
     for quant in ("fp32", "int8", "int8-full"):
         for tome in (0, 8):
@@ -79,7 +79,7 @@ def _configurations() -> list:
                 name = f"deit_tiny-host-{quant}{f'-tome{tome}' if tome else ''}{'-features' if output == 'features' else ''}"
                 args = ["--target", "host", "--quant", quant, "--output", output, "--tome-r", str(tome)]
                 if tome and quant != "fp32" and (quant != "int8" or output == "features"):  # not compiled elsewhere
-                    name, args = f"{name}-calib32", [*args, "--calib-count", "32"]
+                    name, args = f"{name}-calib8", [*args, "--calib-count", "8"]
                 marks = []
                 if quant == "fp32" and tome:
                     marks = [pytest.mark.xfail(strict=True, raises=AssertionError, reason=(

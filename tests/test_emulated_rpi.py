@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from runtime.bundle import RUNNER
-from tests.helpers import REPO, run_module
+from tests.helpers import REPO
 
 IMAGES = ["ILSVRC2012_val_00000347.JPEG", "ILSVRC2012_val_00000355.JPEG"]
 
@@ -29,8 +29,8 @@ def numpy_board():
     return board
 
 
-def _on_board(board, *args: str, cpu_board=None):
-    board = cpu_board or board
+def _on_board(board, *args: str):
+    """python3 -m runtime ARGS on the board, the runtime package from this repository (the host path shows through)."""
     return board.run(board.python_argv(["-m", "runtime", *args]), cwd=REPO, env={"PYTHONPATH": str(REPO)},
                      timeout_s=1500)
 
@@ -83,23 +83,3 @@ def test_int8_objects_use_the_dot_products_their_cpu_has(rpi5_int8_bundle, rpi4_
     print(f"rpi5: {rpi5}; rpi4: {rpi4}")
     assert rpi5["sdot"] > 0
     assert rpi4["sdot"] == rpi4["udot"] == rpi4["usdot"] == 0 and rpi4["smull"] > 0 and rpi4["sadalp"] > 0
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("cpu, bundle_fixture", [("cortex-a72", "rpi4_int8_bundle"), ("cortex-a76", "rpi5_int8_bundle")])
-def test_int8_bundle_on_emulated_board_matches_host(cpu, bundle_fixture, int8_bundle, images_dir, request):
-    from tests.emulated_board import NUMPY_ONLY, emulated_board
-
-    bundle = request.getfixturevalue(bundle_fixture)
-    images = [images_dir / name for name in IMAGES]
-    host = run_module("runtime", "run", int8_bundle, *images, "--json")
-    assert host.returncode == 0, host.stderr[-2000:]
-    board = emulated_board(cpu, NUMPY_ONLY)
-    result = board.run(board.python_argv(["-m", "runtime", "run", str(bundle), *map(str, images), "--json"]),
-                       cwd=REPO, env={"PYTHONPATH": str(REPO)}, timeout_s=1200)
-    assert result.returncode == 0, result.stderr[-3000:]
-    # the integer GEMMs are exact, but float softmax / LayerNorm vectorize differently on each ISA, so two
-    # near-tied classes inside the top-5 may swap places: same top-1 and the same five classes
-    board_top5, host_top5 = _top5(result.stdout), _top5(host.stdout)
-    assert {name: (top[0], sorted(top)) for name, top in board_top5.items()} == \
-        {name: (top[0], sorted(top)) for name, top in host_top5.items()}
