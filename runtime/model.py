@@ -49,7 +49,7 @@ def _unpack_tar(path: Path) -> Path:
                 raise tarfile.TarError("a member is not a plain file inside the bundle")
             tar.extractall(out, members)
     except (tarfile.TarError, OSError) as err:
-        raise EdgevitError(f"bundle {path}: not a bundle directory or a readable tar archive ({err})") from None
+        raise EdgevitError(f"bundle {path}: not a bundle directory or a readable tar archive ({type(err).__name__})") from None
     entries = list(out.iterdir())
     return entries[0] if len(entries) == 1 and entries[0].is_dir() else out
 
@@ -70,6 +70,8 @@ def _core_of(bundle: Path) -> Core:
             arch = preset = None
         if arch is not None and arch != machine:
             raise EdgevitError(f"bundle {bundle} was built for {arch} (target {preset}); this machine is {machine}") from None
+        if not (bundle / MANIFEST).is_file():  # the core's own first check, which it cannot make unloaded
+            raise EdgevitError(f"{bundle} is not an edgevit bundle (no {MANIFEST})") from None
         if not (bundle / CORE).is_file():
             raise EdgevitError(f"bundle {bundle} has no {CORE} (rebuild it with this edgevit)") from None
         raise EdgevitError(f"bundle {bundle}: cannot load {CORE} ({str(err).splitlines()[0]})") from None
