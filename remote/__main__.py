@@ -48,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--timeout", type=float, default=900.0, help="seconds per board and attempt")
     bench.add_argument("--attempts", type=int, default=2)
     bench.add_argument("--resume", action="store_true", help="skip boards that already measured this bundle")
+    bench.add_argument("--parallel", type=int, default=8, metavar="N", help="boards benchmarked at once (default 8)")
     tracker = command("tracker", help="run a TVM RPC tracker (boards register their rpc_key with it)")
     tracker.add_argument("--host", default="0.0.0.0")
     tracker.add_argument("--port", type=int, default=9190)
@@ -122,28 +123,28 @@ def cmd_deploy(args) -> int:
 def cmd_bench(args) -> int:
     from rich.console import Console
 
-    from remote.bench import BenchPlan, bench_farm
+    from remote.bench import BenchPlan, bench_farm, sigterm_as_interrupt
     from remote.deploy import needs_python
+    from remote.progress import LiveProgress
     from runtime.bundle import open_bundle
 
     open_bundle(args.bundle, check_device=False)
     needs_python(args.bundle, args.runtime)
-    if args.attempts < 1 or args.repeat < 1 or args.timeout <= 0:
-        raise EdgevitError("--attempts and --repeat must be >= 1 and --timeout > 0")
-    console = Console(stderr=True)
+    if args.attempts < 1 or args.repeat < 1 or args.timeout <= 0 or args.parallel < 1:
+        raise EdgevitError("--attempts, --repeat and --parallel must be >= 1 and --timeout > 0")
     plan = BenchPlan(bundle=args.bundle, warmup=args.warmup, repeat=args.repeat, threads=args.threads,
                      images=tuple(args.images), timeout_s=args.timeout, attempts=args.attempts,
                      trust_new=args.trust_new, runtime=args.runtime)
-
-    def show(record: dict) -> None:
-        if record["status"] == "ok":
-            console.print(f"{record['board']}: median {record['median_ms']:.1f} ms, p90 {record['p90_ms']:.1f} ms, "
-                          f"peak RSS {record['peak_rss_mb']:.0f} MB")
-        else:
-            console.print(f"{record['board']}: [red]error[/red] {record['error']}")
-
-    with console.status(f"benchmarking {args.bundle.name} on the farm"):
-        records = bench_farm(_boards(args), plan, args.results, resume=args.resume, on_record=show)
+    boards = _boards(args)
+    progress = LiveProgress(Console(stderr=True, soft_wrap=True))  # result lines unbroken in logs
+    try:
+        with sigterm_as_interrupt(), progress:
+            records = bench_farm(boards, plan, args.results, resume=args.resume, parallel=args.parallel,
+                                 progress=progress)
+    except KeyboardInterrupt:
+        progress.console.print(f"stopped: {progress.done} finished board(s) kept in {args.results}; "
+                               "--resume continues with the others")
+        raise
     print(args.results)
     return 1 if any(r["status"] != "ok" for r in records) else 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import posixpath
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,17 @@ def bundle_files(bundle: Path) -> dict[str, Path]:
     return {f"bundles/{bundle.name}/{name}": bundle / name for name in names}
 
 
+def local_sha256(path: Path) -> str:
+    """sha256 of a local file, hashed once while it stays unchanged: a farm sends the same bundle to every board."""
+    stat = path.stat()
+    return _sha256_of_version(path.resolve(), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=1024)
+def _sha256_of_version(path: Path, mtime_ns: int, size: int) -> str:
+    return sha256_file(path)
+
+
 def sync(conn: BoardConnection, files: dict[str, Path]) -> tuple[list[str], list[str]]:
     """Upload files (remote path relative to the board's remote_dir) whose sha256 differs."""
     root = conn.board.remote_dir
@@ -45,7 +57,7 @@ def sync(conn: BoardConnection, files: dict[str, Path]) -> tuple[list[str], list
     existing = conn.remote_sha256(list(remote))
     uploaded, unchanged = [], []
     for path, local in remote.items():
-        digest = sha256_file(local)
+        digest = local_sha256(local)
         if existing.get(path) == digest:
             unchanged.append(path)
         else:
