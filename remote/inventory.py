@@ -61,10 +61,10 @@ def _board(entry: dict[str, Any], defaults: dict[str, Any], index: int) -> Board
     port = merged.get("port", 22)
     if not isinstance(port, int) or not 0 < port < 65536:
         raise EdgevitError(f"farm inventory: board {name}: field 'port' must be 1-65535, got {port!r}")
-    from targets import load_preset
+    from targets import preset_file
 
     try:
-        load_preset(merged["preset"])
+        preset_file(merged["preset"])
     except EdgevitError as err:
         raise EdgevitError(f"farm inventory: board {name}: field 'preset': {err}") from None
     power = merged.get("power", {"sampler": "none"})
