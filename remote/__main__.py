@@ -1,5 +1,5 @@
-"""python -m remote {status,deploy,bench,tracker,rpc-bench}: the board farm over SSH and TVM RPC
-(inventory: ./farm.toml)."""
+"""python -m remote {status,deploy,bench,tracker,rpc-bench,keygen}: the board farm over SSH and TVM RPC
+(inventory: ./farm.toml), and the keys that sign bundles."""
 
 from __future__ import annotations
 
@@ -57,7 +57,19 @@ def _parser() -> argparse.ArgumentParser:
     rpc_bench.add_argument("--key", required=True, help="the board's RPC key (rpc_key in farm.toml)")
     rpc_bench.add_argument("--tracker", default="127.0.0.1:9190", help="HOST:PORT")
     rpc_bench.add_argument("--repeat", type=int, default=10)
+    keygen = command("keygen", help="write a key pair that signs bundles: FILE (private) and FILE.pub")
+    keygen.add_argument("file", type=Path)
+    keygen.add_argument("--name", default=None, help="the key's name in messages (default: FILE's name)")
     return parser
+
+
+def cmd_keygen(args) -> int:
+    from runtime.signing import generate_key
+
+    key = generate_key(args.file, args.name)
+    print(f"{args.file}: private key {key} (keep it secret; python -m compile ... --sign {args.file})")
+    print(f"{args.file}.pub: {key.line()}")
+    return 0
 
 
 def cmd_tracker(args) -> int:
@@ -152,7 +164,7 @@ def cmd_bench(args) -> int:
 def main() -> int:
     args = _parser().parse_args()
     commands = {"status": cmd_status, "deploy": cmd_deploy, "bench": cmd_bench, "tracker": cmd_tracker,
-                "rpc-bench": cmd_rpc_bench}
+                "rpc-bench": cmd_rpc_bench, "keygen": cmd_keygen}
     return commands[args.command](args)
 
 
