@@ -148,7 +148,7 @@ def cmd_bench(args) -> int:
                      images=tuple(args.images), timeout_s=args.timeout, attempts=args.attempts,
                      trust_new=args.trust_new, runtime=args.runtime)
     boards = _boards(args)
-    progress = LiveProgress(Console(stderr=True, soft_wrap=True))  # result lines unbroken in logs
+    progress = LiveProgress(Console(stderr=True, soft_wrap=True, highlight=False))  # result lines unbroken in logs
     try:
         with sigterm_as_interrupt(), progress:
             records = bench_farm(boards, plan, args.results, resume=args.resume, parallel=args.parallel,

@@ -33,8 +33,8 @@ if [ ! -e .dropped ]; then
   touch .dropped
   p=$PPID
   while [ "$p" -gt 1 ]; do
-    if [ "$(ps -o comm= -p "$p")" = sshd ]; then kill -9 "$p"; break; fi
-    p=$(ps -o ppid= -p "$p" | tr -d ' ')
+    case "$(cat /proc/$p/comm)" in sshd*) kill -9 "$p"; break;; esac
+    read -r _ _ _ p _ < /proc/$p/stat
   done
   exec sleep 600
 fi
