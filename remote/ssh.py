@@ -140,7 +140,8 @@ class BoardConnection:
         try:
             channel.settimeout(timeout_s)
             channel.exec_command(command)
-            self._check_aborted()  # an abort before the command started missed this channel
+            if self._aborted.is_set():  # abort() came before this channel was registered: end the command as it would
+                channel.shutdown_write()
             out = channel.makefile("rb").read().decode(errors="replace")
             err = channel.makefile_stderr("rb").read().decode(errors="replace")
             code = channel.recv_exit_status()
