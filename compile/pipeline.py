@@ -15,6 +15,7 @@ from compile.quant.config import QuantConfig
 from compile.tuning.settings import TuneSettings
 from runtime.errors import EdgevitError
 from runtime.manifest import Manifest, ModelInfo, QuantInfo, TargetInfo, TomeInfo
+from runtime.signing import read_private_key
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class CompileArgs:
     out: Path | None = None
     random_init: bool = False  # no weights needed: for tests of architectures without local weights
     dump_ir: Path | None = None
+    sign: Path | None = None  # private key (runtime.signing) that signs the manifest: manifest.json.sig
     quant: QuantConfig = QuantConfig()  # fp32, or the post-training quantization recipe (compile.quant)
     # MetaSchedule: trials to tune before building (0: use the shipped database as it is)
     tuning: TuneSettings = TuneSettings()
@@ -100,6 +102,7 @@ def compile_bundle(args: CompileArgs, log=print) -> Path:
         raise EdgevitError(f"--output {args.output}: expected one of {', '.join(OUTPUTS)}")
     if args.output == "features" and args.labels is not None:
         raise EdgevitError("--labels names classes; a --output features bundle has none (it returns the embedding)")
+    signing_key = read_private_key(args.sign) if args.sign is not None else None  # a bad key fails before the work
     preset = load_preset(args.target)
     config = args.quant
     checkpoint = find_checkpoint(args.model or DEFAULT_MODEL, args.weights)
@@ -187,7 +190,7 @@ def compile_bundle(args: CompileArgs, log=print) -> Path:
         return build_runner(bundle_dir, native, cuda=preset.device == "cuda")
 
     return write_bundle(out, lambda path: build_library(mod, preset, path, args.tuning.database_dir, dump),
-                        labels, manifest, add_core)
+                        labels, manifest, add_core, signing_key)
 
 
 class IRDump:

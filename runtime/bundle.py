@@ -17,7 +17,6 @@ if TYPE_CHECKING:  # the binding imports this module for its names; hashlib (Ope
     from runtime.manifest import Manifest
 
 MANIFEST = "manifest.json"
-SIGNATURE = "manifest.json.sig"  # a signed bundle's detached Ed25519 signature of manifest.json
 LIBRARY = "model.so"
 LABELS = "labels.txt"
 CORE = "lib/libedgevit.so"  # the native core of every bundle (C API: runtime/native/edgevit.h)

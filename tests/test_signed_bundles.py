@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime.bundle import RUNNER, SIGNATURE, sha256_file
+from runtime.bundle import RUNNER, sha256_file
+from runtime.signing import SIGNATURE
 from tests.helpers import REPO, assert_one_line_error
 
 
