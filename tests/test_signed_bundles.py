@@ -133,3 +133,17 @@ def test_core_sha256_agrees_with_python_on_the_shared_data(int8_bundle, data, tm
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     result = subprocess.run([bundle / RUNNER, "bench", bundle, "--repeat", "1"], capture_output=True, text=True, timeout=600)
     assert_one_line_error(result, name, "sha256 mismatch")
+
+
+def test_compile_sign_and_keygen_meet_the_core(tmp_path, images_dir):
+    """The contract between the two sides: a key from `python -m remote keygen` and a bundle from `python -m compile
+    --sign` are accepted by the core of both runners with the key's `.pub` line as the trust store."""
+    from tests.helpers import compile_timm_folder, run_module
+
+    key = tmp_path / "release"
+    assert run_module("remote", "keygen", key, "--name", "release").returncode == 0
+    _, bundle = compile_timm_folder("vit_tiny_patch16_224", {"depth": 1, "img_size": 32, "num_classes": 3}, tmp_path,
+                                    "--sign", key)
+    for name, result in run_both(bundle, images_dir / "ILSVRC2012_val_00000347.JPEG", "--trusted-keys",
+                                 f"{key}.pub").items():
+        assert result.returncode == 0, (name, result.stderr[-2000:])
