@@ -70,8 +70,8 @@ def _parser() -> argparse.ArgumentParser:
         help="token merging per block: an int (e.g. 8), a comma list with one value per block, or 'R:decrease'",
     )
     parser.add_argument("--out", type=Path, default=None, help="bundle directory (default: build/<model>-<target>-<quant>)")
-    parser.add_argument("--no-native", action="store_true",
-                        help="leave the native runner (bin/edgevit-run, lib/) out of the bundle: python -m runtime only")
+    parser.add_argument("--sign", type=Path, default=None, metavar="FILE",
+                        help="sign the bundle with this private key (python -m remote keygen FILE): manifest.json.sig")
     parser.add_argument("--random-init", action="store_true", help="no weights: random initialisation (testing only)")
     parser.add_argument("--dump-ir", type=Path, default=None, help="write the IR after each phase into this folder")
     parser.add_argument("--list-targets", action="store_true", help="list the target presets and exit")
@@ -114,7 +114,7 @@ def main() -> None:
     )
     compile_args = CompileArgs(
         target=args.target, model=args.model, weights=args.weights, labels=args.labels, output=args.output, quant=quant,
-        tome_r=args.tome_r, out=args.out, random_init=args.random_init, dump_ir=args.dump_ir, native=not args.no_native,
+        tome_r=args.tome_r, out=args.out, random_init=args.random_init, dump_ir=args.dump_ir, sign=args.sign,
         preprocessing=Preprocessing(image_size=args.image_size, mean=args.mean, std=args.std, crop_pct=args.crop_pct,
                                     interpolation=args.interpolation),
         tuning=TuneSettings(trials=args.tune, rpc_key=args.tune_rpc, tracker=Tracker.parse(args.tracker),

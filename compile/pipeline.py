@@ -17,6 +17,7 @@ from compile.quant.config import QuantConfig
 from compile.tuning.settings import TuneSettings
 from runtime.errors import EdgevitError
 from runtime.manifest import Manifest, ModelInfo, QuantInfo, TargetInfo, TomeInfo
+from runtime.signing import read_private_key
 from runtime.versions import versions
 from targets import TargetPreset
 
@@ -53,7 +54,7 @@ class CompileArgs:
     out: Path | None = None
     random_init: bool = False  # no weights needed: for tests of architectures without local weights
     dump_ir: Path | None = None
-    native: bool = True  # put the native runner and the TVM runtime libraries into the bundle (self-contained)
+    sign: Path | None = None  # private key (runtime.signing) that signs the manifest: manifest.json.sig
     quant: QuantConfig = QuantConfig()  # fp32, or the post-training quantization recipe (compile.quant)
     # MetaSchedule: trials to tune before building (0: use the shipped database as it is)
     tuning: TuneSettings = TuneSettings()
@@ -163,8 +164,9 @@ def compile_bundle(args: CompileArgs, log: Log = print) -> Path:
     from compile.bundle import write_bundle
     from compile.graph.builder import emit_graph
 
+    signing_key = read_private_key(args.sign) if args.sign is not None else None  # a bad key fails before the work
     loaded = resolve(args)
-    native = _native_toolchain(args, loaded.preset)
+    native = _native_toolchain(loaded.preset)
     dump = IRDump(args.dump_ir)
     model, vit = load(args, loaded, log)
     quant, formats, vit = calibrate(args, loaded, model, vit, log)
@@ -180,25 +182,22 @@ def compile_bundle(args: CompileArgs, log: Log = print) -> Path:
     def build(path: Path) -> dict[str, bytes]:
         log(f"[5/6] building model.so for {loaded.preset.name}")
         files = build_library(lowered, loaded.preset, path)
-        log(f"[6/6] writing bundle {loaded.out}" + (f" with bin/edgevit-run for {native.arch}" if native else ""))
+        log(f"[6/6] writing bundle {loaded.out} with its native core for {native.arch}")
         return files
 
     return write_bundle(loaded.out, build, labels, manifest(args, loaded, vit, formats, quant),
-                        _runner(native, loaded.preset))
+                        _core(native, loaded.preset), signing_key)
 
 
-def _native_toolchain(args: CompileArgs, preset: TargetPreset):
-    """The toolchain of bin/edgevit-run for the preset, checked up front; None with --no-native."""
-    if not args.native:
-        return None
+def _native_toolchain(preset: TargetPreset):
+    """The toolchain of the bundle's native core for the preset, checked before any heavy work."""
     from compile.native import toolchain_for
 
     return toolchain_for(preset)
 
 
-def _runner(native, preset: TargetPreset) -> Callable[[Path], list[str]] | None:
-    if native is None:
-        return None
+def _core(native, preset: TargetPreset) -> Callable[[Path], list[str]]:
+    """What writes the native core, its runner and libraries into a bundle directory."""
     from compile.native import build_runner
 
     return lambda bundle_dir: build_runner(bundle_dir, native, cuda=preset.device == "cuda")

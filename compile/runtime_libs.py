@@ -47,7 +47,7 @@ def _fetch(arch: str, out: Path) -> None:
         if result.returncode != 0:
             last = (result.stderr.strip().splitlines() or ["no output"])[-1]
             raise EdgevitError(f"cannot fetch the {arch} TVM runtime wheels ({', '.join(wanted)}) with pip: {last}; "
-                               "pass --no-native to build without the native runner")
+                               "the native core of every bundle links them")
         wheels = list(Path(tmp).glob("*.whl"))
         for name, (dist, member) in LIBRARIES.items():
             prefix = dist.replace("-", "_")
@@ -60,7 +60,7 @@ def wheel_libraries(arch: str) -> Path:
     """A directory holding the TVM runtime libraries (LIBRARIES) of `arch`'s wheels of the installed versions,
     fetched once into the cache."""
     if arch not in WHEEL_PLATFORMS:
-        raise EdgevitError(f"no TVM runtime wheels known for {arch}; pass --no-native")
+        raise EdgevitError(f"no TVM runtime wheels known for {arch}: the native core cannot be built for it")
     versions = _versions()
     cache = edgevit_cache_dir() / "tvm-runtime" / f"{arch}-tvm{versions['apache-tvm']}-ffi{versions['apache-tvm-ffi']}"
     if not (cache / ".complete").is_file():

@@ -207,10 +207,10 @@ def cmd_bench(args) -> None:
     from results.peers.edgevit_contenders import check_build_request
     from results.peers.suite import BenchArgs, run_bench
     from results.peers.table import markdown_table, plot
-    from runtime.bundle import open_bundle
+    from runtime.bundle import verified_manifest
 
     for bundle in args.bundles:  # refuse corrupt, foreign or other-device bundles before measuring anything
-        device = open_bundle(bundle).device
+        device = verified_manifest(bundle).target.device
         if device != args.device:
             raise EdgevitError(f"bundle {bundle} runs on {device}, not --device {args.device}")
     check_build_request(args.model, args.edgevit, args.tome_r)
@@ -256,10 +256,10 @@ def cmd_profile(args) -> None:
         raise EdgevitError("--threads and --repeat must be at least 1")
     os.environ["TVM_NUM_THREADS"] = str(args.threads)  # before TVM starts its thread pool
     from results.profile import ProfileArgs, markdown_table, plot, run_profile
-    from runtime.bundle import open_bundle
+    from runtime.bundle import verified_manifest
 
     for bundle in args.bundles:  # refuse corrupt, foreign or GPU bundles before measuring anything
-        device = open_bundle(bundle).device
+        device = verified_manifest(bundle).target.device
         if device != "cpu":
             raise EdgevitError(f"bundle {bundle}: profile times CPU bundles (its kernels run on {device})")
     records = run_profile(ProfileArgs(tuple(args.bundles), args.threads, args.repeat))

@@ -15,7 +15,7 @@ from tests.processes import leftover_processes
 def pytest_configure(config):
     """The tests run what they compile in this process: ask Linux for the AMX tile state the host's int8 GEMMs
     use (a bundle's library asks when it is loaded; compiling asks nothing)."""
-    from runtime.cpu_features import request_amx_tiles
+    from targets.cpu_features import request_amx_tiles
 
     request_amx_tiles()
 
@@ -77,6 +77,12 @@ def int8_full_bundle(data) -> Path:
 def int8_tome_bundle(data) -> Path:
     """int8 DeiT-tiny with ToMe r=8 for this machine."""
     return cached_bundle("deit_tiny-host-int8-tome8", "--target", "host", "--quant", "int8", "--tome-r", "8")
+
+
+@pytest.fixture(scope="session")
+def int8_features_bundle(data) -> Path:
+    """The int8 DeiT-tiny without its head: the pooled embedding (the bundle tests/test_features.py compiles)."""
+    return cached_bundle("deit_tiny-host-int8-features", "--target", "host", "--quant", "int8", "--output", "features")
 
 
 @pytest.fixture(scope="session")

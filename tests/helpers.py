@@ -105,16 +105,22 @@ def cached_bundle(name: str, *compile_args: str, dump_ir: bool = False) -> Path:
 
 
 def bundle_outputs(bundle: Path, images: Path, names: list[str]):
-    """The bundle's outputs (logits or embeddings) [n, D] on the named images, preprocessed as its manifest says."""
+    """The bundle's outputs (logits or embeddings) [n, D] on the named images, through the binding (its core decodes
+    and preprocesses them as its manifest says)."""
     import numpy as np
 
-    from runtime.bundle import open_bundle
-    from runtime.preprocess import Preprocess
-    from runtime.session import InferenceSession
+    from runtime.model import Model
 
-    session = InferenceSession(open_bundle(bundle))
-    preprocess = Preprocess.from_manifest(session.bundle.manifest.input)
-    return np.concatenate([session.run(preprocess.load(images / name)[None]) for name in names])
+    with Model(bundle) as model:
+        return np.stack([model.run(images / name) for name in names])
+
+
+def bundle_preprocess(bundle: Path):
+    """The bundle's input transform, computed by its own core (runtime.preprocess.Preprocess)."""
+    from runtime.bundle import CORE, read_manifest
+    from runtime.preprocess import Preprocess
+
+    return Preprocess.from_manifest(read_manifest(bundle).input, bundle / CORE)
 
 
 def compile_timm_folder(name: str, model_args: dict, folder: Path, *flags: str, prepare=None):

@@ -36,19 +36,18 @@ def _random_checkpoint(name: str, image_size: int | None, path) -> object:
 def _compile_and_compare(name: str, flags: tuple[str, ...], tmp_path, *extra: str) -> None:
     import torch
 
-    from runtime.bundle import open_bundle
-    from runtime.session import InferenceSession
+    from runtime.model import Model
 
     image_size = int(flags[flags.index("--image-size") + 1]) if "--image-size" in flags else None
     model = _random_checkpoint(name, image_size, tmp_path / "weights.pth")
     out = tmp_path / "bundle"
     result = run_module("compile", "--model", name, "--weights", tmp_path / "weights.pth", *flags, *extra, "--out", out)
     assert result.returncode == 0, result.stderr[-3000:]
-    session = InferenceSession(open_bundle(out))
+    session = Model(out)
     size = session.input_shape[-1]
     assert size == model.patch_embed.img_size[0]
     x = np.random.default_rng(1).standard_normal((1, 3, size, size)).astype(np.float32)
-    got = session.run(x)
+    got = session.run_tensor(x)
     if "--tome-r" in extra:  # the compiled ToMe against PyTorch's ToMe on the same model
         from compile.model.tome_patch import apply_tome
 
@@ -76,8 +75,7 @@ def test_quick_gelu_clip_tower_matches_pytorch(tmp_path):
     """QuickGELU (x * sigmoid(1.702 x), OpenAI CLIP's activation) in a two-block CLIP image tower."""
     import torch
 
-    from runtime.bundle import open_bundle
-    from runtime.session import InferenceSession
+    from runtime.model import Model
 
     model, bundle = compile_timm_folder("vit_xsmall_patch16_clip_224", {"depth": 2, "act_layer": "quick_gelu",
                                                                        "num_classes": 10}, tmp_path)
@@ -85,7 +83,7 @@ def test_quick_gelu_clip_tower_matches_pytorch(tmp_path):
     x = np.random.default_rng(1).standard_normal((1, 3, 224, 224)).astype(np.float32)
     with torch.inference_mode():
         expected = model(torch.from_numpy(x)).numpy()
-    assert np.abs(InferenceSession(open_bundle(bundle)).run(x) - expected).max() <= 1e-3
+    assert np.abs(Model(bundle).run_tensor(x) - expected).max() <= 1e-3
 
 
 @pytest.mark.parametrize("name, part", [
@@ -266,15 +264,14 @@ def test_fp32_averages_normed_rows(tmp_path):
     graph refuses, in fp32 through the one graph: PyTorch within 1e-3."""
     import torch
 
-    from runtime.bundle import open_bundle
-    from runtime.session import InferenceSession
+    from runtime.model import Model
 
     args = {"depth": 1, "global_pool": "avg", "fc_norm": False, "num_classes": 10}
-    model, bundle = compile_timm_folder("vit_tiny_patch16_224", args, tmp_path, "--no-native")
+    model, bundle = compile_timm_folder("vit_tiny_patch16_224", args, tmp_path)
     x = np.random.default_rng(1).standard_normal((1, 3, 224, 224)).astype(np.float32)
     with torch.inference_mode():
         expected = model(torch.from_numpy(x)).numpy()
-    assert np.abs(InferenceSession(open_bundle(bundle)).run(x) - expected).max() <= 1e-3
+    assert np.abs(Model(bundle).run_tensor(x) - expected).max() <= 1e-3
 
 
 def test_preprocessing_follows_timm_and_the_flags():

@@ -88,15 +88,14 @@ def test_labels_with_features_is_one_line(tmp_path):
 def test_clip_vit_base_features_equal_pytorch(tmp_path):
     """vit_base_patch16_clip_224 (norm_pre, width 768, 12 heads) in features mode; two blocks instead of twelve
     (timm's `model_args` in the folder's config.json), which keeps the compile within a test's time."""
-    from runtime.bundle import open_bundle
-    from runtime.session import InferenceSession
+    from runtime.model import Model
 
     name = "vit_base_patch16_clip_224"
     model, bundle = compile_timm_folder(name, {"depth": 2}, tmp_path, "--output", "features")
     manifest = json.loads((bundle / "manifest.json").read_text())["model"]
     assert (manifest["name"], manifest["depth"], manifest["embed_dim"]) == (name, 2, 768)
     x = np.random.default_rng(1).standard_normal((1, 3, 224, 224)).astype(np.float32)
-    got = InferenceSession(open_bundle(bundle)).run(x)
+    got = Model(bundle).run_tensor(x)
     expected = _pre_logits(model, x)
     assert got.shape == (1, 768) and np.abs(expected).max() > 0.1
     assert np.abs(got - expected).max() <= 1e-3

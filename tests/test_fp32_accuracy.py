@@ -7,11 +7,9 @@ import numpy as np
 import pytest
 
 from compile.model.models import load_model
-from runtime.bundle import open_bundle
 from runtime.evaluate import read_labels
-from runtime.preprocess import Preprocess
-from runtime.session import InferenceSession
-from tests.helpers import run_module
+from runtime.model import Model
+from tests.helpers import bundle_preprocess, run_module
 from tests.reference import load_batch, topk_hits, torch_logits
 
 
@@ -23,7 +21,7 @@ def test_host_fp32_top1_equals_pytorch_on_1300_images(host_bundle, images_dir, l
     compiled = json.loads(result.stdout.strip().splitlines()[-1])
     assert compiled["n"] == len(rows) == 1300
 
-    preprocess = Preprocess.from_manifest(open_bundle(host_bundle).manifest.input)
+    preprocess = bundle_preprocess(host_bundle)
     batch = load_batch(preprocess, images_dir, [name for name, _ in rows])
     labels = np.array([label for _, label in rows])
     logits = torch_logits(load_model("deit_tiny_patch16_224"), batch)
@@ -35,11 +33,11 @@ def test_host_fp32_top1_equals_pytorch_on_1300_images(host_bundle, images_dir, l
 
 def test_host_fp32_logits_match_pytorch(host_bundle, images_dir, labels_csv):
     rows = read_labels(labels_csv, limit=16)
-    session = InferenceSession(open_bundle(host_bundle))
-    preprocess = Preprocess.from_manifest(session.bundle.manifest.input)
+    model = Model(host_bundle)
+    preprocess = bundle_preprocess(host_bundle)
     batch = load_batch(preprocess, images_dir, [name for name, _ in rows])
     expected = torch_logits(load_model("deit_tiny_patch16_224"), batch)
-    got = np.concatenate([session.run(image[None]) for image in batch])
+    got = np.concatenate([model.run_tensor(image) for image in batch])
     diff = float(np.abs(got - expected).max())
     print(f"max |logit diff| over {len(rows)} images: {diff:.2e}")
     assert diff <= 1e-3
@@ -58,7 +56,7 @@ def test_host_fp32_tome_top1_within_0_3_of_pytorch_tome(images_dir, labels_csv):
     assert result.returncode == 0, result.stderr[-2000:]
     compiled = json.loads(result.stdout.strip().splitlines()[-1])
     assert compiled["n"] == len(rows)
-    preprocess = Preprocess.from_manifest(open_bundle(bundle).manifest.input)
+    preprocess = bundle_preprocess(bundle)
     batch = load_batch(preprocess, images_dir, [name for name, _ in rows])
     model = apply_tome(load_model("deit_tiny_patch16_224"), [8] * 12)
     torch_top1 = topk_hits(torch_logits(model, batch), np.array([label for _, label in rows]), 1) / len(rows)

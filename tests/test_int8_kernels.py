@@ -20,8 +20,8 @@ from tvm import relax
 
 from compile.kernels import emit_int8_batch_matmul, emit_int8_dense
 from compile.kernels.dot_kernel import dot_kernel_for
-from runtime.cpu_features import cpu_features, machine_arch
 from targets import load_preset
+from targets.cpu_features import cpu_features, machine_arch
 from tests.cuda_tools import kernel_sass, needs_cuobjdump, needs_nvcc
 from tests.helpers import cpu_executable, cross_compiled_library, lower_for_cpu
 
@@ -143,7 +143,7 @@ def test_presets_pick_their_dot_instruction():
 def test_amx_kernels_are_exact():
     """Intel AMX column panels (compile.kernels.amx): compiled everywhere, run where this CPU and Linux grant
     the tile unit. Cases below one tile of rows (the classifier head, the odd shapes) take the VNNI fallback."""
-    from runtime.cpu_features import request_amx_tiles
+    from targets.cpu_features import request_amx_tiles
 
     target = tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "sapphirerapids"})
     suite = _suite(target)

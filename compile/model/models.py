@@ -41,8 +41,11 @@ class ModelSpec:
                          crop_pct=self.crop_pct, interpolation=self.interpolation)
 
     def preprocess(self, dtype: str = "float32") -> Preprocess:
-        """The image transform a bundle of this model applies (float32 normalized, or raw uint8 pixels)."""
-        return Preprocess.from_manifest(self.input_spec(dtype))
+        """The image transform a bundle of this model applies (float32 normalized, or raw uint8 pixels), computed by
+        this machine's build of the native core, the implementation every bundle runs."""
+        from compile.native import host_core
+
+        return Preprocess.from_manifest(self.input_spec(dtype), host_core())
 
 
 DEFAULT_MODEL = "deit_tiny_patch16_224"

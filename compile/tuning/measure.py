@@ -15,10 +15,10 @@ import time
 from tvm.s_tir import meta_schedule as ms
 
 from compile.tuning.settings import TuneSettings
-from runtime.cpu_features import cpu_features, machine_arch
 from runtime.errors import EdgevitError
 from runtime.tracker import Tracker
 from targets import TargetPreset
+from targets.cpu_features import cpu_features, machine_arch
 
 BUILD_TIMEOUT_S = 120
 RUN_TIMEOUT_S = 60

@@ -12,10 +12,9 @@ from runtime.errors import EdgevitError
 
 def bundle_artifact(path: Path, model: str) -> Artifact:
     """A verified bundle of `model`, named by its quantization mode and ToMe schedule (edgevit-int8-tome8)."""
-    from runtime.bundle import open_bundle
+    from runtime.bundle import verified_manifest
 
-    bundle = open_bundle(path)
-    manifest = bundle.manifest
+    manifest = verified_manifest(path)
     if manifest.model.name != model:
         raise EdgevitError(f"bundle {path} is of {manifest.model.name}, not {model}: "
                            "contenders must share one model (pass --model)")
@@ -25,7 +24,7 @@ def bundle_artifact(path: Path, model: str) -> Artifact:
     return Artifact(f"edgevit-{mode}{tome}", "edgevit", path, model, {
         "quant": mode, "input_dtype": manifest.input.dtype, "tome_schedule": schedule,
         "gflops": manifest.tome.gflops, "target": manifest.target.preset, "bundle": str(path),
-    }, device=bundle.device)
+    }, device=manifest.target.device)
 
 
 def check_build_request(model: str, modes: tuple[str, ...], tome_rs: tuple[int, ...]) -> None:

@@ -55,8 +55,8 @@ def run_bench(args: BenchArgs, console) -> list[dict]:
     from results.peers.native import has_runner, native_record
     from results.peers.peak_memory import measure_peak_rss
     from results.peers.runners import load_runner
+    from results.scoring import top5_predictions
     from results.timing import PER_ROUND, interleaved_latency_ms
-    from runtime.evaluate import top5_predictions
 
     rows = evaluation_rows(args.eval_limit)  # a bad labels file fails before anything is prepared
     weights = model_weights(args.model, args.build_dir)
