@@ -47,7 +47,7 @@ class PtqArgs:
     r_values: tuple[int, ...]
     variants: tuple[str, ...]
     build_dir: Path
-    calib_count: int = 256
+    calib_count: int = CALIBRATION_ROWS  # the whole calibration split (QuantConfig.calib_count)
     eval_limit: int | None = None
 
 
@@ -62,10 +62,10 @@ def run_ptq(args: PtqArgs, console) -> list[dict]:
     from compile.data import evaluation_rows, labelled_images
     from compile.pipeline import CompileArgs, compile_bundle
     from compile.quant.config import QuantConfig
-    from runtime.bundle import open_bundle
-    from runtime.evaluate import top5_predictions
+    from results.scoring import top5_predictions
+    from runtime.bundle import CORE, read_manifest
+    from runtime.model import Model
     from runtime.preprocess import Preprocess
-    from runtime.session import InferenceSession
 
     bundles = {}
     for r in args.r_values:
@@ -76,18 +76,20 @@ def run_ptq(args: PtqArgs, console) -> list[dict]:
             quant = QuantConfig(mode=variant.quant, calib_count=args.calib_count, **variant.options)
             compile_args = CompileArgs(target="host", model=args.model, quant=quant, tome_r=str(r), out=out)
             bundles[(r, name)] = compile_bundle(compile_args, log=lambda m: console.print("  " + m))
-    sessions = {key: InferenceSession(open_bundle(path)) for key, path in bundles.items()}
+    sessions = {key: Model(path) for key, path in bundles.items()}
+    manifests = {key: read_manifest(path) for key, path in bundles.items()}
     images = labelled_images()
     rows = evaluation_rows(args.eval_limit)
     labels = np.array([label for _, label in rows])
-    models = {key: (s.run, Preprocess.from_manifest(s.bundle.manifest.input)) for key, s in sessions.items()}
+    models = {key: (s.run_tensor, Preprocess.from_manifest(manifests[key].input, bundles[key] / CORE))
+              for key, s in sessions.items()}
     with Progress(console=console) as progress:
         task = progress.add_task("evaluate", total=len(rows))
         top5 = top5_predictions(models, images / "images", rows, lambda: progress.advance(task))
-    return _records(args, bundles, sessions, top5, labels)
+    return _records(args, bundles, manifests, top5, labels)
 
 
-def _records(args: PtqArgs, bundles, sessions, top5, labels) -> list[dict]:
+def _records(args: PtqArgs, bundles, manifests, top5, labels) -> list[dict]:
     from runtime.bench import machine_facts
     from runtime.evaluate import accuracy
 
@@ -96,11 +98,11 @@ def _records(args: PtqArgs, bundles, sessions, top5, labels) -> list[dict]:
     for (r, name), predictions in top5.items():
         fp32_same_r = top5.get((r, "fp32"))
         top1, top5_rate = accuracy(predictions, labels)
-        manifest = sessions[(r, name)].bundle.manifest
+        manifest = manifests[(r, name)]
         records.append({
             "model": args.model, "tome_r": r, "variant": name, "quant": manifest.quant.mode,
             "recipe": manifest.quant.recipe,
-            "float_layers": [n for n, layer in manifest.quant.layers.items() if layer["format"] != "int8"],
+            "float_layers": [n for n, layer in manifest.quant.layers.items() if layer["format"] == "float32"],
             "top1": top1, "top5": top5_rate,
             "drop_vs_fp32": None if fp32_r0 is None else accuracy(fp32_r0, labels)[0] - top1,
             "agreement_with_fp32_same_r": None if fp32_same_r is None else float(

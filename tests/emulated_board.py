@@ -17,10 +17,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from results.arm.sysroot import PYTHON, SITE, build_sysroot
+from results.arm.sysroot import NUMPY_ONLY, PYTHON, SITE, TVM, Recipe, build_sysroot
 from tests.cache import edgevit_cache_dir
 
-__all__ = ["PYTHON", "QEMU", "SITE", "EmulatedBoard", "bare_board", "emulated_board", "run_vm_functions"]
+__all__ = ["NUMPY_ONLY", "PYTHON", "QEMU", "SITE", "EmulatedBoard", "bare_board", "emulated_board", "run_vm_functions"]
 
 LAUNCHER = """#!/bin/sh
 # The board's python3.11 as a {cpu}; this script's path is that python's sys.executable (qemu -0).
@@ -104,12 +104,12 @@ def bare_board(cpu: str, root: Path) -> EmulatedBoard:
     return EmulatedBoard(root, cpu)
 
 
-def emulated_board(cpu: str) -> EmulatedBoard:
-    """A board with the cached sysroot and the qemu CPU model `cpu` (cortex-a76: rpi5, cortex-a72: rpi4)."""
+def emulated_board(cpu: str, recipe: Recipe = TVM) -> EmulatedBoard:
+    """A board with the cached sysroot of `recipe` and the qemu CPU model `cpu` (cortex-a76: rpi5, cortex-a72: rpi4)."""
     for tool in (QEMU, "debootstrap", "dpkg-deb"):
         if shutil.which(tool) is None:
             raise RuntimeError(f"emulated boards need {tool} (apt packages qemu-user-static, debootstrap)")
-    return EmulatedBoard(build_sysroot(edgevit_cache_dir()), cpu)
+    return EmulatedBoard(build_sysroot(edgevit_cache_dir(), recipe), cpu)
 
 
 VM_RUN = """

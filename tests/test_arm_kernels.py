@@ -7,13 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compile.models import import_timm, model_spec
-from compile.quant import emit_relax, quantize
-from compile.quant.config import QuantConfig
+from compile.model.models import import_timm, model_spec
 from runtime.evaluate import read_labels
 from targets import load_preset
 from tests import integer_reference
-from tests.helpers import cross_compiled_library
+from tests.helpers import cross_compiled_library, quantized_graph
 
 MODEL = "deit_tiny_patch16_224"
 
@@ -28,8 +26,8 @@ def test_int8_full_is_the_reference_on_emulated_boards(preset, cpu, data, images
     torch.manual_seed(0)
     model = import_timm().create_model(MODEL, pretrained=False, depth=2).eval()
     spec = model_spec(MODEL)
-    qvit = quantize(model, spec, [8, 8], QuantConfig(mode="int8-full", calib_count=16), log=lambda message: None)
-    library = cross_compiled_library(emit_relax(qvit, load_preset(preset).target()), preset, tmp_path / "model.so")
+    module, qvit = quantized_graph(model, spec, "int8-full", 8, target=load_preset(preset).target())
+    library = cross_compiled_library(module, preset, tmp_path / "model.so")
     (name, _), = read_labels(labels_csv, skip=256, limit=1)
     pixels = spec.preprocess("uint8").load(images_dir / name)[None]
     got = run_vm_functions(emulated_board(cpu), library, {"main": [pixels]}, tmp_path)["main"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from compile.data import CALIBRATION_ROWS
 from runtime.errors import EdgevitError
 
 QUANT_MODES = ("fp32", "int8", "int8-full")  # int8: integer GEMMs, float nonlinearities; int8-full: integer only
@@ -19,7 +20,7 @@ class QuantConfig:
 
     mode: str = "fp32"  # one of QUANT_MODES; fp32 leaves the model in float (the other fields are unused)
     calib_images: Path | None = None  # None: the data directory's calibration split
-    calib_count: int = 256
+    calib_count: int = CALIBRATION_ROWS  # the whole calibration split
     observer: str = "mse"
     outliers: bool = True  # per-channel LayerNorm output scales folded into the next weights
     weight_scales: str = "channel"

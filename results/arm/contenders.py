@@ -92,9 +92,10 @@ def check_bundle(path: Path, board: ArmBoard) -> Artifact:
     if missing:
         raise EdgevitError(f"bundle {path} (target {target.preset}) needs {', '.join(missing)}, which {board.preset} "
                            "lacks")
-    if not (path / "lib").is_dir():
-        raise EdgevitError(f"bundle {path} has no lib/ (built with --no-native): compile it without --no-native")
-    return bundle_artifact(path, read_manifest(path).model.name, check_device=False)
+    if not (path / "lib" / "libedgevit.so").is_file():
+        raise EdgevitError(f"bundle {path} has no native core lib/libedgevit.so (made before every bundle carried "
+                           "one): compile it again")
+    return bundle_artifact(path, read_manifest(path).model.name)
 
 
 def _top1(stdout: str) -> int | None:

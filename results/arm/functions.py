@@ -1,6 +1,6 @@
 """Counting single Relax functions (a GEMM, a row kernel) on the emulated board: what each of their kernels executes.
 
-The functions are lowered as compile lowers a model (compile.lowering: fusion, hand schedules), built for a
+The functions are lowered as compile lowers a model (compile.lowering.cpu: fusion, hand schedules), built for a
 board preset, and called by the board's python through TVM's runtime library alone (no compiler), each once
 to warm up and once inside a window. A function's count is that of the TIR kernels it calls (their symbols
 in the library), so the VM's and python's own instructions stay out.
@@ -75,13 +75,13 @@ def count_functions(module, inputs: dict[str, list[np.ndarray]], preset_name: st
     from tvm import relax
     from tvm.support import cc
 
-    from compile.lowering import lower_for_cpu
+    from compile.lowering.cpu import fuse_for_cpu, schedule_for_cpu
     from results.arm.sysroot import PYTHON
     from targets import load_preset
 
     preset = load_preset(preset_name)
     target = preset.target()
-    lowered = lower_for_cpu(module, target)
+    lowered = schedule_for_cpu(fuse_for_cpu(module, target), target)
     with tempfile.TemporaryDirectory(prefix="edgevit-arm-functions-", dir=work_dir) as tmp:
         folder = Path(tmp)
         library = folder / LIBRARY

@@ -39,7 +39,7 @@ class GemmShape:
 
 def vit_gemm_shapes(manifest) -> list[GemmShape]:
     """The GEMMs of a bundle's model (its manifest): patch embedding, the widest block's six, the head."""
-    from compile.models import load_model
+    from compile.model.models import load_model
 
     model = load_model(manifest.model.name, pretrained_required=False)
     dim, heads = manifest.model.embed_dim, model.blocks[0].attn.num_heads

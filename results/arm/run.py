@@ -100,8 +100,8 @@ def _gemm_shapes(artifact, where: Board, log) -> list[dict]:
 
 
 def _count_peers(args: ArmArgs, model: str, where: Board, image: Path, log) -> list[Counted]:
-    from compile.models import load_model
-    from compile.tome_patch import gflops
+    from compile.model.models import load_model
+    from compile.model.vit import describe
     from results.arm.contenders import prepare_peers
     from results.model_weights import model_weights
     from results.peers.inputs import model_preprocess
@@ -109,7 +109,7 @@ def _count_peers(args: ArmArgs, model: str, where: Board, image: Path, log) -> l
     site = _peer_site()
     weights = model_weights(model, args.build_dir)
     timm_model = load_model(model, weights.path)
-    macs = gflops(timm_model, [0] * len(timm_model.blocks)) / 2 * 1e9
+    macs = describe(timm_model, [0] * len(timm_model.blocks)).gflops() / 2 * 1e9
     batch = model_preprocess(model).load(image)[None]
     prepared = prepare_peers(args.peers, model, weights.path, args.build_dir / f"{model}-calib{args.calib_images}",
                              args.calib_images, log)

@@ -1,8 +1,9 @@
 """An emulated aarch64 board's software: a Debian arm64 sysroot with python3 and aarch64 wheels, built once.
 
-The sysroot holds Debian bookworm's python3.11 and the runtime's dependencies as aarch64 wheels
-(apache-tvm, numpy, pillow, plus tornado, psutil and cloudpickle for TVM's RPC server) in the
-interpreter's own dist-packages, and nothing else: no torch, no compiler. Its .debs are fetched by
+Two sysroots (recipes): TVM's holds Debian bookworm's python3.11 and aarch64 wheels (apache-tvm, numpy, pillow,
+plus tornado, psutil and cloudpickle for TVM's RPC server) in the interpreter's own dist-packages, for tests that
+run TVM itself on the board and for the counts; NUMPY_ONLY holds Debian's python3 and python3-numpy and nothing
+else (no TVM, no pip, no compiler): what `python -m runtime` needs beside a bundle. Its .debs are fetched by
 `debootstrap --foreign` and unpacked with dpkg-deb; the second stage cannot run here: it executes
 aarch64 maintainer scripts, and without binfmt_misc a program started inside qemu-user is run by
 the host kernel, which cannot execute aarch64 binaries. The tests' emulated boards
@@ -28,11 +29,11 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
-DEBIAN_PACKAGES = ("python3",)
 WHEELS = (
     "apache-tvm==0.27.0.post1", "apache-tvm-ffi==0.1.14.post1", "numpy==2.4.6", "pillow==13.0.0",
     "psutil==7.2.2", "tornado==6.6.1", "cloudpickle==2.1.0",
@@ -59,6 +60,26 @@ PEER_PLATFORMS = ("manylinux_2_27_aarch64", *WHEEL_PLATFORMS)  # ai-edge-litert 
 
 def _digest(*recipe) -> str:
     return hashlib.sha256(repr(recipe).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a sysroot holds: Debian packages (with their dependencies) and aarch64 wheels; `alternatives` are the
+    links (path -> target relative to it) their maintainer scripts would make with update-alternatives."""
+
+    debian_packages: tuple[str, ...]
+    wheels: tuple[str, ...] = ()
+    alternatives: tuple[tuple[str, str], ...] = ()
+
+    def digest(self) -> str:
+        return _digest(RECIPE_REVISION, SUITE, self.debian_packages, self.wheels, WHEEL_PLATFORMS, SITE, PRUNED,
+                       *self.alternatives)
+
+
+TVM = Recipe(("python3",), WHEELS)
+NUMPY_ONLY = Recipe(("python3", "python3-numpy"), alternatives=(  # numpy links the reference BLAS / LAPACK
+    ("usr/lib/aarch64-linux-gnu/libblas.so.3", "blas/libblas.so.3"),
+    ("usr/lib/aarch64-linux-gnu/liblapack.so.3", "lapack/liblapack.so.3")))
 
 
 def _run(argv: list[str]) -> None:
@@ -96,23 +117,25 @@ def _pip_target(target: Path, wheels: tuple[str, ...], platforms: tuple[str, ...
           "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp", *wheels])
 
 
-def _populate(root: Path) -> None:
+def _populate(root: Path, recipe: Recipe) -> None:
     """Fetch and unpack the arm64 packages, install the aarch64 wheels, precompile the stdlib."""
     _run(["debootstrap", "--arch=arm64", "--foreign", "--variant=minbase",
-          f"--include={','.join(DEBIAN_PACKAGES)}", SUITE, str(root), MIRROR])
+          f"--include={','.join(recipe.debian_packages)}", SUITE, str(root), MIRROR])
     for deb in sorted((root / "var/cache/apt/archives").glob("*.deb")):
         _run(["dpkg-deb", "-x", str(deb), str(root)])
     for path in PRUNED:
         shutil.rmtree(root / path, ignore_errors=True)
-    _pip_target(root / SITE, WHEELS, WHEEL_PLATFORMS)
+    for link, target in recipe.alternatives:  # relative: qemu resolves the sysroot's paths, not the host's
+        (root / link).symlink_to(target)
+    if recipe.wheels:
+        _pip_target(root / SITE, recipe.wheels, WHEEL_PLATFORMS)
     # Debian compiles the stdlib in a maintainer script; the host's 3.11 writes the same .pyc format.
     compileall.compile_dir(root / "usr/lib/python3.11", quiet=2, workers=os.cpu_count() or 1)
 
 
-def build_sysroot(cache_dir: Path) -> Path:
-    """The cached arm64 sysroot, built on first use (about 30 s and 560 MB here)."""
-    recipe = (RECIPE_REVISION, SUITE, DEBIAN_PACKAGES, WHEELS, WHEEL_PLATFORMS, SITE, PRUNED)
-    return _cached_build(cache_dir, f"sysroot-arm64-{_digest(*recipe)}", _populate)
+def build_sysroot(cache_dir: Path, recipe: Recipe = TVM) -> Path:
+    """The cached arm64 sysroot of `recipe`, built on first use (TVM's: about 30 s and 560 MB here)."""
+    return _cached_build(cache_dir, f"sysroot-arm64-{recipe.digest()}", lambda tmp: _populate(tmp, recipe))
 
 
 def peer_site(cache_dir: Path) -> Path:
