@@ -103,6 +103,9 @@ def compile_bundle(args: CompileArgs, log=print) -> Path:
         raise EdgevitError("--labels names classes; a --output features bundle has none (it returns the embedding)")
     preset = load_preset(args.target)
     config = args.quant
+    from compile.quant.formats import offered_formats
+
+    formats = offered_formats(config, preset)
     checkpoint = find_checkpoint(args.model or DEFAULT_MODEL, args.weights)
     name = args.model or (checkpoint.architecture if checkpoint else None) or DEFAULT_MODEL
     found = checkpoint.preprocessing if checkpoint else {}
@@ -156,7 +159,7 @@ def compile_bundle(args: CompileArgs, log=print) -> Path:
         from compile.quant.sensitivity import layer_report
 
         log(f"[2/4] post-training quantization ({config.mode}) -> integer Relax graph")
-        qvit = quantize(model, spec, schedule, config, log)
+        qvit = quantize(model, spec, schedule, config, log, formats)
         mod = emit_relax(qvit, preset.target())
         quant = QuantInfo(mode=config.mode, recipe=qvit.recipe, layers=layer_report(qvit.linears()))
     dump = IRDump(args.dump_ir)

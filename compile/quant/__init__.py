@@ -3,6 +3,10 @@
     calibrate (real images, float model incl. ToMe) -> statistics per activation
     -> QuantizedViT: per-channel int8 weights, static activation scales, outlier channel handling,
        per-layer sensitivity and the float-kept layers          (qvit.py, observers.py, weights.py)
+    -> w4a8 / mixed: int4 weights by GPTQ or round-to-nearest against each GEMM input's X^T X, the error of
+       every layer format, and mixed's choice of a format per GEMM under a budget, estimated on held-out
+       calibration images                 (int4.py, gptq.py, hessian.py, layer_formats.py, formats.py,
+                                           simulate.py, accuracy_proxy.py, mofq.py)
     -> Relax graph with int8 x int8 -> int32 matmuls, dequantization delayed past them and
        requantization fused into their epilogues                  (graph.py + float/integer numerics)
 """
@@ -15,6 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from compile.quant.config import QuantConfig
+from runtime.errors import EdgevitError
 
 if TYPE_CHECKING:
     from compile.quant.qvit import QuantizedViT
@@ -31,13 +36,14 @@ def calibrate(model, spec, schedule: list[int], config: QuantConfig, log: Callab
     """
     from rich.progress import Progress
 
-    from compile.quant.calibration import calibration_files, collect_stats, load_images
+    from compile.quant.calibration import calibration_split, collect_stats, load_images
     from compile.tome_patch import apply_tome
 
-    files = calibration_files(config)
+    files = calibration_split(config).fit
     key = (spec.name, _weights_digest(model), tuple(schedule), tuple(map(str, files)))
-    if key in _STATS_CACHE:
-        return _STATS_CACHE[key]
+    cached = _STATS_CACHE.get(key)
+    if cached is not None and (not config.low_bit or any(site.gram is not None for site in cached.values())):
+        return cached
     preprocess = spec.preprocess()
     calibrated = copy.deepcopy(model)
     if any(schedule):
@@ -47,7 +53,7 @@ def calibrate(model, spec, schedule: list[int], config: QuantConfig, log: Callab
         task = progress.add_task("loading calibration images", total=len(files))
         images = load_images(files, preprocess, lambda: progress.advance(task))
         task = progress.add_task("calibrating (2 passes)", total=2 * -(-len(images) // 32))
-        stats = collect_stats(calibrated, images, progress=lambda: progress.advance(task))
+        stats = collect_stats(calibrated, images, progress=lambda: progress.advance(task), grams=config.low_bit)
     _STATS_CACHE[key] = stats
     return stats
 
@@ -60,8 +66,10 @@ def _weights_digest(model) -> str:
     return digest.hexdigest()
 
 
-def quantize(model, spec, schedule: list[int], config: QuantConfig, log: Callable[[str], None] = print) -> QuantizedViT:
-    """Calibrate `model` (a float timm ViT, left unchanged) on real images and quantize it."""
+def quantize(model, spec, schedule: list[int], config: QuantConfig, log: Callable[[str], None] = print,
+             formats: tuple[str, ...] = ("float32", "int8", "w4a8")) -> QuantizedViT:
+    """Calibrate `model` (a float timm ViT, left unchanged) on real images and quantize it; --quant mixed chooses
+    each GEMM's format among `formats` (what the target runs, compile.quant.formats.offered_formats)."""
     from compile.quant.qvit import degenerate_sites, quantize_vit
     from compile.quant.sensitivity import choose_float_layers
 
@@ -69,14 +77,33 @@ def quantize(model, spec, schedule: list[int], config: QuantConfig, log: Callabl
     for note in degenerate_sites(stats):
         log(f"      note: {note} in calibration; it gets a stand-in scale")
     qvit = quantize_vit(model, stats, config, schedule, spec.mean, spec.std)
+    if config.mode == "mixed":
+        qvit.recipe["choice"] = _choose_formats(model, spec, schedule, config, qvit, formats, log)
     kept = choose_float_layers(qvit.linears(), config)
     if kept:
         log(f"      kept in float32: {', '.join(kept)}")
     return qvit
 
 
+def _choose_formats(model, spec, schedule, config: QuantConfig, qvit: QuantizedViT, formats, log) -> dict:
+    """--quant mixed: each GEMM's format, measured on the held-out calibration images (compile.quant.mofq)."""
+    from compile.quant.calibration import calibration_split, load_images
+    from compile.quant.mofq import choose_formats
+    from compile.tome_patch import apply_tome
+
+    split = calibration_split(config)
+    running = apply_tome(copy.deepcopy(model), schedule) if any(schedule) else model
+    return choose_formats(running, qvit, config, formats, load_images(split.heldout, spec.preprocess()),
+                          split.heldout_labels, log)
+
+
 def emit_relax(qvit: QuantizedViT, target):
     """The Relax module of a QuantizedViT for `target` (int8 or int8-full numerics)."""
+    from compile.quant.config import LOW_BIT_MODES
+
+    if qvit.mode in LOW_BIT_MODES:  # part 2 of issue 26 wires int4 / float16 GEMMs into the one graph
+        raise EdgevitError(f"--quant {qvit.mode}: the graph emitter for 4-bit and float16 GEMMs is not there yet "
+                           "(quantization above is done; nothing was written); compile --quant int8 meanwhile")
     from compile.quant.graph import emit_quantized_vit
 
     if qvit.mode == "int8-full":
