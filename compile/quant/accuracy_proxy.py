@@ -1,9 +1,9 @@
 """How far each layer's format moves the model's decisions, to first order, on held-out calibration images.
 
-Each held-out image has a decision between two classes of the float model: its top-1 and runner-up
-when the top-1 is the label (a correct image, which a perturbation can only lose), its top-1 and the
-label otherwise (a wrong one, which it can gain; unlabelled images count their top-1 as the label).
-Their logit margin m_i > 0 moves, to first order, by
+Each held-out image's float top-1 holds against its runner-up by a logit margin m_i > 0 (what a
+perturbation must overcome to change the prediction); images whose top-1 is the label are the ones a
+flip costs (unlabelled images, of a --calib-images folder, all count). The margin moves, to first
+order, by
 
     delta_{l,f,i} = < dm_i / dy_l , y_l in format f - y_l >       (y_l: layer l's output [tokens, N])
 
@@ -29,10 +29,10 @@ CHUNK_IMAGES = 8  # images per forward / backward pass (every layer's input and 
 
 @dataclass(frozen=True)
 class MarginChanges:
-    """Per held-out image i: the float margin, whether it is a correct image, and the squared first-order moves."""
+    """Per held-out image i: the float margin, whether a flip costs top-1, and the squared first-order moves."""
 
-    margin: np.ndarray  # [I] > 0
-    correct: np.ndarray  # bool [I]
+    margin: np.ndarray  # [I] > 0: top-1 minus runner-up logit of the float model
+    correct: np.ndarray  # bool [I]: the top-1 is the label (all True without labels)
     delta2: dict[str, dict[str, np.ndarray]]  # layer -> format -> [I] (float32: 0)
     base: np.ndarray  # [I]: sum over the attention's int8 points of their squared moves
 
@@ -80,13 +80,10 @@ def margin_changes(model: torch.nn.Module, qvit: QuantizedViT, images: np.ndarra
 
 
 def _decision_margins(logits: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(margin [B] > 0 between the two classes each image decides between, correct [B])."""
-    top2 = logits.topk(2, dim=-1).indices
-    label = top2[:, 0] if labels is None else labels
-    right = top2[:, 0] == label
-    other = torch.where(right, top2[:, 1], label)
-    pick = lambda index: logits.gather(1, index[:, None])[:, 0]  # noqa: E731
-    return pick(top2[:, 0]) - pick(other), right
+    """(top-1 minus runner-up logit [B], whether the top-1 is the label [B]; all True without labels)."""
+    top2 = logits.topk(2, dim=-1)
+    right = torch.ones(len(logits), dtype=torch.bool) if labels is None else top2.indices[:, 0] == labels
+    return top2.values[:, 0] - top2.values[:, 1], right
 
 
 def _inner(grad: torch.Tensor, change: torch.Tensor) -> torch.Tensor:
