@@ -79,6 +79,13 @@ def quantize(model, spec, schedule: list[int], config: QuantConfig, log: Callabl
     qvit = quantize_vit(model, stats, config, schedule, spec.mean, spec.std)
     if config.mode == "mixed":
         qvit.recipe["choice"] = _choose_formats(model, spec, schedule, config, qvit, formats, log)
+    elif config.mode == "w4a8":
+        from compile.quant.formats import weight_bytes
+
+        int8_mb = sum(weight_bytes("int8", *linear.weight.shape, 0) for linear in qvit.linears()) / 1e6
+        log(f"      w4a8 ({config.w4_rounding}, group {config.w4_group or 'per column'}): "
+            f"{sum(linear.int4.nbytes for linear in qvit.linears()) / 1e6:.2f} MB of GEMM weights and scales "
+            f"(int8: {int8_mb:.2f} MB)")
     kept = choose_float_layers(qvit.linears(), config)
     if kept:
         log(f"      kept in float32: {', '.join(kept)}")
