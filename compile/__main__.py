@@ -6,9 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from compile.models import INTERPOLATIONS, OUTPUTS
-from compile.quant.config import LAYER_FORMATS, OBSERVERS, QUANT_MODES, W4_GROUPS, W4_ROUNDINGS, WEIGHT_SCALES, QuantConfig
+from compile.data import CALIBRATION_ROWS
+from compile.model.models import INTERPOLATIONS, OUTPUTS
+from compile.quant.config import OBSERVERS, QUANT_MODES, W4_GROUPS, W4_ROUNDINGS, WEIGHT_SCALES, QuantConfig
+from compile.quant.formats import MIXED_FORMATS
 from runtime.errors import run_cli
+from runtime.tracker import Tracker
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,8 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     pre.add_argument("--interpolation", choices=INTERPOLATIONS, default=None, help="resize filter")
     quant = parser.add_argument_group("post-training quantization (int8, int8-full)")
     quant.add_argument("--calib-images", type=Path, default=None,
-                       help="folder of calibration images (default: the first 256 rows of the data directory's labels.csv)")
-    quant.add_argument("--calib-count", type=int, default=256, help="calibration images to use (default 256)")
+                       help=f"folder of calibration images (default: the first {CALIBRATION_ROWS} rows of the data "
+                            "directory's labels.csv)")
+    quant.add_argument("--calib-count", type=int, default=QuantConfig.calib_count,
+                       help=f"calibration images to use (default {QuantConfig.calib_count})")
     quant.add_argument("--observer", default="mse", metavar="|".join(OBSERVERS),
                        help="activation range observer (default: mse, the clip with the least expected error)")
     quant.add_argument("--outliers", choices=("on", "off"), default="on",
@@ -62,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     low.add_argument("--size-mb", type=float, default=None, metavar="MB",
                      help="mixed: the most accurate model whose parameters take at most MB (10^6 bytes)")
     low.add_argument("--formats", type=lambda text: tuple(v.strip() for v in text.split(",") if v.strip()), default=None,
-                     metavar=",".join(LAYER_FORMATS), help="mixed: the formats to choose from (default: all the target runs; "
+                     metavar=",".join(MIXED_FORMATS), help="mixed: the formats to choose from (default: all the target runs; "
                                                            "float16 on rpi5 and the CUDA presets)")
     tune = parser.add_argument_group("tuning (MetaSchedule; stored per target, applied by every later compile)")
     tune.add_argument("--tune", type=int, default=0, metavar="N",
@@ -70,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
                            "(targets/tuning/<target>); re-running continues from it")
     tune.add_argument("--tune-rpc", default=None, metavar="KEY",
                       help="measure on the board registered at the RPC tracker with KEY (default: on this machine)")
-    tune.add_argument("--tracker", default="127.0.0.1:9190", metavar="HOST:PORT", help="RPC tracker for --tune-rpc")
+    tune.add_argument("--tracker", default=str(Tracker()), metavar="HOST:PORT", help="RPC tracker for --tune-rpc")
     tune.add_argument("--tuning-db", type=Path, default=None, metavar="DIR",
                       help="use (and with --tune, extend) the database in DIR instead of the target's; "
                            "a DIR without one builds with the hand schedules only")
@@ -79,8 +84,8 @@ def _parser() -> argparse.ArgumentParser:
         help="token merging per block: an int (e.g. 8), a comma list with one value per block, or 'R:decrease'",
     )
     parser.add_argument("--out", type=Path, default=None, help="bundle directory (default: build/<model>-<target>-<quant>)")
-    parser.add_argument("--no-native", action="store_true",
-                        help="leave the native runner (bin/edgevit-run, lib/) out of the bundle: python -m runtime only")
+    parser.add_argument("--sign", type=Path, default=None, metavar="FILE",
+                        help="sign the bundle with this private key (python -m remote keygen FILE): manifest.json.sig")
     parser.add_argument("--random-init", action="store_true", help="no weights: random initialisation (testing only)")
     parser.add_argument("--dump-ir", type=Path, default=None, help="write the IR after each phase into this folder")
     parser.add_argument("--list-targets", action="store_true", help="list the target presets and exit")
@@ -115,7 +120,6 @@ def main() -> None:
         return
     from compile.pipeline import CompileArgs, Preprocessing, compile_bundle
     from compile.tuning.settings import TuneSettings
-    from compile.tuning.tracker import Tracker
 
     quant = QuantConfig(
         mode=args.quant, calib_images=args.calib_images, calib_count=args.calib_count, observer=args.observer,
@@ -125,7 +129,7 @@ def main() -> None:
     )
     compile_args = CompileArgs(
         target=args.target, model=args.model, weights=args.weights, labels=args.labels, output=args.output, quant=quant,
-        tome_r=args.tome_r, out=args.out, random_init=args.random_init, dump_ir=args.dump_ir, native=not args.no_native,
+        tome_r=args.tome_r, out=args.out, random_init=args.random_init, dump_ir=args.dump_ir, sign=args.sign,
         preprocessing=Preprocessing(image_size=args.image_size, mean=args.mean, std=args.std, crop_pct=args.crop_pct,
                                     interpolation=args.interpolation),
         tuning=TuneSettings(trials=args.tune, rpc_key=args.tune_rpc, tracker=Tracker.parse(args.tracker),

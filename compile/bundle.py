@@ -15,6 +15,7 @@ from pathlib import Path
 
 from runtime.bundle import LABELS, LIBRARY, MANIFEST, sha256_file
 from runtime.manifest import Manifest
+from runtime.signing import PrivateKey, sign_bundle
 
 
 @contextmanager
@@ -42,19 +43,23 @@ def write_bundle(
     write_library: Callable[[Path], dict[str, bytes]],
     labels: list[str],
     manifest: Manifest,
-    add_runner: Callable[[Path], list[str]] | None = None,
+    add_core: Callable[[Path], list[str]],
+    signing_key: PrivateKey | None = None,
 ) -> Path:
     """Create bundle `out`: model.so (via `write_library`, which returns any further files such as
-    device kernels), labels.txt, the native runner and its libraries (via `add_runner`, which writes them
-    into the bundle directory and returns their names), then manifest.json with the sha256 of every file."""
+    device kernels), labels.txt, the native core, its runner and libraries (via `add_core`, which writes them
+    into the bundle directory and returns their names), then manifest.json with the sha256 of every file,
+    and with `signing_key` its signature manifest.json.sig (before the rename: never a bundle without it)."""
     with staging_dir(out) as tmp:
         extra_files = write_library(tmp / LIBRARY)
         (tmp / LABELS).write_text("".join(f"{name}\n" for name in labels))  # empty for a features bundle
         for name, data in extra_files.items():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             (tmp / name).write_bytes(data)
-        runner_files = add_runner(tmp) if add_runner is not None else []
+        runner_files = add_core(tmp)
         names = (LIBRARY, LABELS, *sorted(extra_files), *sorted(runner_files))
         files = {name: sha256_file(tmp / name) for name in names}
         (tmp / MANIFEST).write_text(dataclasses.replace(manifest, files=files).to_json())
+        if signing_key is not None:
+            sign_bundle(tmp, signing_key)
     return out

@@ -3,7 +3,7 @@
 TVM 0.27's compiler leaves CUDA kernels as source inside the exported library; its CUDA runtime
 compiles them when the library is loaded (NVRTC through cuda-python on the board). edgevit compiles
 them here instead, with nvcc for the preset's arch, and ships one `device/<sha256 of source>.fatbin`
-per CUDA module; the runtime hands those to TVM at load time (runtime/cuda_kernels.py), so a board
+per CUDA module; the native core hands those to TVM at load time (runtime/native/edgevit.cc), so a board
 needs neither a compiler nor NVRTC, and a kernel that does not compile fails the build, not the board.
 """
 
@@ -13,9 +13,11 @@ import hashlib
 import shutil
 import subprocess
 
-from runtime.cuda_kernels import DEVICE_DIR, FATBIN_MAGIC
 from runtime.errors import EdgevitError
 from targets import TargetPreset
+
+DEVICE_DIR = "device"
+FATBIN_MAGIC = bytes.fromhex("50ed55ba")  # 0xBA55ED50, little endian
 
 
 def require_nvcc(preset: TargetPreset) -> str:

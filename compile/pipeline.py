@@ -1,13 +1,15 @@
-"""The compile flow as its list of phases: model -> (ToMe) -> Relax -> build -> bundle.
+"""The compile flow as its list of phases: load -> calibrate -> emit graph -> lower -> build -> bundle.
 
-`compile_bundle(CompileArgs)` is what `python -m compile` calls; each phase is a function of its
-own module, and `--dump-ir DIR` writes the Relax module between phases.
+`compile_bundle(CompileArgs)` is what `python -m compile` calls; each phase is a function of its own module
+(compile.model, compile.quant, compile.graph, compile.lowering via compile.build, compile.bundle), and
+`--dump-ir DIR` writes the Relax module after each phase that makes one, the emitted graph first.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +17,11 @@ from compile.quant.config import QuantConfig
 from compile.tuning.settings import TuneSettings
 from runtime.errors import EdgevitError
 from runtime.manifest import Manifest, ModelInfo, QuantInfo, TargetInfo, TomeInfo
+from runtime.signing import read_private_key
+from runtime.versions import versions
+from targets import TargetPreset
+
+Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -38,26 +45,168 @@ class CompileArgs:
     """Everything one compile needs, validated before any heavy work starts."""
 
     target: str = "host"
-    model: str | None = None  # timm name; None: the weights folder's architecture, else deit_tiny_patch16_224
-    weights: Path | None = None  # safetensors, or a PyTorch state dict / training checkpoint (compile.checkpoint)
+    model: str | None = None  # timm name; None: the weights folder's architecture, else the default model
+    weights: Path | None = None  # safetensors, or a PyTorch state dict / training checkpoint (compile.model.checkpoint)
     labels: Path | None = None  # class names, one per line; None: ImageNet's for 1000 classes, else class_<i>
     output: str = "logits"  # logits | features: the pooled pre-logits embedding, without the head
     preprocessing: Preprocessing = Preprocessing()  # input size, mean / std, ... (None: timm's config for the model)
-    tome_r: str = "0"  # constant r, a comma list per block, or "R:decrease" (compile.tome_patch.parse_tome_r)
+    tome_r: str = "0"  # constant r, a comma list per block, or "R:decrease" (compile.model.tome_schedule)
     out: Path | None = None
     random_init: bool = False  # no weights needed: for tests of architectures without local weights
     dump_ir: Path | None = None
-    native: bool = True  # put the native runner and the TVM runtime libraries into the bundle (self-contained)
+    sign: Path | None = None  # private key (runtime.signing) that signs the manifest: manifest.json.sig
     quant: QuantConfig = QuantConfig()  # fp32, or the post-training quantization recipe (compile.quant)
     # MetaSchedule: trials to tune before building (0: use the shipped database as it is)
     tuning: TuneSettings = TuneSettings()
 
 
-def default_out_dir(model: str, args: CompileArgs, preset_name: str) -> Path:
-    """build/<model>-<target>-<quant>[-tome<r>][-features], relative to the working directory."""
-    tome = "" if args.tome_r.strip() in ("", "0") else "-tome" + args.tome_r.replace(",", "_").replace(":", "-")
-    features = "-features" if args.output == "features" else ""
-    return Path("build") / f"{model}-{preset_name}-{args.quant.mode}{tome}{features}"
+def bundle_name(model: str, preset: str, quant: str, tome_r: str = "0", output: str = "logits") -> str:
+    """<model>-<target>-<quant>[-tome<r>][-features]: the default bundle directory name."""
+    tome = "" if tome_r.strip() in ("", "0") else "-tome" + tome_r.replace(",", "_").replace(":", "-")
+    return f"{model}-{preset}-{quant}{tome}{'-features' if output == 'features' else ''}"
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What the load phase found: the model by name, its preset, preprocessing, checkpoint and bundle path."""
+
+    name: str
+    preset: TargetPreset
+    spec: object  # compile.model.models.ModelSpec
+    checkpoint: object | None  # compile.model.checkpoint.Checkpoint
+    out: Path
+    offered: tuple[str, ...]  # the layer formats --quant mixed may choose from on this preset
+
+
+def resolve(args: CompileArgs) -> Loaded:
+    """Check the arguments, the preset and its toolchains before any heavy work; find the weights."""
+    from compile.build import check_toolchain
+    from compile.model.models import DEFAULT_MODEL, OUTPUTS, find_checkpoint, model_spec
+    from compile.quant.formats import offered_formats
+    from targets import load_preset
+
+    if args.output not in OUTPUTS:
+        raise EdgevitError(f"--output {args.output}: expected one of {', '.join(OUTPUTS)}")
+    if args.output == "features" and args.labels is not None:
+        raise EdgevitError("--labels names classes; a --output features bundle has none (it returns the embedding)")
+    preset = load_preset(args.target)
+    offered = offered_formats(args.quant, preset)
+    checkpoint = find_checkpoint(args.model or DEFAULT_MODEL, args.weights)
+    name = args.model or (checkpoint.architecture if checkpoint else None) or DEFAULT_MODEL
+    if args.model and checkpoint and checkpoint.architecture not in (None, args.model):
+        raise EdgevitError(f"--weights {args.weights} holds {checkpoint.architecture}, not --model {args.model}")
+    spec = model_spec(name, **{**(checkpoint.preprocessing if checkpoint else {}), **args.preprocessing.given()})
+    check_toolchain(preset)
+    out = args.out or Path("build") / bundle_name(name, preset.name, args.quant.mode, args.tome_r, args.output)
+    return Loaded(name, preset, spec, checkpoint, out, offered)
+
+
+def load(args: CompileArgs, loaded: Loaded, log: Log):
+    """(the timm model, its description with the ToMe schedule) of phase 1."""
+    from compile.model.architecture import int8_unsupported
+    from compile.model.models import build_model
+    from compile.model.tome_patch import num_tokens
+    from compile.model.tome_schedule import parse_tome_r
+    from compile.model.vit import describe
+
+    log(f"[1/6] loading {loaded.name}")
+    if loaded.checkpoint is not None:
+        log(f"      weights: {loaded.checkpoint.source} ({loaded.checkpoint.num_classes} classes)")
+    model = build_model(loaded.spec, loaded.checkpoint, pretrained_required=not args.random_init, output=args.output)
+    if args.output == "features":
+        log(f"      output: the pooled pre-logits embedding ({model.num_features} values), no head")
+    problem = int8_unsupported(model) if args.quant.is_integer else None
+    if problem is not None:
+        raise EdgevitError(f"--quant {args.quant.mode} for {loaded.name}: the integer graph does not handle its "
+                           f"{problem} yet; compile it with --quant fp32")
+    schedule = parse_tome_r(args.tome_r, len(model.blocks), num_tokens(model), model.num_prefix_tokens)
+    if any(schedule):
+        log(f"      ToMe: merging {sum(schedule)} tokens over {len(schedule)} blocks {schedule}")
+    return model, describe(model, schedule, loaded.spec.mean, loaded.spec.std)
+
+
+def calibrate(args: CompileArgs, loaded: Loaded, model, vit, log: Log):
+    """(quantization parameters or None, the layer table, the description they belong to) of phase 2."""
+    from compile.quant.formats import MODE_FORMATS, layer_formats
+
+    if not args.quant.is_integer:
+        log("[2/6] fp32: nothing to calibrate")
+        return None, layer_formats("fp32", vit), vit
+    from compile.graph.gemm import check_emitters
+    from compile.quant.quantize import quantize
+
+    if args.quant.mode in MODE_FORMATS:  # a table known before calibration: refused before its minutes
+        check_emitters(layer_formats(args.quant.mode, vit))
+    log(f"[2/6] post-training quantization ({args.quant.mode})")
+    quant, formats = quantize(model, vit, loaded.spec, args.quant, log, loaded.offered)
+    return quant, formats, quant.vit
+
+
+def manifest(args: CompileArgs, loaded: Loaded, vit, formats, quant) -> Manifest:
+    """The bundle's manifest (files are added when it is written)."""
+    from compile.model.tome_schedule import token_counts
+    from compile.quant.sensitivity import layer_report
+
+    preset = loaded.preset
+    schedule = [block.tome_r for block in vit.blocks]
+    num_classes = 0 if vit.output == "features" else vit.heads[0].weight.shape[1]
+    return Manifest(
+        model=ModelInfo(name=loaded.name, num_classes=num_classes, embed_dim=vit.patch.weight.shape[1],
+                        depth=len(vit.blocks), output=args.output),
+        input=loaded.spec.input_spec(formats.input_dtype(vit)),
+        tome=TomeInfo(schedule=schedule, tokens_per_block=token_counts(schedule, vit.tokens), gflops=round(vit.gflops(), 4)),
+        quant=QuantInfo(mode=args.quant.mode) if quant is None else
+        QuantInfo(mode=args.quant.mode, recipe=quant.recipe, layers=layer_report(quant.linears(), formats)),
+        target=TargetInfo(preset=preset.name, tvm_target=preset.tvm_target, arch=preset.arch, device=preset.device,
+                          required_cpu_features=list(preset.required_cpu_features)),
+        versions=versions(tvm="apache-tvm", torch="torch", timm="timm"),
+        created_utc=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def compile_bundle(args: CompileArgs, log: Log = print) -> Path:
+    """Compile one model for one target preset and write its bundle; returns the bundle path."""
+    from compile.build import build_library, lower
+    from compile.bundle import write_bundle
+    from compile.graph.builder import emit_graph
+
+    signing_key = read_private_key(args.sign) if args.sign is not None else None  # a bad key fails before the work
+    loaded = resolve(args)
+    native = _native_toolchain(loaded.preset)
+    dump = IRDump(args.dump_ir)
+    model, vit = load(args, loaded, log)
+    quant, formats, vit = calibrate(args, loaded, model, vit, log)
+    log(f"[3/6] emitting the graph ({', '.join(sorted({fmt for _, fmt in formats.table}))} layers)")
+    mod = emit_graph(vit, formats, quant, loaded.preset.target())
+    dump("graph", mod)
+    log(f"[4/6] lowering for {loaded.preset.name} "
+        f"({loaded.preset.tvm_target.get('mcpu', loaded.preset.tvm_target.get('arch'))})")
+    lowered = lower(mod, loaded.preset, args.tuning, dump, log)
+    labels = [] if args.output == "features" else class_names(
+        vit.heads[0].weight.shape[1], args.labels, loaded.checkpoint.label_names if loaded.checkpoint else None)
+
+    def build(path: Path) -> dict[str, bytes]:
+        log(f"[5/6] building model.so for {loaded.preset.name}")
+        files = build_library(lowered, loaded.preset, path)
+        log(f"[6/6] writing bundle {loaded.out} with its native core for {native.arch}")
+        return files
+
+    return write_bundle(loaded.out, build, labels, manifest(args, loaded, vit, formats, quant),
+                        _core(native, loaded.preset), signing_key)
+
+
+def _native_toolchain(preset: TargetPreset):
+    """The toolchain of the bundle's native core for the preset, checked before any heavy work."""
+    from compile.native import toolchain_for
+
+    return toolchain_for(preset)
+
+
+def _core(native, preset: TargetPreset) -> Callable[[Path], list[str]]:
+    """What writes the native core, its runner and libraries into a bundle directory."""
+    from compile.native import build_runner
+
+    return lambda bundle_dir: build_runner(bundle_dir, native, cuda=preset.device == "cuda")
 
 
 def class_names(num_classes: int, labels_file: Path | None, config_names: list[str] | None = None) -> list[str]:
@@ -80,122 +229,6 @@ def class_names(num_classes: int, labels_file: Path | None, config_names: list[s
     if num_classes == 1000 and imagenet.is_file():
         return imagenet.read_text().splitlines()
     return [f"class_{i}" for i in range(num_classes)]
-
-
-def _versions() -> dict[str, str]:
-    import timm
-    import torch
-    import tvm
-
-    import runtime
-
-    return {"edgevit": runtime.__version__, "tvm": tvm.__version__, "torch": torch.__version__, "timm": timm.__version__}
-
-
-def compile_bundle(args: CompileArgs, log=print) -> Path:
-    """Compile one model for one target preset and write its bundle; returns the bundle path."""
-    from compile.models import DEFAULT_MODEL, OUTPUTS, build_model, find_checkpoint, model_spec
-    from targets import load_preset
-
-    if args.output not in OUTPUTS:
-        raise EdgevitError(f"--output {args.output}: expected one of {', '.join(OUTPUTS)}")
-    if args.output == "features" and args.labels is not None:
-        raise EdgevitError("--labels names classes; a --output features bundle has none (it returns the embedding)")
-    preset = load_preset(args.target)
-    config = args.quant
-    from compile.quant.formats import offered_formats
-
-    formats = offered_formats(config, preset)
-    checkpoint = find_checkpoint(args.model or DEFAULT_MODEL, args.weights)
-    name = args.model or (checkpoint.architecture if checkpoint else None) or DEFAULT_MODEL
-    found = checkpoint.preprocessing if checkpoint else {}
-    if args.model and checkpoint and checkpoint.architecture not in (None, args.model):
-        raise EdgevitError(f"--weights {args.weights} holds {checkpoint.architecture}, not --model {args.model}")
-    spec = model_spec(name, **{**found, **args.preprocessing.given()})
-    out = args.out or default_out_dir(name, args, preset.name)
-    from compile.build import check_toolchain
-
-    check_toolchain(preset)
-    native = None
-    if args.native:
-        from compile.native import toolchain_for
-
-        native = toolchain_for(preset)
-
-    log(f"[1/4] loading {name}")
-    if checkpoint is not None:
-        log(f"      weights: {checkpoint.source} ({checkpoint.num_classes} classes)")
-    model = build_model(spec, checkpoint, pretrained_required=not args.random_init, output=args.output)
-    labels = [] if args.output == "features" else class_names(model.num_classes, args.labels,
-                                                                checkpoint.label_names if checkpoint else None)
-    if args.output == "features":
-        log(f"      output: the pooled pre-logits embedding ({model.num_features} values), no head")
-    if config.is_integer:
-        from compile.architecture import int8_unsupported
-
-        problem = int8_unsupported(model)
-        if problem is not None:
-            raise EdgevitError(f"--quant {config.mode} for {name}: the integer graph does not handle its {problem} "
-                               "yet; compile it with --quant fp32")
-
-    from compile.tome import token_counts
-    from compile.tome_patch import apply_tome, gflops, num_tokens, parse_tome_r
-
-    depth = len(model.blocks)
-    schedule = parse_tome_r(args.tome_r, depth, num_tokens(model), model.num_prefix_tokens)
-    if any(schedule):
-        log(f"      ToMe: merging {sum(schedule)} tokens over {len(schedule)} blocks {schedule}")
-    flops = gflops(model, schedule)
-    if not config.is_integer:
-        if any(schedule):
-            apply_tome(model, schedule)
-        log("[2/4] torch.export -> Relax")
-        from compile.relax_import import to_relax
-
-        mod = to_relax(model, (1, 3, spec.image_size, spec.image_size))
-        quant = QuantInfo(mode="fp32")
-    else:
-        from compile.quant import emit_relax, quantize
-        from compile.quant.sensitivity import layer_report
-
-        log(f"[2/4] post-training quantization ({config.mode}) -> integer Relax graph")
-        qvit = quantize(model, spec, schedule, config, log, formats)
-        mod = emit_relax(qvit, preset.target())
-        quant = QuantInfo(mode=config.mode, recipe=qvit.recipe, layers=layer_report(qvit.linears()))
-    dump = IRDump(args.dump_ir)
-    dump("imported", mod)
-    if args.tuning.trials:
-        from compile.tuning.tune import tune_model
-
-        tune_model(mod, preset, args.tuning, log=log)
-
-    log(f"[3/4] building for {preset.name} ({preset.tvm_target.get('mcpu', preset.tvm_target.get('arch'))})")
-    from compile.build import build_library
-    from compile.bundle import write_bundle
-
-    manifest = Manifest(
-        model=ModelInfo(name=name, num_classes=model.num_classes, embed_dim=model.embed_dim, depth=depth,
-                        output=args.output),
-        # integer bundles take uint8 pixels: mean / std are folded into the patch embedding
-        input=spec.input_spec("uint8" if config.is_integer else "float32"),
-        tome=TomeInfo(schedule=schedule, tokens_per_block=token_counts(schedule, num_tokens(model)),
-                      gflops=round(flops, 4)),
-        quant=quant,
-        target=TargetInfo(preset=preset.name, tvm_target=preset.tvm_target, arch=preset.arch, device=preset.device,
-                          required_cpu_features=list(preset.required_cpu_features)),
-        versions=_versions(),
-        created_utc=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    )
-    log(f"[4/4] writing bundle {out}" + (f" with bin/edgevit-run for {native.arch}" if native else ""))
-    add_runner = None
-    if native is not None:
-        from compile.native import build_runner
-
-        def add_runner(bundle_dir: Path) -> list[str]:
-            return build_runner(bundle_dir, native, cuda=preset.device == "cuda")
-
-    return write_bundle(out, lambda path: build_library(mod, preset, path, args.tuning.database_dir, dump),
-                        labels, manifest, add_runner)
 
 
 class IRDump:

@@ -9,7 +9,6 @@ installed packages' own; headers do not depend on the architecture, so the insta
 from __future__ import annotations
 
 import fcntl
-import importlib.metadata
 import shutil
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from compile.cache import edgevit_cache_dir
 from runtime.errors import EdgevitError
+from runtime.versions import versions as installed_versions
 
 WHEEL_PLATFORMS = {"aarch64": ("manylinux_2_28_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64")}
 # (distribution, path inside its wheel) of each library a runner needs
@@ -30,7 +30,8 @@ LIBRARIES = {
 
 
 def _versions() -> dict[str, str]:
-    return {dist: importlib.metadata.version(dist) for dist in ("apache-tvm", "apache-tvm-ffi")}
+    found = installed_versions(**{dist: dist for dist in ("apache-tvm", "apache-tvm-ffi")})
+    return {dist: found[dist] for dist in ("apache-tvm", "apache-tvm-ffi")}
 
 
 def _fetch(arch: str, out: Path) -> None:
@@ -46,7 +47,7 @@ def _fetch(arch: str, out: Path) -> None:
         if result.returncode != 0:
             last = (result.stderr.strip().splitlines() or ["no output"])[-1]
             raise EdgevitError(f"cannot fetch the {arch} TVM runtime wheels ({', '.join(wanted)}) with pip: {last}; "
-                               "pass --no-native to build without the native runner")
+                               "the native core of every bundle links them")
         wheels = list(Path(tmp).glob("*.whl"))
         for name, (dist, member) in LIBRARIES.items():
             prefix = dist.replace("-", "_")
@@ -59,7 +60,7 @@ def wheel_libraries(arch: str) -> Path:
     """A directory holding the TVM runtime libraries (LIBRARIES) of `arch`'s wheels of the installed versions,
     fetched once into the cache."""
     if arch not in WHEEL_PLATFORMS:
-        raise EdgevitError(f"no TVM runtime wheels known for {arch}; pass --no-native")
+        raise EdgevitError(f"no TVM runtime wheels known for {arch}: the native core cannot be built for it")
     versions = _versions()
     cache = edgevit_cache_dir() / "tvm-runtime" / f"{arch}-tvm{versions['apache-tvm']}-ffi{versions['apache-tvm-ffi']}"
     if not (cache / ".complete").is_file():

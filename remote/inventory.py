@@ -14,6 +14,8 @@
     rpc_key = "rpi5"                # TVM RPC tracker key (optional)
     python = "python3"              # interpreter on the board (optional)
     power = { sampler = "vcgencmd" }
+    require_signed = true           # deploy only bundles signed by a key in trusted_keys (optional)
+    trusted_keys = "~/.config/edgevit/trusted_keys"
 
 A bad entry raises EdgevitError naming the board and the field.
 """
@@ -26,8 +28,8 @@ from typing import Any
 
 import tomllib
 
+from remote.power import SAMPLER_NAMES
 from runtime.errors import EdgevitError
-from targets.preset import POWER_SAMPLERS
 
 REQUIRED = ("name", "host", "preset")
 
@@ -47,6 +49,8 @@ class Board:
     python: str = "python3"
     rpc_key: str | None = None
     power: dict[str, Any] = field(default_factory=lambda: {"sampler": "none"})
+    require_signed: bool = False  # remote deploy uploads only bundles signed by a key in trusted_keys
+    trusted_keys: Path | None = None  # a trust store: .pub lines (runtime.signing)
 
 
 def _board(entry: dict[str, Any], defaults: dict[str, Any], index: int) -> Board:
@@ -61,16 +65,20 @@ def _board(entry: dict[str, Any], defaults: dict[str, Any], index: int) -> Board
     port = merged.get("port", 22)
     if not isinstance(port, int) or not 0 < port < 65536:
         raise EdgevitError(f"farm inventory: board {name}: field 'port' must be 1-65535, got {port!r}")
-    from targets import load_preset
+    from targets import preset_file
 
     try:
-        load_preset(merged["preset"])
+        preset_file(merged["preset"])
     except EdgevitError as err:
         raise EdgevitError(f"farm inventory: board {name}: field 'preset': {err}") from None
     power = merged.get("power", {"sampler": "none"})
-    if not isinstance(power, dict) or power.get("sampler", "none") not in POWER_SAMPLERS:
-        raise EdgevitError(f"farm inventory: board {name}: field 'power': sampler must be one of {POWER_SAMPLERS}")
-    for key in ("key_file", "known_hosts"):
+    if not isinstance(power, dict) or power.get("sampler", "none") not in SAMPLER_NAMES:
+        raise EdgevitError(f"farm inventory: board {name}: field 'power': sampler must be one of {SAMPLER_NAMES}")
+    if not isinstance(merged.get("require_signed", False), bool):
+        raise EdgevitError(f"farm inventory: board {name}: field 'require_signed' must be true or false")
+    if merged.get("require_signed") and not merged.get("trusted_keys"):
+        raise EdgevitError(f"farm inventory: board {name}: field 'trusted_keys' is needed with require_signed = true")
+    for key in ("key_file", "known_hosts", "trusted_keys"):
         if merged.get(key) is not None:
             merged[key] = Path(merged[key]).expanduser()
     return Board(**merged)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from compile.tuning.tracker import Tracker
 from runtime.errors import EdgevitError
+from runtime.tracker import Tracker
 
 
 def tracker_command(tracker: Tracker) -> list[str]:
@@ -43,21 +43,19 @@ def rpc_bench(tracker: Tracker, key: str, bundle: Path, *, number: int = 1, repe
     import tvm
     from tvm.runtime.vm import VirtualMachine
 
-    from runtime.bundle import LIBRARY, open_bundle
+    from runtime.bundle import LIBRARY, verified_manifest
 
-    opened = open_bundle(bundle, check_device=False)
+    manifest = verified_manifest(bundle)
     remote = session(tracker, key)
-    remote.upload(str(opened.library))
+    remote.upload(str(bundle / LIBRARY))
     library = remote.load_module(LIBRARY)
-    device = remote.cuda(0) if opened.device == "cuda" else remote.cpu(0)
+    device = remote.cuda(0) if manifest.target.device == "cuda" else remote.cpu(0)
     vm = VirtualMachine(library, device)
-    from runtime.session import example_input
-
-    x = tvm.runtime.tensor(example_input(opened.manifest.input), device)
+    x = tvm.runtime.tensor(manifest.input.example(), device)
     vm.set_input("main", x)
     timer = vm.time_evaluator("invoke_stateful", device, number=number, repeat=repeat)
     times_ms = np.asarray(timer("main").results) * 1e3
-    return {"key": key, "bundle": opened.path.name, "median_ms": float(np.median(times_ms)),
+    return {"key": key, "bundle": bundle.name, "median_ms": float(np.median(times_ms)),
             "mean_ms": float(times_ms.mean()), "min_ms": float(times_ms.min()), "n": len(times_ms), "via": "rpc"}
 
 

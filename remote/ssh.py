@@ -5,12 +5,18 @@ refused unless `trust_new`, which records its key. Commands are argv lists joine
 so no argument is ever interpreted by the remote shell. Uploads go to a temporary name, are
 checked with the board's sha256sum, then renamed: a cut connection leaves no half-written file
 under the final name (stale temporaries are removed by the next deploy).
+
+Every command runs under GUARD, which ends it when its channel's stdin closes: sshd leaves a command
+without a terminal running when the client goes, so a host that was interrupted, timed out or died
+would otherwise leave its benchmark running on the board. `abort()` (from another thread) uses
+the same path to stop a connection's work cleanly.
 """
 
 from __future__ import annotations
 
 import shlex
 import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +27,14 @@ from runtime.bundle import sha256_file
 from runtime.errors import EdgevitError
 
 TMP_SUFFIX = ".edgevit-partial"
+# `sh -c GUARD edgevit-guard ARGV...`: ARGV runs in the background (stdin /dev/null) while a watcher reads the
+# channel's stdin, which the host never writes; at its end (the channel or the connection closed) the watcher
+# sends ARGV SIGTERM. The exit status is ARGV's.
+GUARD = (
+    'exec 3<&0; "$@" </dev/null 3<&- & pid=$!; '
+    '{ while read -r _; do :; done <&3; kill -TERM "$pid"; } >/dev/null 2>&1 & watcher=$!; '
+    'exec 3<&-; wait "$pid"; status=$?; kill "$watcher" 2>/dev/null; exit "$status"'
+)
 
 
 @dataclass(frozen=True)
@@ -74,6 +88,9 @@ class BoardConnection:
             known_hosts.parent.mkdir(parents=True, exist_ok=True)
             self.client.save_host_keys(str(known_hosts))
         self._sftp: paramiko.SFTPClient | None = None
+        self._aborted = threading.Event()
+        self._lock = threading.Lock()
+        self._channels: set[paramiko.Channel] = set()
 
     def __enter__(self) -> "BoardConnection":
         return self
@@ -90,20 +107,53 @@ class BoardConnection:
             pass
         self.client.close()
 
+    def abort(self) -> None:
+        """Stop this connection's work, from another thread: the commands in flight end on the board (their
+        stdin closes, GUARD sends them SIGTERM), an upload stops and removes its partial file, and every later
+        call raises; the thread using the connection unwinds and closes it."""
+        self._aborted.set()
+        with self._lock:
+            channels = list(self._channels)
+        for channel in channels:
+            try:
+                channel.shutdown_write()
+            except (OSError, EOFError, paramiko.SSHException):
+                pass
+
+    def _check_aborted(self, *_progress) -> None:
+        if self._aborted.is_set():
+            raise EdgevitError(f"board {self.board.name}: interrupted")
+
     def run(self, argv: list[str], *, timeout_s: float = 600.0, cwd: str | None = None) -> CommandResult:
-        """Run argv on the board (quoted), optionally in `cwd`; returns exit code and output."""
-        command = shlex.join(argv)
+        """Run argv on the board (quoted, under GUARD), optionally in `cwd`; returns exit code and output.
+        A timeout or an abort ends the command on the board too."""
+        command = shlex.join(["sh", "-c", GUARD, "edgevit-guard", *argv])
         if cwd is not None:
             command = f"cd {shlex.quote(cwd)} && {command}"
+        self._check_aborted()
         try:
-            _, stdout, stderr = self.client.exec_command(command, timeout=timeout_s)
-            out = stdout.read().decode(errors="replace")
-            err = stderr.read().decode(errors="replace")
-            code = stdout.channel.recv_exit_status()
+            channel = self.client.get_transport().open_session(timeout=timeout_s)
+        except (paramiko.SSHException, OSError, EOFError, AttributeError) as err:  # AttributeError: no transport left
+            raise EdgevitError(f"board {self.board.name}: connection lost ({_first_line(err)})") from None
+        with self._lock:
+            self._channels.add(channel)
+        try:
+            channel.settimeout(timeout_s)
+            channel.exec_command(command)
+            if self._aborted.is_set():  # abort() came before this channel was registered: end the command as it would
+                channel.shutdown_write()
+            out = channel.makefile("rb").read().decode(errors="replace")
+            err = channel.makefile_stderr("rb").read().decode(errors="replace")
+            code = channel.recv_exit_status()
         except (socket.timeout, TimeoutError):
             raise EdgevitError(f"board {self.board.name}: '{argv[0]}' timed out after {timeout_s:.0f} s") from None
         except (paramiko.SSHException, OSError, EOFError) as err:
             raise EdgevitError(f"board {self.board.name}: connection lost ({_first_line(err)})") from None
+        finally:
+            with self._lock:
+                self._channels.discard(channel)
+            channel.close()  # a command still running (timeout, abort) sees its stdin close and is ended
+        self._check_aborted()  # the exit status of a command ended by abort() is not its answer
         return CommandResult(code, out, err)
 
     def check(self, argv: list[str], **kwargs) -> str:
@@ -132,22 +182,25 @@ class BoardConnection:
         return hashes
 
     def put_atomic(self, local: Path, remote: str, sha256: str | None = None) -> None:
-        """Upload to remote + TMP_SUFFIX, verify its sha256 on the board, then rename into place."""
+        """Upload to remote + TMP_SUFFIX, verify its sha256 on the board, then rename into place; on any failure
+        or abort the partial file is removed (best effort: a board that went down keeps it until the next deploy)."""
         sha256 = sha256 or sha256_file(local)
         partial = remote + TMP_SUFFIX
         try:
-            self.sftp.put(str(local), partial)
-            self.sftp.chmod(partial, local.stat().st_mode & 0o777)  # the native runner stays executable
-        except (OSError, paramiko.SSHException, EOFError) as err:
-            try:  # best effort: a full disk should not stay full of our partial file
+            try:
+                self.sftp.put(str(local), partial, callback=self._check_aborted)
+                self.sftp.chmod(partial, local.stat().st_mode & 0o777)  # the native runner stays executable
+            except (OSError, paramiko.SSHException, EOFError) as err:
+                raise EdgevitError(f"board {self.board.name}: upload of {local.name} failed ({_first_line(err)})") from None
+            if self.remote_sha256([partial]).get(partial) != sha256:
+                raise EdgevitError(f"board {self.board.name}: {local.name} arrived corrupted (sha256 mismatch)")
+            self.check(["mv", "-f", "--", partial, remote])
+        except BaseException:
+            try:  # a full disk should not stay full of our partial file
                 self.sftp.remove(partial)
             except (OSError, paramiko.SSHException, EOFError):
                 pass
-            raise EdgevitError(f"board {self.board.name}: upload of {local.name} failed ({_first_line(err)})") from None
-        if self.remote_sha256([partial]).get(partial) != sha256:
-            self.run(["rm", "-f", "--", partial])
-            raise EdgevitError(f"board {self.board.name}: {local.name} arrived corrupted (sha256 mismatch)")
-        self.check(["mv", "-f", "--", partial, remote])
+            raise
 
 
 def _first_line(err: BaseException) -> str:

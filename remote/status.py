@@ -10,17 +10,23 @@ from remote.power.monitor import idle_watts
 from remote.ssh import BoardConnection
 from runtime.errors import EdgevitError
 
-# Runs in remote_dir with the board's python; reports the deployed runtime only (not one installed elsewhere),
-# and which of the Python runtime's dependencies the board lacks.
+# Runs in remote_dir with the board's python: its numpy (all the Python binding needs besides a bundle's core), the
+# deployed runtime's version (not one installed elsewhere), and the CPU's feature names as the kernel lists them.
 PROBE = (
-    "import importlib.util, json, os, sys\n"
-    "missing = [m for m in ('numpy', 'PIL', 'tvm') if importlib.util.find_spec(m) is None]\n"
-    "if not os.path.isfile('runtime/__init__.py'):\n"
-    "    print(json.dumps({'runtime': None, 'python_missing': missing})); sys.exit()\n"
-    "sys.path.insert(0, '.')\n"
-    "from runtime.cpu_features import cpu_features, machine_arch; import runtime\n"
-    "print(json.dumps({'arch': machine_arch(), 'features': sorted(cpu_features()), 'runtime': runtime.__version__,\n"
-    "                  'python_missing': missing}))"
+    "import json, os, sys\n"
+    "try:\n"
+    "    import numpy; version = numpy.__version__\n"
+    "except ImportError:\n"
+    "    version = None\n"
+    "runtime = None\n"
+    "if os.path.isfile('runtime/__init__.py'):\n"
+    "    sys.path.insert(0, '.'); import runtime; runtime = runtime.__version__\n"
+    "features = []\n"
+    "for line in open('/proc/cpuinfo'):\n"
+    "    if line.split(':')[0].strip() in ('flags', 'Features'):\n"
+    "        features = sorted(line.split(':', 1)[1].split()); break\n"
+    "print(json.dumps({'numpy': version, 'runtime': runtime, 'features': features,\n"
+    "                  'python_missing': [] if version else ['numpy']}))"
 )
 # The native runner's libraries come from manylinux_2_28 wheels: they need glibc 2.28 or newer.
 NATIVE_ARCHES = ("x86_64", "aarch64")
@@ -37,14 +43,13 @@ def _glibc(conn: BoardConnection) -> tuple[int, ...] | None:
 
 
 def runtimes(status: dict) -> list[str]:
-    """Which runtimes can run bundles on a board: native (bin/edgevit-run) and / or python (python -m runtime)."""
-    found = []
+    """Which runtimes can run bundles on a board: native (the bundle's bin/edgevit-run on its core) and / or python
+    (python -m runtime: the same core through the binding, which needs numpy)."""
     glibc = status.get("glibc")
-    if status["arch"] in NATIVE_ARCHES and glibc is not None and tuple(glibc) >= NATIVE_MIN_GLIBC:
-        found.append("native")
-    if status.get("python_error") is None and not status.get("python_missing"):
-        found.append("python")
-    return found
+    if status["arch"] not in NATIVE_ARCHES or glibc is None or tuple(glibc) < NATIVE_MIN_GLIBC:
+        return []
+    python = status.get("python_error") is None and not status.get("python_missing")
+    return ["native", "python"] if python else ["native"]
 
 
 def board_status(board: Board, *, trust_new: bool = False) -> dict:

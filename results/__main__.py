@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from pathlib import Path
 
+from compile.model.models import DEFAULT_MODEL
+from compile.quant.config import QuantConfig
 from runtime.errors import EdgevitError, run_cli
+from runtime.options import anywhere
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -21,7 +25,6 @@ def _str_list(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
-DEFAULT_MODEL = "deit_tiny_patch16_224"
 CUDA_BENCH_OUT = Path("results/data/bench_cuda")  # bench --device cuda: its own folder, beside the CPU results
 DEFAULTS = {  # each command's values of the shared options it takes (SHARED), filled in after parsing
     "sweep": {"out": Path("results/data/tome_sweep"), "build_dir": Path("build/sweep"), "model": DEFAULT_MODEL,
@@ -48,15 +51,17 @@ SHARED = {  # options accepted before and after the subcommand: flag -> add_argu
 }
 
 
-def _shared_options(command: str | None) -> argparse.ArgumentParser:
-    """The shared options `command` takes (None: all of them, for the main parser), defined once and added as a
-    parent both to the main parser and to each subparser. No defaults here (SUPPRESS): a subparser's default
-    would overwrite the value given before the subcommand; parse_args fills in the command's defaults."""
-    parent = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
-    for flag, keywords in SHARED.items():
-        if command is None or _dest(flag) in DEFAULTS[command]:
-            parent.add_argument(flag, **keywords)
-    return parent
+def _shared_options(command: str | None) -> Callable[[argparse.ArgumentParser], None]:
+    """What adds the shared options `command` takes (None: all of them, for the main parser) to a parser. They
+    are parsed before or after the subcommand (runtime.options) without defaults of their own; parse_args
+    fills in the command's defaults."""
+
+    def define(parser: argparse.ArgumentParser) -> None:
+        for flag, keywords in SHARED.items():
+            if command is None or _dest(flag) in DEFAULTS[command]:
+                parser.add_argument(flag, **keywords)
+
+    return define
 
 
 def _dest(flag: str) -> str:
@@ -64,11 +69,12 @@ def _dest(flag: str) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m results", description=__doc__, parents=[_shared_options(None)])
+    parser = argparse.ArgumentParser(prog="python -m results", description=__doc__,
+                                     parents=[anywhere(_shared_options(None))[0]])
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help_text, parents=[_shared_options(name)])
+        return sub.add_parser(name, help=help_text, parents=[anywhere(_shared_options(name))[1]])
 
     sweep = add("sweep", "ToMe sweep: accuracy, GFLOPs and latency for each r")
     sweep.add_argument("--tome-r", type=_int_list, default=(0, 4, 8, 12, 13, 15),
@@ -104,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     ptq.add_argument("--variants", default="all",
                      help="recipe names separated by ; (see results/ptq.py), all, or lowbit (W4A8 and mixed, simulated, "
                           "with compiled FP32 and int8)")
-    ptq.add_argument("--calib-count", type=int, default=256)
+    ptq.add_argument("--calib-count", type=int, default=QuantConfig.calib_count)
     profile = add("profile", "time per kernel of bundles' inference, grouped (GEMM, attention, softmax, ...)")
     profile.add_argument("bundles", type=Path, nargs="+", help="bundles this machine can run")
     profile.add_argument("--repeat", type=int, default=40,
@@ -203,10 +209,10 @@ def cmd_bench(args) -> None:
     from results.peers.edgevit_contenders import check_build_request
     from results.peers.suite import BenchArgs, run_bench
     from results.peers.table import markdown_table, plot
-    from runtime.bundle import open_bundle
+    from runtime.bundle import verified_manifest
 
     for bundle in args.bundles:  # refuse corrupt, foreign or other-device bundles before measuring anything
-        device = open_bundle(bundle).device
+        device = verified_manifest(bundle).target.device
         if device != args.device:
             raise EdgevitError(f"bundle {bundle} runs on {device}, not --device {args.device}")
     check_build_request(args.model, args.edgevit, args.tome_r)
@@ -253,10 +259,10 @@ def cmd_profile(args) -> None:
         raise EdgevitError("--threads and --repeat must be at least 1")
     os.environ["TVM_NUM_THREADS"] = str(args.threads)  # before TVM starts its thread pool
     from results.profile import ProfileArgs, markdown_table, plot, run_profile
-    from runtime.bundle import open_bundle
+    from runtime.bundle import verified_manifest
 
     for bundle in args.bundles:  # refuse corrupt, foreign or GPU bundles before measuring anything
-        device = open_bundle(bundle).device
+        device = verified_manifest(bundle).target.device
         if device != "cpu":
             raise EdgevitError(f"bundle {bundle}: profile times CPU bundles (its kernels run on {device})")
     records = run_profile(ProfileArgs(tuple(args.bundles), args.threads, args.repeat))

@@ -28,7 +28,7 @@ class ModelWeights:
 def model_weights(model: str, build_dir: Path) -> ModelWeights:
     """The stored weights of `model`, else its random init at build_dir/<model>-random-init.safetensors
     (made once; an unknown or unsupported model name fails here with one line, before any work)."""
-    from compile.models import load_model, model_spec, stored_weights
+    from compile.model.models import load_model, model_spec, stored_weights
 
     model_spec(model)  # an unknown name: one line
     stored = stored_weights(model)

@@ -72,7 +72,7 @@ class PtqArgs:
     r_values: tuple[int, ...]
     variants: tuple[str, ...]
     build_dir: Path
-    calib_count: int = 256
+    calib_count: int = CALIBRATION_ROWS  # the whole calibration split (QuantConfig.calib_count)
     eval_limit: int | None = None
 
 
@@ -85,7 +85,7 @@ def run_ptq(args: PtqArgs, console) -> list[dict]:
     from rich.progress import Progress
 
     from compile.data import evaluation_rows, labelled_images
-    from runtime.evaluate import top5_predictions
+    from results.scoring import top5_predictions
 
     compiled = [name for name in args.variants if not VARIANTS[name].simulated]
     simulated = [name for name in args.variants if VARIANTS[name].simulated]
@@ -104,9 +104,9 @@ def _compiled(args: PtqArgs, names: list[str], console) -> tuple[dict, dict]:
     """Compile the host bundles: ({(r, name): (run, preprocess)}, {(r, name): facts for the record})."""
     from compile.pipeline import CompileArgs, compile_bundle
     from compile.quant.config import QuantConfig
-    from runtime.bundle import open_bundle
+    from runtime.bundle import CORE, read_manifest
+    from runtime.model import Model
     from runtime.preprocess import Preprocess
-    from runtime.session import InferenceSession
 
     models, facts = {}, {}
     for r in args.r_values:
@@ -117,9 +117,8 @@ def _compiled(args: PtqArgs, names: list[str], console) -> tuple[dict, dict]:
             quant = QuantConfig(mode=variant.quant, calib_count=args.calib_count, **variant.options)
             compile_args = CompileArgs(target="host", model=args.model, quant=quant, tome_r=str(r), out=out)
             bundle = compile_bundle(compile_args, log=lambda m: console.print("  " + m))
-            session = InferenceSession(open_bundle(bundle))
-            manifest = session.bundle.manifest
-            models[(r, name)] = (session.run, Preprocess.from_manifest(manifest.input))
+            manifest = read_manifest(bundle)
+            models[(r, name)] = (Model(bundle).run_tensor, Preprocess.from_manifest(manifest.input, bundle / CORE))
             facts[(r, name)] = {"quant": manifest.quant.mode, "recipe": manifest.quant.recipe,
                                 "layer_formats": {n: layer["format"] for n, layer in manifest.quant.layers.items()},
                                 "model_so_bytes": (bundle / "model.so").stat().st_size, "parameter_bytes": None}
@@ -134,14 +133,14 @@ def _simulated(args: PtqArgs, names: list[str], rows, console) -> tuple[dict, di
     from rich.progress import Progress
 
     from compile.data import labelled_images
-    from compile.models import load_model, model_spec
-    from compile.quant import quantize
+    from compile.model.models import load_model, model_spec
+    from compile.model.tome_patch import apply_tome
+    from compile.model.vit import describe
     from compile.quant.calibration import load_images
     from compile.quant.config import QuantConfig
-    from compile.quant.formats import other_bytes, weight_bytes
-    from compile.quant.sensitivity import layer_report
+    from compile.quant.mofq import parameter_bytes
+    from compile.quant.quantize import quantize
     from compile.quant.simulate import simulated_model
-    from compile.tome_patch import apply_tome
 
     if not names:
         return {}, {}
@@ -151,13 +150,13 @@ def _simulated(args: PtqArgs, names: list[str], rows, console) -> tuple[dict, di
     for r in args.r_values:
         schedule = [r] * len(model.blocks)
         running = apply_tome(copy.deepcopy(model), schedule) if r else model
+        vit = describe(model, schedule, spec.mean, spec.std)
         for name in names:
             variant = VARIANTS[name]
             console.print(f"[bold]r={r} {name}[/bold] (torch)")
             config = QuantConfig(mode=variant.quant, calib_count=args.calib_count, **variant.options)
-            qvit = quantize(model, spec, schedule, config, lambda m: console.print("  " + m),
-                            config.formats or ("float32", "int8", "w4a8"))
-            sim = simulated_model(running, qvit)
+            qvit, formats = quantize(model, vit, spec, config, lambda m: console.print("  " + m), config.formats)
+            sim = simulated_model(running, qvit, formats)
             with torch.inference_mode(), Progress(console=console, transient=True) as progress:
                 task = progress.add_task("evaluate", total=len(images))
                 batches = []
@@ -165,11 +164,9 @@ def _simulated(args: PtqArgs, names: list[str], rows, console) -> tuple[dict, di
                     batches.append(sim(torch.from_numpy(images[start:start + 32])).topk(5, dim=-1).indices)
                     progress.advance(task, len(batches[-1]))
             top5[(r, name)] = torch.cat(batches).numpy()
-            size = other_bytes(qvit) + sum(weight_bytes(linear.format, *linear.weight.shape, config.w4_group)
-                                           for linear in qvit.linears())
             facts[(r, name)] = {"quant": config.mode, "recipe": qvit.recipe,
-                                "layer_formats": {n: layer["format"] for n, layer in layer_report(qvit.linears()).items()},
-                                "model_so_bytes": None, "parameter_bytes": size}
+                                "layer_formats": {linear.name: formats[linear.name] for linear in qvit.linears()},
+                                "model_so_bytes": None, "parameter_bytes": parameter_bytes(qvit, formats, config)}
     return top5, facts
 
 
@@ -186,7 +183,7 @@ def _records(args: PtqArgs, top5, facts, labels) -> list[dict]:
         records.append({
             "model": args.model, "tome_r": r, "variant": name, "quant": fact["quant"], "recipe": fact["recipe"],
             "simulated": VARIANTS[name].simulated, "layer_formats": fact["layer_formats"],
-            "float_layers": [n for n, fmt in fact["layer_formats"].items() if fmt != "int8"],
+            "float_layers": [n for n, fmt in fact["layer_formats"].items() if fmt == "float32"],
             "top1": top1, "top5": top5_rate,
             "drop_vs_fp32": None if fp32_r0 is None else accuracy(fp32_r0, labels)[0] - top1,
             "agreement_with_fp32_same_r": None if fp32_same_r is None else float(

@@ -35,42 +35,43 @@ def run_sweep(args: SweepArgs, console) -> list[dict]:
     from rich.progress import Progress
 
     from compile.data import evaluation_rows, labelled_images
-    from compile.pipeline import CompileArgs, compile_bundle
+    from compile.pipeline import CompileArgs, bundle_name, compile_bundle
     from results.model_weights import RANDOM_INIT_NOTE, model_weights
+    from results.scoring import top5_predictions
     from results.timing import interleaved_latency_ms
-    from runtime.bundle import open_bundle
-    from runtime.evaluate import accuracy, top5_predictions
+    from runtime.bundle import CORE, read_manifest
+    from runtime.evaluate import accuracy
+    from runtime.model import Model
     from runtime.preprocess import Preprocess
-    from runtime.session import InferenceSession
 
     _check_r_values(args)
     weights = model_weights(args.model, args.build_dir)
     bundles = {}
     for r in args.r_values:
-        out = args.build_dir / f"{args.model}-{args.target}-tome{r}"
+        out = args.build_dir / bundle_name(args.model, args.target, "fp32", str(r))
         console.print(f"[bold]compile r={r}[/bold] -> {out}")
         bundles[r] = compile_bundle(CompileArgs(target=args.target, model=args.model, weights=weights.path,
                                                 tome_r=str(r), out=out),
                                     log=lambda m: console.print("  " + m))
-    sessions = {r: InferenceSession(open_bundle(path)) for r, path in bundles.items()}
+    sessions = {r: Model(path, args.threads) for r, path in bundles.items()}
+    manifests = {r: read_manifest(path) for r, path in bundles.items()}
 
     images = labelled_images()
     rows = [] if weights.random_init else evaluation_rows(args.eval_limit)
     labels = np.array([label for _, label in rows])
-    models = {r: (s.run, Preprocess.from_manifest(s.bundle.manifest.input)) for r, s in sessions.items()}
+    models = {r: (s.run_tensor, Preprocess.from_manifest(manifests[r].input, bundles[r] / CORE)) for r, s in sessions.items()}
     with Progress(console=console) as progress:
         task = progress.add_task("evaluate", total=len(rows))
         top5 = top5_predictions(models, images / "images", rows, lambda: progress.advance(task))
         task = progress.add_task("latency (interleaved)", total=args.rounds)
-        inputs = {r: s.example_batch() for r, s in sessions.items()}
+        inputs = {r: manifests[r].input.example() for r in sessions}
         latency = interleaved_latency_ms(
-            {r: (lambda s=s, x=inputs[r]: s.run_device(x) and s.device.sync()) for r, s in sessions.items()},
+            {r: (lambda s=s, x=inputs[r]: s.run_tensor(x)) for r, s in sessions.items()},
             rounds=args.rounds, progress=lambda: progress.advance(task),
         )
     base = latency[args.r_values[0]]["median_ms"]
     records = []
-    for r, session in sessions.items():
-        manifest = session.bundle.manifest
+    for r, manifest in manifests.items():
         records.append({
             "model": args.model, "target": args.target, "tome_r": r, "schedule": manifest.tome.schedule,
             "gflops": manifest.tome.gflops,
@@ -85,8 +86,9 @@ def run_sweep(args: SweepArgs, console) -> list[dict]:
 
 def _check_r_values(args: SweepArgs) -> None:
     """Every r must be valid for the model before anything is compiled (clear error otherwise)."""
-    from compile.models import load_model
-    from compile.tome_patch import num_tokens, parse_tome_r
+    from compile.model.models import load_model
+    from compile.model.tome_patch import num_tokens
+    from compile.model.tome_schedule import parse_tome_r
 
     model = load_model(args.model, pretrained_required=False)
     for r in args.r_values:

@@ -1,4 +1,5 @@
-"""python -m runtime {run,eval,bench}: the on-device commands (see DESIGN.md, command-line contract)."""
+"""python -m runtime {run,eval,bench,stream}: the on-device commands (see DESIGN.md, command-line contract), on the
+bundle's native core through the binding (runtime.Model): numpy is all a board needs."""
 
 from __future__ import annotations
 
@@ -10,23 +11,25 @@ import sys
 from pathlib import Path
 
 from runtime.errors import run_cli
+from runtime.options import anywhere
 
 
-def _session_options(in_command: bool) -> argparse.ArgumentParser:
-    """--threads and --json, taken before the command or after it: the copy a command carries defaults to
-    SUPPRESS, so it overrides a value given before the command only when given itself."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--threads", type=int, default=argparse.SUPPRESS if in_command else None,
-                        help="TVM worker threads (default: every CPU this process may use)")
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS if in_command else False,
-                        help="also print a JSON object as the last line")
-    return common
+def _session_options(parser: argparse.ArgumentParser) -> None:
+    """--threads, --json, --trusted-keys and --max-pixels, taken before the command or after it (runtime.options)."""
+    parser.add_argument("--threads", type=int, help="TVM worker threads (default: every CPU this process may use)")
+    parser.add_argument("--json", action="store_true", help="also print a JSON object as the last line")
+    parser.add_argument("--trusted-keys", type=Path, metavar="FILE",
+                        help="refuse bundles not signed by a key of FILE ('.pub' lines; default: $EDGEVIT_TRUSTED_KEYS, "
+                             "else /etc/edgevit/trusted_keys when it exists)")
+    parser.add_argument("--max-pixels", type=int, metavar="N",
+                        help="refuse image files of more pixels, read from their header (default 100000000)")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m runtime", description=__doc__, parents=[_session_options(False)])
+    before, after = anywhere(_session_options, {"threads": None, "json": False, "trusted_keys": None, "max_pixels": None})
+    parser = argparse.ArgumentParser(prog="python -m runtime", description=__doc__, parents=[before])
     sub = parser.add_subparsers(dest="command", required=True)
-    command = functools.partial(sub.add_parser, parents=[_session_options(True)])
+    command = functools.partial(sub.add_parser, parents=[after])
     run = command("run", help="top-5 labels with scores for each image (a features bundle: the embedding's size and norm)")
     run.add_argument("bundle", type=Path)
     run.add_argument("images", type=Path, nargs="+")
@@ -45,65 +48,57 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("bundle", type=Path)
     bench.add_argument("--warmup", type=int, default=10)
     bench.add_argument("--repeat", type=int, default=50)
+    stream = command("stream", help="a JSON line per frame of a video, camera (OpenCV) or directory of images")
+    stream.add_argument("bundle", type=Path)
+    stream.add_argument("source", help="video file, camera (0, /dev/video0) or directory of images")
+    stream.add_argument("--follow", action="store_true", help="directory: keep running new files as they appear")
+    stream.add_argument("--every", type=int, default=1, metavar="N", help="run every N-th frame")
+    stream.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames run")
     return parser
 
 
-def _open_session(args):
-    """Set the thread count before TVM starts its pool, then verify and load the bundle.
+def _open_model(args):
+    """Verify and load the bundle through its core. TVM's default is the number of *physical* cores (1 on a 2-vCPU VM
+    with SMT siblings), so the default here is every CPU this process may run on (the core's 0), as ONNX Runtime and
+    PyTorch use."""
+    from runtime.errors import EdgevitError
+    from runtime.model import Model
 
-    TVM's default is the number of *physical* cores (1 on a 2-vCPU VM with SMT siblings), so the
-    default here is every CPU this process may run on, as ONNX Runtime and PyTorch use.
-    """
-    threads = len(os.sched_getaffinity(0)) if args.threads is None else args.threads
-    if threads < 1:
-        from runtime.errors import EdgevitError
-
-        raise EdgevitError(f"--threads must be at least 1, got {threads}")
-    os.environ["TVM_NUM_THREADS"] = str(threads)
-    from runtime.bundle import open_bundle
-    from runtime.session import InferenceSession
-
-    return InferenceSession(open_bundle(args.bundle))
+    if args.threads is not None and args.threads < 1:
+        raise EdgevitError(f"--threads must be at least 1, got {args.threads}")
+    if args.max_pixels is not None and args.max_pixels < 1:
+        raise EdgevitError(f"--max-pixels must be at least 1, got {args.max_pixels}")
+    model = Model(args.bundle, args.threads or 0, trusted_keys=args.trusted_keys)
+    model.core.set_image_limits(max_pixels=args.max_pixels or 0)
+    return model
 
 
-def _versions() -> dict:
-    import tvm
-
-    import runtime
-
-    return {"edgevit_version": runtime.__version__, "tvm_version": tvm.__version__}
+def _threads(args) -> int:
+    return len(os.sched_getaffinity(0)) if args.threads is None else args.threads
 
 
 def cmd_run(args) -> None:
     import numpy as np
 
-    from runtime.preprocess import Preprocess
-    from runtime.session import top_k
-
     if args.save is not None and not args.save.parent.is_dir():
         from runtime.errors import EdgevitError
 
         raise EdgevitError(f"--save {args.save}: folder {args.save.parent} does not exist")
-    session = _open_session(args)
-    features = session.bundle.manifest.model.output == "features"
-    labels = session.bundle.labels()
-    preprocess = Preprocess.from_manifest(session.bundle.manifest.input)
-    batch = session.new_batch()
+    model = _open_model(args)
     results, outputs = {}, []
     for image in args.images:
-        preprocess.load(image, out=batch[0])
-        out = session.run(batch)[0]
+        out = model.run(image)
         outputs.append(out)
-        if features:
+        if not model.is_classifier:
             norm = float(np.linalg.norm(out))
             results[str(image)] = {"size": int(out.size), "l2_norm": round(norm, 6)}
             print(f"{image}: embedding of {out.size} values, L2 norm {norm:.4f}")
             continue
-        best = top_k(out)
-        results[str(image)] = [{"class": c, "label": labels[c], "score": round(s, 6)} for c, s in best]
+        best = model.top_k(5)
+        results[str(image)] = [{"class": p.index, "label": p.label, "score": round(p.score, 6)} for p in best]
         print(f"{image}:")
-        for rank, (c, s) in enumerate(best, 1):
-            print(f"  {rank}. {labels[c]} ({c}) {s:.4f}")
+        for rank, p in enumerate(best, 1):
+            print(f"  {rank}. {p.label} ({p.index}) {p.score:.4f}")
     if args.save is not None:
         _save_npy(args.save, outputs[0] if len(outputs) == 1 else np.stack(outputs))
     if args.json:
@@ -130,14 +125,14 @@ def cmd_eval(args) -> None:
     from runtime.errors import EdgevitError
     from runtime.evaluate import evaluate, read_class_folders, read_labels
 
-    session = _open_session(args)
-    if session.bundle.manifest.model.output != "logits":
-        raise EdgevitError(f"eval needs a classifier; {args.bundle} is a --output features bundle (use run --save)")
     if args.labels is not None:
         rows = read_labels(args.labels, skip=args.skip, limit=args.limit)
-    else:
-        rows = read_class_folders(args.images, session.bundle.labels(), skip=args.skip, limit=args.limit)
-    result = evaluate(session, args.images, rows, progress=_progress(len(rows)))
+    model = _open_model(args)
+    if not model.is_classifier:
+        raise EdgevitError(f"eval needs a classifier; {args.bundle} is a --output features bundle (use run --save)")
+    if args.labels is None:
+        rows = read_class_folders(args.images, model.labels, skip=args.skip, limit=args.limit)
+    result = evaluate(model, args.images, rows, progress=_progress(len(rows)))
     print(f"top-1 {result.top1 * 100:.2f}%  top-5 {result.top5 * 100:.2f}%  n={result.n}")
     if args.json:
         print(json.dumps(result.summary()))
@@ -158,28 +153,35 @@ def _progress(total: int):
 
 
 def cmd_bench(args) -> None:
-    from runtime.bench import bench, machine_facts, mapped_tvm_libraries
+    from runtime.bench import machine_facts, mapped_tvm_libraries
 
-    session = _open_session(args)
-    result = bench(session, warmup=args.warmup, repeat=args.repeat, threads=int(os.environ["TVM_NUM_THREADS"]))
+    model = _open_model(args)
+    result = model.bench(warmup=args.warmup, repeat=args.repeat)
+    threads = _threads(args)
     print(
         f"median {result.median_ms:.2f} ms  p90 {result.p90_ms:.2f} ms  p99 {result.p99_ms:.2f} ms  "
-        f"mean {result.mean_ms:.2f} ms  n={result.n}  threads={result.threads}  peak RSS {result.peak_rss_mb:.1f} MB"
+        f"mean {result.mean_ms:.2f} ms  n={result.n}  threads={threads}  peak RSS {result.peak_rss_mb:.1f} MB"
     )
     if args.json:
-        manifest = session.bundle.manifest
+        info = model.info
         record = {
-            **result.to_dict(),
-            "model": manifest.model.name,
-            "target": manifest.target.preset,
-            "quant": manifest.quant.mode,
-            "tome": manifest.tome.schedule,
-            **_versions(),
-            "runtime": "python",
-            "tvm_libraries": mapped_tvm_libraries(),
+            **result.to_dict(), "threads": threads, "model": info["model"], "target": info["target"],
+            "quant": info["quant"], "tome": info["tome_schedule"], "edgevit_version": info["edgevit_version"],
+            "tvm_version": info["tvm_version"], "runtime": "python", "tvm_libraries": mapped_tvm_libraries(),
             **machine_facts(),
         }
         print(json.dumps(record))
+
+
+def cmd_stream(args) -> None:
+    from runtime.errors import EdgevitError
+    from runtime.stream import open_source, stream
+
+    if args.every < 1 or (args.max_frames is not None and args.max_frames < 1):
+        raise EdgevitError("--every and --max-frames must be at least 1")
+    model = _open_model(args)
+    stream(model, open_source(args.source, args.follow), every=args.every, max_frames=args.max_frames,
+           emit=functools.partial(print, flush=True))
 
 
 def main() -> None:
@@ -188,11 +190,8 @@ def main() -> None:
         from runtime.errors import EdgevitError
 
         raise EdgevitError("--warmup must be >= 0 and --repeat >= 1")
-    {"run": cmd_run, "eval": cmd_eval, "bench": cmd_bench}[args.command](args)
+    {"run": cmd_run, "eval": cmd_eval, "bench": cmd_bench, "stream": cmd_stream}[args.command](args)
 
 
 if __name__ == "__main__":
-    from runtime.as_on_a_board import load_as_on_a_board
-
-    load_as_on_a_board()  # before anything imports TVM: its runtime library only, and no torch
     run_cli(main)

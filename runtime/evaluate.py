@@ -1,20 +1,15 @@
-"""Top-1 / top-5 accuracy of a session over a labelled image folder (CSV `file,label`, or one sub-folder per class)."""
+"""Top-1 / top-5 accuracy of a model over a labelled image folder (CSV `file,label`, or one sub-folder per class)."""
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 
 from runtime.errors import EdgevitError
-from runtime.preprocess import Preprocess
-from runtime.session import InferenceSession
-
-K = TypeVar("K")
+from runtime.model import Model
 
 
 @dataclass(frozen=True)
@@ -49,7 +44,7 @@ def read_labels(csv_path: Path, *, skip: int = 0, limit: int | None = None) -> l
     return rows
 
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # what the core decodes
 
 
 def read_class_folders(images: Path, labels: list[str], *, skip: int = 0, limit: int | None = None
@@ -76,36 +71,19 @@ def read_class_folders(images: Path, labels: list[str], *, skip: int = 0, limit:
     return rows
 
 
-def top5_predictions(models: Mapping[K, tuple[Callable[[np.ndarray], np.ndarray], Preprocess]], images: Path,
-                     rows: list[tuple[str, int]], progress: Callable[[], None] | None = None) -> dict[K, np.ndarray]:
-    """Top-5 class indices [n, 5] of every model (run, preprocess) on every listed image (batch 1).
-
-    The models take turns on each image, and an image is read once per distinct preprocessing, so
-    several bundles or runtimes are scored on exactly the same inputs in one pass.
-    """
-    top5 = {key: np.empty((len(rows), 5), dtype=np.int64) for key in models}
-    batches = {preprocess: np.empty((1, 3, preprocess.size, preprocess.size), preprocess.dtype)
-               for _, preprocess in models.values()}
-    for i, (name, _) in enumerate(rows):
-        for preprocess, batch in batches.items():
-            preprocess.load(images / name, out=batch[0])
-        for key, (run, preprocess) in models.items():
-            top5[key][i] = np.argsort(-run(batches[preprocess])[0])[:5]
-        if progress is not None:
-            progress()
-    return top5
-
-
 def accuracy(top5: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """(top-1, top-5) of predictions [n, 5] against labels [n]."""
     hits = top5 == np.asarray(labels)[:, None]
     return float(hits[:, 0].mean()), float(hits.any(axis=1).mean())
 
 
-def evaluate(session: InferenceSession, images: Path, rows: list[tuple[str, int]], progress=None) -> EvalResult:
-    """Run every listed image once (batch 1) and count top-1 / top-5 hits."""
-    preprocess = Preprocess.from_manifest(session.bundle.manifest.input)
-    top5 = top5_predictions({"model": (session.run, preprocess)}, images, rows, progress)["model"]
+def evaluate(model: Model, images: Path, rows: list[tuple[str, int]], progress=None) -> EvalResult:
+    """Classify every listed image once (batch 1, decoded and preprocessed by the core) and count top-1 / top-5 hits."""
+    top5 = np.empty((len(rows), 5), dtype=np.int64)
+    for i, (name, _) in enumerate(rows):
+        top5[i] = [p.index for p in model.classify(images / name, k=5)]
+        if progress is not None:
+            progress()
     top1, top5_rate = accuracy(top5, np.array([label for _, label in rows]))
     predictions = {name: top.tolist() for (name, _), top in zip(rows, top5)}
     return EvalResult(top1=top1, top5=top5_rate, n=len(rows), predictions=predictions)

@@ -1,6 +1,6 @@
 """The bundle manifest (manifest.json) as one typed definition: compile writes it, everything else reads it.
 
-Standard library only, since the runtime reads it on a board; the native runner reads the same JSON
+Standard library only (numpy for an example input, on demand); the native core reads the same JSON on a board
 (schema: docs/manifest.md). A manifest of another schema version, or with fields missing or unknown,
 is refused with one line, so a reader never guesses.
 """
@@ -40,6 +40,15 @@ class InputSpec:
     resize: int  # the short side is resized to this, then `shape[-1]` is center-cropped
     crop_pct: float  # shape[-1] / resize, as timm states it
     interpolation: str  # bicubic | bilinear
+
+    def example(self, seed: int = 0):
+        """A fixed pseudo-random batch of this shape and dtype (pixels for uint8 inputs), for timing host-side."""
+        import numpy as np
+
+        rng = np.random.default_rng(seed)
+        if self.dtype == "uint8":
+            return rng.integers(0, 256, tuple(self.shape), dtype=np.uint8)
+        return rng.standard_normal(tuple(self.shape)).astype(self.dtype)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,14 @@ from tests.helpers import cached_bundle
 from tests.processes import leftover_processes
 
 
+def pytest_configure(config):
+    """The tests run what they compile in this process: ask Linux for the AMX tile state the host's int8 GEMMs
+    use (a bundle's library asks when it is loaded; compiling asks nothing)."""
+    from targets.cpu_features import request_amx_tiles
+
+    request_amx_tiles()
+
+
 @pytest.hookimpl(trylast=True)  # after the session fixtures are torn down
 def pytest_sessionfinish(session, exitstatus):
     """Fail the run when a process it started outlives it (killed here after a short grace period)."""
@@ -69,6 +77,12 @@ def int8_full_bundle(data) -> Path:
 def int8_tome_bundle(data) -> Path:
     """int8 DeiT-tiny with ToMe r=8 for this machine."""
     return cached_bundle("deit_tiny-host-int8-tome8", "--target", "host", "--quant", "int8", "--tome-r", "8")
+
+
+@pytest.fixture(scope="session")
+def int8_features_bundle(data) -> Path:
+    """The int8 DeiT-tiny without its head: the pooled embedding (the bundle tests/test_features.py compiles)."""
+    return cached_bundle("deit_tiny-host-int8-features", "--target", "host", "--quant", "int8", "--output", "features")
 
 
 @pytest.fixture(scope="session")

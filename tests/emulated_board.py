@@ -1,8 +1,9 @@
 """An emulated aarch64 board for tests: a Debian arm64 sysroot run through qemu-aarch64-static.
 
-The sysroot holds Debian bookworm's python3.11 and the runtime's dependencies as aarch64 wheels
-(apache-tvm, numpy, pillow, plus tornado, psutil and cloudpickle for TVM's RPC server) in the
-interpreter's own dist-packages, and nothing else: no torch, no compiler. Its .debs are fetched by
+Two sysroots (recipes): TVM's holds Debian bookworm's python3.11 and aarch64 wheels (apache-tvm, numpy, pillow,
+plus tornado, psutil and cloudpickle for TVM's RPC server) in the interpreter's own dist-packages, for tests that
+run TVM itself on the board; NUMPY_ONLY holds Debian's python3 and python3-numpy and nothing else (no TVM, no pip,
+no compiler): what `python -m runtime` needs beside a bundle. Its .debs are fetched by
 `debootstrap --foreign` and unpacked with dpkg-deb; the second stage cannot run here: it executes
 aarch64 maintainer scripts, and without binfmt_misc a program started inside qemu-user is run by
 the host kernel, which cannot execute aarch64 binaries.
@@ -37,7 +38,6 @@ from tests.cache import edgevit_cache_dir
 
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
-DEBIAN_PACKAGES = ("python3",)
 WHEELS = (
     "apache-tvm==0.27.0.post1", "apache-tvm-ffi==0.1.14.post1", "numpy==2.4.6", "pillow==13.0.0",
     "psutil==7.2.2", "tornado==6.6.1", "cloudpickle==2.1.0",
@@ -61,9 +61,24 @@ RECIPE_REVISION = 2  # bump when the build steps change
 QEMU = "qemu-aarch64-static"
 
 
-def _recipe_digest() -> str:
-    recipe = (RECIPE_REVISION, SUITE, DEBIAN_PACKAGES, WHEELS, WHEEL_PLATFORMS, SITE, PRUNED)
-    return hashlib.sha256(repr(recipe).encode()).hexdigest()[:12]
+@dataclass(frozen=True)
+class Recipe:
+    """What a sysroot holds: Debian packages (with their dependencies) and aarch64 wheels; `alternatives` are the
+    links (path -> target relative to it) their maintainer scripts would make with update-alternatives."""
+
+    debian_packages: tuple[str, ...]
+    wheels: tuple[str, ...] = ()
+    alternatives: tuple[tuple[str, str], ...] = ()
+
+    def digest(self) -> str:
+        recipe = (RECIPE_REVISION, SUITE, self.debian_packages, self.wheels, WHEEL_PLATFORMS, SITE, PRUNED)
+        return hashlib.sha256(repr((*recipe, *self.alternatives)).encode()).hexdigest()[:12]
+
+
+TVM = Recipe(("python3",), WHEELS)
+NUMPY_ONLY = Recipe(("python3", "python3-numpy"), alternatives=(  # numpy links the reference BLAS / LAPACK
+    ("usr/lib/aarch64-linux-gnu/libblas.so.3", "blas/libblas.so.3"),
+    ("usr/lib/aarch64-linux-gnu/liblapack.so.3", "lapack/liblapack.so.3")))
 
 
 def _run(argv: list[str]) -> None:
@@ -72,24 +87,27 @@ def _run(argv: list[str]) -> None:
         raise RuntimeError(f"{' '.join(argv[:4])} ... failed ({result.returncode}): {result.stderr[-2000:]}")
 
 
-def _populate(root: Path) -> None:
+def _populate(root: Path, recipe: Recipe) -> None:
     """Fetch and unpack the arm64 packages, install the aarch64 wheels, precompile the stdlib."""
     _run(["debootstrap", "--arch=arm64", "--foreign", "--variant=minbase",
-          f"--include={','.join(DEBIAN_PACKAGES)}", SUITE, str(root), MIRROR])
+          f"--include={','.join(recipe.debian_packages)}", SUITE, str(root), MIRROR])
     for deb in sorted((root / "var/cache/apt/archives").glob("*.deb")):
         _run(["dpkg-deb", "-x", str(deb), str(root)])
     for path in PRUNED:
         shutil.rmtree(root / path, ignore_errors=True)
-    platforms = [arg for platform in WHEEL_PLATFORMS for arg in ("--platform", platform)]
-    _run([sys.executable, "-m", "pip", "install", "-q", "--target", str(root / SITE), *platforms,
-          "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp", *WHEELS])
+    for link, target in recipe.alternatives:  # relative: qemu resolves the sysroot's paths, not the host's
+        (root / link).symlink_to(target)
+    if recipe.wheels:
+        platforms = [arg for platform in WHEEL_PLATFORMS for arg in ("--platform", platform)]
+        _run([sys.executable, "-m", "pip", "install", "-q", "--target", str(root / SITE), *platforms,
+              "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp", *recipe.wheels])
     # Debian compiles the stdlib in a maintainer script; the host's 3.11 writes the same .pyc format.
     compileall.compile_dir(root / "usr/lib/python3.11", quiet=2, workers=os.cpu_count() or 1)
 
 
-def build_sysroot(cache_dir: Path) -> Path:
-    """The cached arm64 sysroot, built on first use (about 30 s and 560 MB here)."""
-    name = f"sysroot-arm64-{_recipe_digest()}"
+def build_sysroot(cache_dir: Path, recipe: Recipe = TVM) -> Path:
+    """The cached arm64 sysroot of `recipe`, built on first use (TVM's: about 30 s and 560 MB here)."""
+    name = f"sysroot-arm64-{recipe.digest()}"
     root = cache_dir / name
     if (root / ".complete").is_file():
         return root
@@ -102,8 +120,8 @@ def build_sysroot(cache_dir: Path) -> Path:
             shutil.rmtree(unfinished)
         tmp = cache_dir / f".sysroot-tmp-{os.getpid()}"
         try:
-            _populate(tmp)
-            (tmp / ".complete").write_text(_recipe_digest() + "\n")
+            _populate(tmp, recipe)
+            (tmp / ".complete").write_text(recipe.digest() + "\n")
             tmp.rename(root)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -184,12 +202,12 @@ def bare_board(cpu: str, root: Path) -> EmulatedBoard:
     return EmulatedBoard(root, cpu)
 
 
-def emulated_board(cpu: str) -> EmulatedBoard:
-    """A board with the cached sysroot and the qemu CPU model `cpu` (cortex-a76: rpi5, cortex-a72: rpi4)."""
+def emulated_board(cpu: str, recipe: Recipe = TVM) -> EmulatedBoard:
+    """A board with the cached sysroot of `recipe` and the qemu CPU model `cpu` (cortex-a76: rpi5, cortex-a72: rpi4)."""
     for tool in (QEMU, "debootstrap", "dpkg-deb"):
         if shutil.which(tool) is None:
             raise RuntimeError(f"emulated boards need {tool} (apt packages qemu-user-static, debootstrap)")
-    return EmulatedBoard(build_sysroot(edgevit_cache_dir()), cpu)
+    return EmulatedBoard(build_sysroot(edgevit_cache_dir(), recipe), cpu)
 
 
 VM_RUN = """

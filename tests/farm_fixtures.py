@@ -45,7 +45,7 @@ class SshBoard:
         processes.stop(self.process)
 
 
-def _board_shell(root: Path, board: EmulatedBoard | None) -> Path:
+def _board_shell(root: Path, board: EmulatedBoard | None, runner_wrapper: str | None) -> Path:
     """The ForceCommand: sftp as is; other commands in bash with the board's python3 / uname first on PATH."""
     bin_dir = root / "bin"
     bin_dir.mkdir()
@@ -56,14 +56,15 @@ def _board_shell(root: Path, board: EmulatedBoard | None) -> Path:
             f'exec {board.python_executable()} "$@"\n'
         )
         (bin_dir / "uname").write_text('#!/bin/sh\n[ "$1" = "-m" ] && exec echo aarch64\nexec /usr/bin/uname "$@"\n')
+        runner_wrapper = f"{QEMU} -cpu {board.cpu} -L {board.sysroot}"
     else:
         os.symlink(sys.executable, bin_dir / "python3")
-    # the board's own programs: a bundle's aarch64 bin/edgevit-run runs under qemu as the board's CPU
-    # (commands arrive as "[cd DIR && ]PROGRAM ARGS", see remote.ssh.BoardConnection.run)
-    emulate = "" if board is None else (
-        "re='^(cd [^&]+ && )?([^ ]*/bin/edgevit-run)( .*)?$'\n"
+    # a bundle's bin/edgevit-run runs behind `runner_wrapper` (the board's CPU: an aarch64 runner under qemu; a test's
+    # faults); commands arrive as "[cd DIR && ]sh -c GUARD edgevit-guard PROGRAM ARGS" (remote.ssh.BoardConnection.run)
+    wrap = "" if runner_wrapper is None else (
+        "re='^(.* edgevit-guard )([^ ]*/bin/edgevit-run)( .*)?$'\n"
         'if [[ $cmd =~ $re ]]; then\n'
-        f'  cmd="${{BASH_REMATCH[1]}}{QEMU} -cpu {board.cpu} -L {board.sysroot} ${{BASH_REMATCH[2]}}${{BASH_REMATCH[3]}}"\n'
+        f'  cmd="${{BASH_REMATCH[1]}}{runner_wrapper} ${{BASH_REMATCH[2]}}${{BASH_REMATCH[3]}}"\n'
         "fi\n"
     )
     shell = root / "board-shell"
@@ -72,7 +73,7 @@ def _board_shell(root: Path, board: EmulatedBoard | None) -> Path:
         f'if [ "$SSH_ORIGINAL_COMMAND" = "{SFTP_SERVER}" ]; then exec {SFTP_SERVER}; fi\n'
         f"export PATH={bin_dir}:/usr/local/bin:/usr/bin:/bin HOME={root}\n"
         'cmd=$SSH_ORIGINAL_COMMAND\n'
-        f"{emulate}"
+        f"{wrap}"
         'exec /bin/bash -c "$cmd"\n'
     )
     for path in [shell, *bin_dir.iterdir()]:
@@ -80,8 +81,10 @@ def _board_shell(root: Path, board: EmulatedBoard | None) -> Path:
     return shell
 
 
-def start_sshd(name: str, root: Path, authorized_key: str, board: EmulatedBoard | None) -> SshBoard:
-    """Start an sshd for one board under `root` (its keys, config and remote files live there)."""
+def start_sshd(name: str, root: Path, authorized_key: str, board: EmulatedBoard | None,
+               runner_wrapper: str | None = None) -> SshBoard:
+    """Start an sshd for one board under `root` (its keys, config and remote files live there); `runner_wrapper`
+    (a command prefix) runs a bundle's bin/edgevit-run there, as qemu does on an emulated board."""
     root.mkdir(parents=True)
     Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory sshd insists on
     host_key = root / "host_key"
@@ -93,7 +96,8 @@ def start_sshd(name: str, root: Path, authorized_key: str, board: EmulatedBoard 
         f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {host_key}", f"PidFile {root / 'sshd.pid'}",
         f"AuthorizedKeysFile {root / 'authorized_keys'}", "PubkeyAuthentication yes", "PasswordAuthentication no",
         "KbdInteractiveAuthentication no", "PermitRootLogin prohibit-password", "StrictModes no", "UsePAM no",
-        f"Subsystem sftp {SFTP_SERVER}", f"ForceCommand {_board_shell(root, board)}", "",
+        "MaxStartups 100",  # a shared sshd serves many boards of a test farm at once (the default drops the 11th)
+        f"Subsystem sftp {SFTP_SERVER}", f"ForceCommand {_board_shell(root, board, runner_wrapper)}", "",
     ]))
     with open(root / "sshd.log", "w") as log:
         process = processes.start_group([shutil.which("sshd") or "/usr/sbin/sshd", "-D", "-e", "-f", str(config)],

@@ -23,13 +23,32 @@ def run_module(module: str, *args: str | Path, env: dict | None = None,
     )
 
 
+def lower_for_cpu(module, target, database=None):
+    """A Relax module through edgevit's CPU lowering (fusion, the tuning database, hand schedules), as a build does."""
+    from compile.lowering.cpu import fuse_for_cpu, schedule_for_cpu
+
+    return schedule_for_cpu(fuse_for_cpu(module, target), target, database)
+
+
 def cpu_executable(module, target):
     """A Relax module built for an llvm target through edgevit's CPU lowering (fusion, hand schedules)."""
     from tvm import relax
 
-    from compile.lowering import lower_for_cpu
-
     return relax.build(lower_for_cpu(module, target), target=target)
+
+
+def quantized_graph(model, spec, mode: str, r: int = 0, target=None, **recipe):
+    """(the Relax graph, its QuantizedViT) of a timm model quantized in `mode` with ToMe r in every block,
+    calibrated on 16 real images (enough for structure and exactness tests); target: the host's by default."""
+    from compile.graph.builder import emit_graph
+    from compile.model.vit import describe
+    from compile.quant.config import QuantConfig
+    from compile.quant.quantize import quantize
+    from targets import load_preset
+
+    vit = describe(model, [r] * len(model.blocks), spec.mean, spec.std)
+    qvit, formats = quantize(model, vit, spec, QuantConfig(mode=mode, calib_count=16, **recipe), log=lambda _: None)
+    return emit_graph(qvit.vit, formats, qvit, target or load_preset("host").target()), qvit
 
 
 def cross_compiled_library(module, preset_name: str, library: Path) -> Path:
@@ -86,16 +105,22 @@ def cached_bundle(name: str, *compile_args: str, dump_ir: bool = False) -> Path:
 
 
 def bundle_outputs(bundle: Path, images: Path, names: list[str]):
-    """The bundle's outputs (logits or embeddings) [n, D] on the named images, preprocessed as its manifest says."""
+    """The bundle's outputs (logits or embeddings) [n, D] on the named images, through the binding (its core decodes
+    and preprocesses them as its manifest says)."""
     import numpy as np
 
-    from runtime.bundle import open_bundle
-    from runtime.preprocess import Preprocess
-    from runtime.session import InferenceSession
+    from runtime.model import Model
 
-    session = InferenceSession(open_bundle(bundle))
-    preprocess = Preprocess.from_manifest(session.bundle.manifest.input)
-    return np.concatenate([session.run(preprocess.load(images / name)[None]) for name in names])
+    with Model(bundle) as model:
+        return np.stack([model.run(images / name) for name in names])
+
+
+def bundle_preprocess(bundle: Path):
+    """The bundle's input transform, computed by its own core (runtime.preprocess.Preprocess)."""
+    from runtime.bundle import CORE, read_manifest
+    from runtime.preprocess import Preprocess
+
+    return Preprocess.from_manifest(read_manifest(bundle).input, bundle / CORE)
 
 
 def compile_timm_folder(name: str, model_args: dict, folder: Path, *flags: str, prepare=None):
@@ -104,7 +129,7 @@ def compile_timm_folder(name: str, model_args: dict, folder: Path, *flags: str, 
     folder`: config.json names the model); returns (model, bundle)."""
     import torch
 
-    from compile.models import import_timm
+    from compile.model.models import import_timm
 
     timm = import_timm()
     from timm.models import _hub
@@ -135,3 +160,38 @@ def ina3221_tree(root: Path) -> str:
         (hwmon / f"in{n}_input").write_text(f"{mv}\n")
         (hwmon / f"curr{n}_input").write_text(f"{ma}\n")
     return str(root / "*" / "hwmon" / "hwmon*")
+
+
+TINY_MODEL = "vit_tiny_patch16_224"  # with TINY_ARGS: 96 px, two blocks of width 64, 10 classes (quick compiles)
+TINY_ARGS = {"img_size": 96, "embed_dim": 64, "depth": 2, "num_heads": 2, "num_classes": 10}
+
+
+def tiny_vit_folder() -> Path:
+    """A random-init tiny ViT's checkpoint folder (timm's Hugging Face layout), made once in the test cache."""
+    import shutil
+    import tempfile
+
+    import torch
+
+    from compile.model.models import import_timm
+
+    folder = edgevit_cache_dir() / "fixtures" / "tiny-vit-96"
+    if not (folder / "config.json").is_file():
+        timm = import_timm()
+        from timm.models import _hub
+
+        torch.manual_seed(0)
+        model = timm.create_model(TINY_MODEL, pretrained=False, **TINY_ARGS).eval()
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=folder.parent))
+        _hub.save_for_hf(model, str(staging), model_args=TINY_ARGS, safe_serialization=True)
+        shutil.rmtree(folder, ignore_errors=True)
+        staging.rename(folder)
+    return folder
+
+
+def tiny_bundle(quant: str, r: int, output: str = "logits", target: str = "host") -> Path:
+    """The tiny ViT compiled (cached per source version, with its --dump-ir phases) in one configuration."""
+    return cached_bundle(f"tiny96-{target}-{quant}-r{r}-{output}", "--weights", tiny_vit_folder(), "--image-size",
+                         "96", "--target", target, "--quant", quant, "--tome-r", str(r), "--output", output,
+                         "--calib-count", "8", dump_ir=True)

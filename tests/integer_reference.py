@@ -1,8 +1,10 @@
 """A pure numpy reference of the int8-full integer graph, step by step, for bit-exact comparison.
 
-It reads the QuantizedViT and the integer constants (compile.quant.integer_params), and re-implements
-every operation of compile.quant.integer_numerics / graph / tome_graph on int64 numpy arrays: no TVM,
-no shared op code. Matmuls use float64 BLAS, which is exact here (every sum stays far below 2^53).
+It reads the QuantizedViT (with the description it belongs to) and the integer constants
+(compile.quant.integer_params), and re-implements every operation of compile.graph.integer_numerics / builder /
+tome on int64 numpy arrays: no TVM, no shared op code, but ToMe's matching and merge are PyTorch's ToMe
+(compile.model.tome, the one ToMe reference) on the integer scores. Matmuls use float64 BLAS, which is exact here
+(every sum stays far below 2^53).
 """
 
 from __future__ import annotations
@@ -10,10 +12,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
+from compile.graph.tome import INVERSE_BITS, UNIT_BITS
+from compile.model.tome import Merge, match
+from compile.model.vit import Block
 from compile.quant import integer_params as P
-from compile.quant.qvit import QBlock, QLinear, QuantizedViT
-from compile.quant.tome_graph import INVERSE_BITS, UNIT_BITS, protection_mask
+from compile.quant.scales import QBlock, QLinear, QuantizedViT
 
 
 def shift_round(x: np.ndarray, shift) -> np.ndarray:
@@ -95,23 +100,23 @@ def quick_gelu(g: np.ndarray) -> np.ndarray:
     return shift_round(g * sigmoid, P.EXP_FRAC)
 
 
-def activation_to_int8(y: np.ndarray, block: QBlock) -> np.ndarray:
+def activation_to_int8(y: np.ndarray, qblock: QBlock, activation: str) -> np.ndarray:
     """The block's activation in Q12, then fc2's int8 input."""
-    g = requant(y, P.gelu_in(block.fc1), -P.GELU_CLAMP, P.GELU_CLAMP)
-    out = quick_gelu(g) if block.activation == "quick_gelu" else gelu(g)
-    return requant(out, P.gelu_out(block.fc2)[0], -127, 127)
+    g = requant(y, P.gelu_in(qblock.fc1), -P.GELU_CLAMP, P.GELU_CLAMP)
+    out = quick_gelu(g) if activation == "quick_gelu" else gelu(g)
+    return requant(out, P.gelu_out(qblock.fc2)[0], -127, 127)
 
 
-def qkv_to_int8(y: np.ndarray, block: QBlock, heads: int) -> np.ndarray:
+def qkv_to_int8(y: np.ndarray, block: Block, qblock: QBlock, heads: int) -> np.ndarray:
     """int8 q, k, v; with a q/k norm, q and k go to their pre-norm scale, then through the per-head LayerNorm."""
-    if block.qk_norm is None:
-        return requant(y, P.qkv_requant(block), -127, 127)
+    if block.q_norm is None:
+        return requant(y, P.qkv_requant(qblock), -127, 127)
     n, width = y.shape[0], y.shape[1] // 3
     parts = []
-    for j, (req, params) in enumerate(zip(P.qk_norm_in(block), P.qk_layer_norms(block))):
+    for j, (req, params) in enumerate(zip(P.qk_norm_in(qblock), P.qk_layer_norms(block, qblock))):
         pre = requant(y[:, j * width:(j + 1) * width], req, -P.RESIDUAL_CLAMP, P.RESIDUAL_CLAMP)
         parts.append(layer_norm(pre.reshape(n * heads, width // heads), params).reshape(n, width))
-    parts.append(requant(y[:, 2 * width:], P.v_requant(block), -127, 127))
+    parts.append(requant(y[:, 2 * width:], P.v_requant(qblock), -127, 127))
     return np.concatenate(parts, axis=1)
 
 
@@ -124,38 +129,21 @@ def unit_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return unit[0::2], unit[1::2]
 
 
-def _matching(keys: np.ndarray, r: int, protected: int):
-    """(partner of each A token, merged A tokens, unmerged A tokens in order) of bipartite soft matching."""
+def matching(keys: np.ndarray, r: int, protected: int) -> Merge:
+    """PyTorch's ToMe merge (compile.model.tome) on the integer cosine scores of int8 keys [heads, N, D]."""
     a, b = unit_keys(keys)
-    scores = imatmul(a, b.T)
-    scores = np.where(protection_mask(len(a), len(b), protected), -(2**31) + 1, scores)
-    best, partner = scores.max(axis=1), scores.argmax(axis=1)
-    order = np.argsort(-best, kind="stable")
-    return partner, order[:r], np.sort(order[r:])
+    return match(torch.from_numpy(imatmul(a, b.T))[None], r, protected)
 
 
 def tome_destinations(keys: np.ndarray, r: int, protected: int) -> np.ndarray:
     """The output row of every token after merging (tome_merge's row layout)."""
-    partner, merged, unmerged = _matching(keys, r, protected)
-    num_a, num_b = len(partner), keys.shape[1] // 2
-    keep_a, keep_b, kept = (protected + 1) // 2, protected // 2, num_a - r
-    b_row = np.where(np.arange(num_b) < keep_b, keep_a + np.arange(num_b), kept + np.arange(num_b))
-    dest = np.zeros(keys.shape[1], np.int64)
-    dest[1::2] = b_row
-    dest[2 * unmerged] = np.where(np.arange(kept) < keep_a, np.arange(kept), np.arange(kept) + keep_b)
-    dest[2 * merged] = b_row[partner[merged]]
-    return dest
+    tokens = keys.shape[1]
+    return matching(keys, r, protected)(torch.eye(tokens, dtype=torch.int64)[None])[0].argmax(dim=0).numpy()
 
 
 def tome_sums(keys: np.ndarray, t: np.ndarray, r: int, protected: int) -> np.ndarray:
     """t [N, C] summed into the output rows of bipartite soft matching on int8 keys [heads, N, D]."""
-    partner, merged, unmerged = _matching(keys, r, protected)
-    num_b = keys.shape[1] // 2
-    onehot = (np.arange(num_b)[:, None] == partner[merged][None, :]).astype(t.dtype)
-    src, dst = t[0::2], t[1::2]
-    kept, dst = src[unmerged], dst + onehot @ src[merged]
-    keep_a, keep_b = (protected + 1) // 2, protected // 2
-    return np.concatenate([kept[:keep_a], dst[:keep_b], kept[keep_a:], dst[keep_b:]])
+    return matching(keys, r, protected)(torch.from_numpy(t)[None])[0].numpy()
 
 
 def tome_merge(keys: np.ndarray, x: np.ndarray, size: np.ndarray, r: int, protected: int):
@@ -166,40 +154,41 @@ def tome_merge(keys: np.ndarray, x: np.ndarray, size: np.ndarray, r: int, protec
 
 def run(qvit: QuantizedViT, pixels: np.ndarray) -> np.ndarray:
     """uint8 pixels [1, 3, H, W] -> float32 logits [1, classes], exactly as int8-full computes them."""
-    p, g = qvit.patch_size, qvit.image_size // qvit.patch_size
+    vit = qvit.vit
+    p, g = vit.patch_size, vit.image_size // vit.patch_size
     patches = pixels.reshape(3, g, p, g, p).transpose(1, 3, 0, 2, 4).reshape(g * g, 3 * p * p).astype(np.int64)
     prefix, pos = P.embedding(qvit)
     x = requant(linear(patches, qvit.patch), P.to_residual(qvit.patch, qvit), -P.RESIDUAL_CLAMP, P.RESIDUAL_CLAMP)
     x = np.concatenate([prefix, x + pos]).astype(np.int64)
-    if qvit.norm_pre is not None:
-        x = layer_norm(x, P.residual_layer_norm(qvit.norm_pre, qvit))
+    if vit.norm_pre is not None:
+        x = layer_norm(x, P.residual_layer_norm(vit.norm_pre, qvit))
     size = None
-    heads = qvit.num_heads
-    tokens_total = len(x)
-    for block in qvit.blocks:
-        h = layer_norm(x, P.layer_norm(block.ln1, block.qkv, qvit))
-        qkv = qkv_to_int8(linear(h, block.qkv), block, heads)
+    heads = vit.num_heads
+    for block, qblock in zip(vit.blocks, qvit.blocks):
+        h = layer_norm(x, P.layer_norm(block.ln1, qblock.qkv, qvit))
+        qkv = qkv_to_int8(linear(h, qblock.qkv), block, qblock, heads)
         n, width = qkv.shape
         q, k, v = qkv.reshape(n, 3, heads, width // 3 // heads).transpose(1, 2, 0, 3)
-        log_size = None if size is None else P.log_size_table(block, heads, tokens_total)[size[:, 0]]
-        probs = softmax(imatmul(q, k.transpose(0, 2, 1)), block, heads, log_size)
-        o = requant(imatmul(probs, v), P.attention_out_requant(block, heads), -127, 127)
+        log_size = None if size is None else P.log_size_table(qblock, heads, vit.tokens)[size[:, 0]]
+        probs = softmax(imatmul(q, k.transpose(0, 2, 1)), qblock, heads, log_size)
+        o = requant(imatmul(probs, v), P.attention_out_requant(qblock, heads), -127, 127)
         o = o.transpose(1, 0, 2).reshape(n, width // 3)
-        x = x + requant(linear(o, block.proj), P.to_residual(block.proj, qvit), -P.RESIDUAL_CLAMP, P.RESIDUAL_CLAMP)
+        x = x + requant(linear(o, qblock.proj), P.to_residual(qblock.proj, qvit), -P.RESIDUAL_CLAMP, P.RESIDUAL_CLAMP)
         if block.tome_r:
             x, size = tome_merge(k, x, np.ones((n, 1), np.int64) if size is None else size, block.tome_r,
-                                 qvit.num_prefix)
-        h = layer_norm(x, P.layer_norm(block.ln2, block.fc1, qvit))
-        hidden = activation_to_int8(linear(h, block.fc1), block)
-        x = x + requant(linear(hidden, block.fc2), P.to_residual(block.fc2, qvit), -P.RESIDUAL_CLAMP, P.RESIDUAL_CLAMP)
-    if qvit.pool == "avg":
-        rows = len(x) - qvit.num_prefix
-        pooled = [(2 * x[qvit.num_prefix:].sum(axis=0, keepdims=True) + rows) // (2 * rows)]
+                                 vit.num_prefix)
+        h = layer_norm(x, P.layer_norm(block.ln2, qblock.fc1, qvit))
+        hidden = activation_to_int8(linear(h, qblock.fc1), qblock, block.activation)
+        x = x + requant(linear(hidden, qblock.fc2), P.to_residual(qblock.fc2, qvit), -P.RESIDUAL_CLAMP,
+                        P.RESIDUAL_CLAMP)
+    if vit.pool == "avg":
+        rows = len(x) - vit.num_prefix
+        pooled = [(2 * x[vit.num_prefix:].sum(axis=0, keepdims=True) + rows) // (2 * rows)]
     else:
         pooled = [x[i:i + 1] for i in range(len(qvit.heads))]
     outs = []
     for rows_in, head in zip(pooled, qvit.heads):
-        h = layer_norm(rows_in, P.layer_norm(qvit.norm, head, qvit))
+        h = layer_norm(rows_in, P.layer_norm(vit.final_norm, head, qvit))
         outs.append(linear(h, head).astype(np.float32) * P.head_scale(head))
     out = outs[0]
     for y in outs[1:]:

@@ -14,7 +14,9 @@ def test_tar_bundle_runs(host_bundle, tmp_path, images_dir):
     from_dir = run_module("runtime", "run", host_bundle, image, "--json")
     from_tar = run_module("runtime", "run", archive, image, "--json")
     assert from_tar.returncode == 0, from_tar.stderr[-2000:]
-    assert json.loads(from_tar.stdout.splitlines()[-1]).popitem()[1] == json.loads(from_dir.stdout.splitlines()[-1]).popitem()[1]
+    assert from_dir.returncode == 0, from_dir.stderr[-2000:]
+    tar_result, dir_result = (json.loads(r.stdout.splitlines()[-1]) for r in (from_tar, from_dir))
+    assert tar_result == dir_result and list(tar_result) == [str(image)]  # every image, class, label and score
 
 
 def test_corrupt_tar_is_one_clear_error(tmp_path):

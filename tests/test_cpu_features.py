@@ -2,7 +2,7 @@
 
 import struct
 
-from runtime.cpu_features import AT_HWCAP, AT_HWCAP2, aarch64_features, cpu_features, read_auxv, x86_features
+from targets.cpu_features import AT_HWCAP, AT_HWCAP2, aarch64_features, cpu_features, read_auxv, x86_features
 
 
 def test_auxv_parsing_and_aarch64_bits(tmp_path):

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from runtime.cuda_kernels import FATBIN_MAGIC, fatbin_for
-from tests.cuda_tools import bundle_fatbins, cuobjdump, kernel_sass, needs_cuobjdump, needs_nvcc
+from compile.cuda import DEVICE_DIR, FATBIN_MAGIC
+from tests.cuda_tools import bundle_fatbins, count_launches, cuobjdump, kernel_sass, needs_cuobjdump, needs_nvcc
 from tests.helpers import assert_one_line_error, bundle_ir, cached_bundle, run_module
 
 
@@ -44,18 +44,17 @@ def test_small_module_kernels_are_precompiled_for_sm87(tmp_path):
         assert data[:4] == FATBIN_MAGIC
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_bytes(data)
-    for source in sources:  # what the runtime returns when TVM asks for this module's binary
-        assert fatbin_for(tmp_path, source) == files[f"device/{hashlib.sha256(source.encode()).hexdigest()}.fatbin"]
+    for source in sources:  # the file the core serves when TVM asks for this module's binary (sha256 of its source)
+        assert f"{DEVICE_DIR}/{hashlib.sha256(source.encode()).hexdigest()}.fatbin" in files
 
 
 @needs_nvcc
 @pytest.mark.slow
 def test_jetson_bundle_carries_fatbins(data):
     bundle = cached_bundle("deit_tiny-jetson-fp32", "--target", "jetson")
-    from runtime.bundle import read_manifest, verify_files
+    from runtime.bundle import verified_manifest
 
-    manifest = read_manifest(bundle)
-    verify_files(bundle, manifest)
+    manifest = verified_manifest(bundle)
     kernels = [name for name in manifest.files if name.startswith("device/")]
     assert kernels and all((bundle / name).read_bytes()[:4] == FATBIN_MAGIC for name in kernels)
     assert manifest.target.tvm_target["arch"] == "sm_87" and manifest.target.device == "cuda"
@@ -63,10 +62,9 @@ def test_jetson_bundle_carries_fatbins(data):
 
 @needs_nvcc
 def test_desktop_gpu_preset_builds(small_sm86_bundle):
-    from runtime.bundle import read_manifest, verify_files
+    from runtime.bundle import verified_manifest
 
-    manifest = read_manifest(small_sm86_bundle)
-    verify_files(small_sm86_bundle, manifest)
+    manifest = verified_manifest(small_sm86_bundle)
     assert manifest.target.preset == "cuda-sm86" and manifest.target.arch == "x86_64"
     fatbins = bundle_fatbins(small_sm86_bundle)
     assert fatbins and all(path.read_bytes()[:4] == FATBIN_MAGIC for path in fatbins)
@@ -85,7 +83,6 @@ def test_inference_is_one_cuda_graph(small_sm86_bundle):
     is replayed from one captured graph: 3 launches per image instead of one per kernel."""
     import tvm
 
-    from compile.cuda_lowering import count_launches
 
     assert b"vm.builtin.cuda_graph.run_or_capture" in (small_sm86_bundle / "model.so").read_bytes()
     count = count_launches(tvm.ir.load_json((bundle_ir(small_sm86_bundle) / "02_lowered.json").read_text()))

@@ -1,11 +1,13 @@
-"""Cross-compiled rpi4 / rpi5 bundles on an emulated aarch64 board (qemu-user + a Debian arm64 sysroot)."""
+"""Cross-compiled rpi4 / rpi5 bundles on an emulated aarch64 board (qemu-user + a Debian arm64 sysroot with python3
+and numpy only), through the Python binding on each bundle's own core."""
 
 import json
 import subprocess
 
 import pytest
 
-from tests.helpers import REPO, run_module
+from runtime.bundle import RUNNER
+from tests.helpers import REPO
 
 IMAGES = ["ILSVRC2012_val_00000347.JPEG", "ILSVRC2012_val_00000355.JPEG"]
 
@@ -15,28 +17,54 @@ def _top5(stdout: str) -> dict[str, list[int]]:
     return {path.rsplit("/", 1)[-1]: [entry["class"] for entry in top] for path, top in results.items()}
 
 
+@pytest.fixture(scope="module")
+def numpy_board():
+    """An emulated rpi5 whose sysroot has Debian's python3 and python3-numpy and nothing else: no TVM, no pip."""
+    from tests.emulated_board import NUMPY_ONLY, SITE, emulated_board
+
+    board = emulated_board("cortex-a76", NUMPY_ONLY)
+    present = {p.name for p in (board.sysroot / SITE).iterdir()}
+    assert "numpy" in present and not {"tvm", "tvm_ffi", "pip", "PIL"} & present
+    assert not list((board.sysroot / "usr/lib/python3.11").glob("**/ensurepip/_bundled/*.whl"))
+    return board
+
+
+def _on_board(board, *args: str):
+    """python3 -m runtime ARGS on the board, the runtime package from this repository (the host path shows through)."""
+    return board.run(board.python_argv(["-m", "runtime", *args]), cwd=REPO, env={"PYTHONPATH": str(REPO)},
+                     timeout_s=1500)
+
+
 @pytest.mark.slow
-def test_rpi5_bundle_on_cortex_a76_matches_host(rpi5_bundle, host_bundle, images_dir):
-    from tests.emulated_board import emulated_board
-
-    images = [images_dir / name for name in IMAGES]
-    host = run_module("runtime", "run", host_bundle, *images, "--json")
-    assert host.returncode == 0, host.stderr[-2000:]
-
-    board = emulated_board("cortex-a76")
-    result = board.run(board.python_argv(["-m", "runtime", "run", str(rpi5_bundle), *map(str, images), "--json"]),
-                       cwd=REPO, env={"PYTHONPATH": str(REPO)}, timeout_s=1200)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert _top5(result.stdout) == _top5(host.stdout)
+def test_binding_on_numpy_only_rpi5_matches_its_native_runner(numpy_board, rpi5_int8_bundle, images_dir, labels_csv):
+    """python3 -m runtime run / eval / bench through the binding (the bundle's aarch64 core, loaded by Debian's
+    python3 with ctypes) on the board: the same top-5 and accuracy as the bundle's bin/edgevit-run there."""
+    bundle = rpi5_int8_bundle
+    images = [str(images_dir / name) for name in IMAGES]
+    python = _on_board(numpy_board, "run", str(bundle), *images, "--json")
+    assert python.returncode == 0, python.stderr[-3000:]
+    native = numpy_board.run(numpy_board.host_program_argv(bundle / RUNNER, ["run", str(bundle), *images, "--json"]),
+                             timeout_s=1500)
+    assert native.returncode == 0, native.stderr[-3000:]
+    assert _top5(python.stdout) == _top5(native.stdout)
+    evaluation = ["eval", str(bundle), "--images", str(images_dir), "--labels", str(labels_csv), "--skip", "256",
+                  "--limit", "8", "--json"]
+    python = _on_board(numpy_board, *evaluation)
+    native = numpy_board.run(numpy_board.host_program_argv(bundle / RUNNER, evaluation), timeout_s=1500)
+    assert python.returncode == 0 and native.returncode == 0, python.stderr[-2000:] + native.stderr[-2000:]
+    assert json.loads(python.stdout.splitlines()[-1]) == json.loads(native.stdout.splitlines()[-1])
+    bench = _on_board(numpy_board, "bench", str(bundle), "--warmup", "1", "--repeat", "2", "--json")
+    assert bench.returncode == 0, bench.stderr[-3000:]
+    record = json.loads(bench.stdout.splitlines()[-1])
+    assert record["runtime"] == "python" and record["machine"] == "aarch64" and record["n"] == 2
 
 
 @pytest.mark.slow
-def test_rpi5_bundle_refused_on_cortex_a72(rpi5_bundle, images_dir):
-    from tests.emulated_board import emulated_board
+def test_rpi5_bundle_refused_on_cortex_a72(numpy_board, rpi5_int8_bundle, images_dir):
+    from tests.emulated_board import EmulatedBoard
 
-    board = emulated_board("cortex-a72")
-    result = board.run(board.python_argv(["-m", "runtime", "run", str(rpi5_bundle), str(images_dir / IMAGES[0])]),
-                       cwd=REPO, env={"PYTHONPATH": str(REPO)}, timeout_s=600)
+    board = EmulatedBoard(numpy_board.sysroot, "cortex-a72")
+    result = _on_board(board, "run", str(rpi5_int8_bundle), str(images_dir / IMAGES[0]))
     assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "asimddp" in last and "rpi5" in last, last
@@ -55,23 +83,3 @@ def test_int8_objects_use_the_dot_products_their_cpu_has(rpi5_int8_bundle, rpi4_
     print(f"rpi5: {rpi5}; rpi4: {rpi4}")
     assert rpi5["sdot"] > 0
     assert rpi4["sdot"] == rpi4["udot"] == rpi4["usdot"] == 0 and rpi4["smull"] > 0 and rpi4["sadalp"] > 0
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("cpu, bundle_fixture", [("cortex-a72", "rpi4_int8_bundle"), ("cortex-a76", "rpi5_int8_bundle")])
-def test_int8_bundle_on_emulated_board_matches_host(cpu, bundle_fixture, int8_bundle, images_dir, request):
-    from tests.emulated_board import emulated_board
-
-    bundle = request.getfixturevalue(bundle_fixture)
-    images = [images_dir / name for name in IMAGES]
-    host = run_module("runtime", "run", int8_bundle, *images, "--json")
-    assert host.returncode == 0, host.stderr[-2000:]
-    board = emulated_board(cpu)
-    result = board.run(board.python_argv(["-m", "runtime", "run", str(bundle), *map(str, images), "--json"]),
-                       cwd=REPO, env={"PYTHONPATH": str(REPO)}, timeout_s=1200)
-    assert result.returncode == 0, result.stderr[-3000:]
-    # the integer GEMMs are exact, but float softmax / LayerNorm vectorize differently on each ISA, so two
-    # near-tied classes inside the top-5 may swap places: same top-1 and the same five classes
-    board_top5, host_top5 = _top5(result.stdout), _top5(host.stdout)
-    assert {name: (top[0], sorted(top)) for name, top in board_top5.items()} == \
-        {name: (top[0], sorted(top)) for name, top in host_top5.items()}

@@ -26,7 +26,7 @@ def _pre_logits(model, batch: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def reference(images_dir):
     """(image names, PyTorch's pre-logits of DeiT-tiny with the real weights on them) [IMAGES, 192]."""
-    from compile.models import load_model, model_spec
+    from compile.model.models import load_model, model_spec
 
     names = [name for name, _ in evaluation_rows()[:IMAGES]]
     batch = load_batch(model_spec(MODEL).preprocess(), images_dir, names)
@@ -88,15 +88,14 @@ def test_labels_with_features_is_one_line(tmp_path):
 def test_clip_vit_base_features_equal_pytorch(tmp_path):
     """vit_base_patch16_clip_224 (norm_pre, width 768, 12 heads) in features mode; two blocks instead of twelve
     (timm's `model_args` in the folder's config.json), which keeps the compile within a test's time."""
-    from runtime.bundle import open_bundle
-    from runtime.session import InferenceSession
+    from runtime.model import Model
 
     name = "vit_base_patch16_clip_224"
     model, bundle = compile_timm_folder(name, {"depth": 2}, tmp_path, "--output", "features")
     manifest = json.loads((bundle / "manifest.json").read_text())["model"]
     assert (manifest["name"], manifest["depth"], manifest["embed_dim"]) == (name, 2, 768)
     x = np.random.default_rng(1).standard_normal((1, 3, 224, 224)).astype(np.float32)
-    got = InferenceSession(open_bundle(bundle)).run(x)
+    got = Model(bundle).run_tensor(x)
     expected = _pre_logits(model, x)
     assert got.shape == (1, 768) and np.abs(expected).max() > 0.1
     assert np.abs(got - expected).max() <= 1e-3
@@ -108,8 +107,8 @@ def test_clip_vit_base_int8_tome_features_track_pytorch(tmp_path, images_dir):
     PyTorch's ToMe-patched model's do."""
     import copy
 
-    from compile.models import model_spec
-    from compile.tome_patch import apply_tome
+    from compile.model.models import model_spec
+    from compile.model.tome_patch import apply_tome
 
     name = "vit_base_patch16_clip_224"
     model, bundle = compile_timm_folder(name, {"depth": 2}, tmp_path, "--output", "features", "--quant", "int8",

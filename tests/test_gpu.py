@@ -31,8 +31,8 @@ def _preset_for_this_gpu() -> str | None:
     """The target preset for the GPU at hand: a Jetson (sm_87 + aarch64) or a cuda-sm<NN> preset on x86-64."""
     import tvm
 
-    from runtime.cpu_features import machine_arch
     from targets import list_presets
+    from targets.cpu_features import machine_arch
 
     arch = "sm_" + tvm.cuda(0).compute_version.replace(".", "")
     for preset in list_presets():
@@ -60,13 +60,9 @@ def _gpu_bundle(preset: str, quant: str) -> Path:
 
 
 def _logits(bundle: Path, images: Path, names: list[str]) -> np.ndarray:
-    from runtime.bundle import open_bundle
-    from runtime.preprocess import Preprocess
-    from runtime.session import InferenceSession
+    from tests.helpers import bundle_outputs
 
-    session = InferenceSession(open_bundle(bundle))
-    preprocess = Preprocess.from_manifest(session.bundle.manifest.input)
-    return np.concatenate([session.run(preprocess.load(images / name)[None]) for name in names])
+    return bundle_outputs(bundle, images, names)
 
 
 def _names(limit: int | None = None) -> list[str]:
@@ -85,14 +81,13 @@ def test_bundle_loads_its_shipped_kernels(gpu_preset, images_dir, tmp_path):
 
 
 def test_fp32_matches_pytorch(gpu_preset, images_dir):
-    from compile.models import load_model
-    from runtime.bundle import open_bundle
-    from runtime.preprocess import Preprocess
+    from compile.model.models import load_model
+    from tests.helpers import bundle_preprocess
 
     bundle = _gpu_bundle(gpu_preset, "fp32")
     names = _names(16)
     expected = torch_logits(load_model("deit_tiny_patch16_224"),
-                            load_batch(Preprocess.from_manifest(open_bundle(bundle).manifest.input), images_dir, names))
+                            load_batch(bundle_preprocess(bundle), images_dir, names))
     assert np.abs(_logits(bundle, images_dir, names) - expected).max() <= 1e-3
 
 

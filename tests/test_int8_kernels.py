@@ -20,11 +20,10 @@ from tvm import relax
 
 from compile.kernels import emit_int8_batch_matmul, emit_int8_dense
 from compile.kernels.dot_kernel import dot_kernel_for
-from compile.lowering import lower_for_cpu
-from runtime.cpu_features import cpu_features, machine_arch
 from targets import load_preset
+from targets.cpu_features import cpu_features, machine_arch
 from tests.cuda_tools import kernel_sass, needs_cuobjdump, needs_nvcc
-from tests.helpers import cpu_executable, cross_compiled_library
+from tests.helpers import cpu_executable, cross_compiled_library, lower_for_cpu
 
 RNG_SEED = 0
 
@@ -144,7 +143,7 @@ def test_presets_pick_their_dot_instruction():
 def test_amx_kernels_are_exact():
     """Intel AMX column panels (compile.kernels.amx): compiled everywhere, run where this CPU and Linux grant
     the tile unit. Cases below one tile of rows (the classifier head, the odd shapes) take the VNNI fallback."""
-    from runtime.cpu_features import request_amx_tiles
+    from targets.cpu_features import request_amx_tiles
 
     target = tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "sapphirerapids"})
     suite = _suite(target)
@@ -212,9 +211,9 @@ def test_fused_requantize_epilogue_is_exact_and_fused():
 def test_gemms_keep_their_noalias_compute_functions_beside_hand_written_kernels():
     """A GEMM next to a hand-written kernel (a TVMScript PrimFunc has no tirx.noalias of its own) whose name sorts
     last: TVM 0.27's LLVM codegen would apply that kernel's missing flag to every function, inlining their noalias
-    compute functions away (the GEMMs ran up to 1.6x slower); compile.lowering marks every function noalias."""
-    from compile.quant.graph import Emitter
-    from compile.quant.row_kernels import emit_float_softmax
+    compute functions away (the GEMMs ran up to 1.6x slower); compile.lowering.cpu marks every function noalias."""
+    from compile.graph.emitter import Emitter
+    from compile.kernels.row_kernels import emit_float_softmax
 
     target = load_preset("host").target()
     weight = np.random.default_rng(RNG_SEED).integers(-128, 128, (64, 197)).astype(np.int8)
@@ -265,7 +264,7 @@ def test_segmented_layer_and_quantized_attention_are_exact():
 
 
 def test_float_matmuls_are_not_taken_by_the_int8_rule():
-    from compile.lowering import fuse_for_cpu
+    from compile.lowering.cpu import fuse_for_cpu
     from compile.schedule.int8_gemm import schedule_int8_gemm
 
     target = load_preset("host").target()
@@ -341,8 +340,8 @@ def test_cuda_formulation_is_exact_on_cpu():
 def test_cuda_int8_gemms_use_tensor_cores_where_they_pay(tmp_path):
     """sm_87: the large GEMMs run IMMA (int8 tensor cores), the tiny ones (head, M = 1) keep dp4a."""
     from compile.cuda import compile_device_code
-    from compile.cuda_lowering import lower_for_cuda
     from compile.kernels.cuda_matmul import use_tensor_cores
+    from compile.lowering.cuda import lower_for_cuda
 
     preset = load_preset("jetson")
     target = preset.target()

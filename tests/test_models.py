@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from compile.models import import_timm
-from runtime.bundle import open_bundle
-from runtime.session import InferenceSession
+from compile.model.models import import_timm
+from runtime.model import Model
 from tests.helpers import run_module
 
 
@@ -28,5 +27,5 @@ def test_deit_small_random_init_matches_pytorch(tmp_path):
     x = np.random.default_rng(1).standard_normal((1, 3, 224, 224)).astype(np.float32)
     with torch.inference_mode():
         expected = model(torch.from_numpy(x)).numpy()
-    got = InferenceSession(open_bundle(out)).run(x)
+    got = Model(out).run_tensor(x)
     assert np.abs(got - expected).max() <= 1e-3

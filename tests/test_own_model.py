@@ -51,7 +51,7 @@ def checkpoint(data):
 @pytest.fixture(scope="module")
 def reference(checkpoint, data):
     """(image folder, names, PyTorch's logits of the 10-class model on them with the runtime's preprocessing)."""
-    from compile.models import import_timm, model_spec
+    from compile.model.models import import_timm, model_spec
 
     _, _, ema = checkpoint
     model = import_timm().create_model(MODEL, num_classes=CLASSES).eval()
@@ -185,7 +185,7 @@ class _Payload:
 def test_a_timm_hugging_face_folder_names_its_model_and_labels(checkpoint, reference, tmp_path):
     from timm.models import _hub
 
-    from compile.models import import_timm
+    from compile.model.models import import_timm
 
     _, labels, ema = checkpoint
     model = import_timm().create_model(MODEL, num_classes=CLASSES).eval()

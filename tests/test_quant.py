@@ -1,5 +1,5 @@
 """Integer PTQ: the Relax graph really runs int8 x int8 -> int32 matmuls, int8-full is integer only and
-bit-exact against a numpy reference, ToMe matching agrees with compile.tome, recipe choices reach the
+bit-exact against a numpy reference, ToMe matching agrees with compile.model.tome, recipe choices reach the
 manifest, and bad calibration input gets one clear line."""
 
 from __future__ import annotations
@@ -11,12 +11,10 @@ import pytest
 import torch
 from tvm import relax
 
-from compile.models import load_model, model_spec
-from compile.quant import emit_relax, quantize
-from compile.quant.config import QuantConfig
+from compile.model.models import load_model, model_spec
 from runtime.evaluate import read_labels
 from targets import load_preset
-from tests.helpers import assert_one_line_error, run_module
+from tests.helpers import assert_one_line_error, quantized_graph, run_module
 
 MODEL = "deit_tiny_patch16_224"
 
@@ -26,10 +24,9 @@ def model(data):
     return load_model(MODEL)
 
 
-def small_qvit(model, mode: str, r: int = 0, **recipe):
-    """A QuantizedViT calibrated on 16 real images (enough for structure and exactness tests)."""
-    config = QuantConfig(mode=mode, calib_count=16, **recipe)
-    return quantize(model, model_spec(MODEL), [r] * len(model.blocks), config, log=lambda message: None)
+def small_graph(model, mode: str, r: int = 0, **recipe):
+    """(host graph, QuantizedViT) calibrated on 16 real images (enough for structure and exactness tests)."""
+    return quantized_graph(model, model_spec(MODEL), mode, r, **recipe)
 
 
 def main_calls(mod) -> list[tuple[str, list, object]]:
@@ -48,8 +45,7 @@ def main_bindings(mod) -> list[relax.Binding]:
 
 
 def test_int8_graph_runs_its_matmuls_on_integers(model):
-    qvit = small_qvit(model, "int8")
-    mod = emit_relax(qvit, load_preset("host").target())
+    mod, _ = small_graph(model, "int8")
     matmuls = [call for call in main_calls(mod) if call[0].startswith("int8_")]
     dense = [c for c in matmuls if c[0].startswith("int8_dense")]
     batch = [c for c in matmuls if c[0].startswith("int8_batch_matmul")]
@@ -66,8 +62,7 @@ def test_int8_graph_runs_its_matmuls_on_integers(model):
 
 
 def test_int8_full_graph_is_integer_only(model):
-    qvit = small_qvit(model, "int8-full", r=4)
-    mod = emit_relax(qvit, load_preset("host").target())
+    mod, _ = small_graph(model, "int8-full", r=4)
     bindings = main_bindings(mod)
     first_float = next(i for i, b in enumerate(bindings) if str(getattr(b.var.ty, "dtype", "")).startswith("float"))
     last_matmul = max(i for i, b in enumerate(bindings) if isinstance(b.value, relax.Call)
@@ -82,13 +77,13 @@ def test_int8_full_graph_is_integer_only(model):
 def test_int8_full_equals_numpy_reference_bit_exactly(model, images_dir, labels_csv, r, groups):
     import tvm
 
-    from compile.lowering import lower_for_cpu
     from tests import integer_reference
+    from tests.helpers import lower_for_cpu
 
-    qvit = small_qvit(model, "int8-full", r=r, fc2_groups=groups)
+    mod, qvit = small_graph(model, "int8-full", r=r, fc2_groups=groups)
     assert len(qvit.blocks[0].fc2.segments) == groups
     target = load_preset("host").target()
-    vm = relax.VirtualMachine(relax.build(lower_for_cpu(emit_relax(qvit, target), target), target=target), tvm.cpu())
+    vm = relax.VirtualMachine(relax.build(lower_for_cpu(mod, target), target=target), tvm.cpu())
     spec = model_spec(MODEL)
     preprocess = spec.preprocess("uint8")
     for name, _ in read_labels(labels_csv, skip=256, limit=3):
@@ -100,14 +95,14 @@ def test_int8_full_equals_numpy_reference_bit_exactly(model, images_dir, labels_
 
 
 def test_integer_tome_matching_agrees_with_compile_tome(model, images_dir, labels_csv):
-    """The integer graph's matching (int8 unit keys, integer scores) merges the tokens compile.tome merges,
-    into the rows compile.tome puts them."""
+    """The integer graph's matching (int8 unit keys, integer scores) merges the tokens compile.model.tome merges,
+    into the rows compile.model.tome puts them."""
     import tvm
 
-    from compile.lowering import lower_for_cpu
-    from compile.quant.graph import Emitter
-    from compile.quant.tome_graph import match_tokens
-    from compile.tome import bipartite_soft_matching
+    from compile.graph.builder import Emitter
+    from compile.graph.tome import match_tokens
+    from compile.model.tome import bipartite_soft_matching
+    from tests.helpers import lower_for_cpu
 
     spec = model_spec(MODEL)
     preprocess = spec.preprocess()
@@ -146,20 +141,22 @@ def test_integer_tome_matching_agrees_with_compile_tome(model, images_dir, label
             print(f"{name}: {same:.1%} of the merged token groups identical")
             # scores differ by the int8 rounding of the unit keys, so a near-tie may pick another token;
             # anything else (sort order, protection, destinations) would change most groups. The row
-            # layout itself is checked bit-exactly against the numpy reference (which follows compile.tome).
+            # layout itself is checked bit-exactly against the numpy reference (which follows compile.model.tome).
             assert sorted(set(dest.tolist())) == list(range(tokens - r)) and dest[0] == 0 and same >= 0.9, name
     finally:
         hook.remove()
 
 
 def test_keep_float_keeps_the_most_sensitive_layers(model):
-    qvit = small_qvit(model, "int8", keep_float=2)
+    mod, qvit = small_graph(model, "int8", keep_float=2)
     ranked = sorted(qvit.linears(), key=lambda layer: layer.rel_error, reverse=True)
-    assert [layer.kept_float for layer in ranked] == [True, True] + [False] * (len(ranked) - 2)
-    mod = emit_relax(qvit, load_preset("host").target())
     float_matmuls = [b for b in main_bindings(mod) if isinstance(b.value, relax.Call)
                      and getattr(b.value.op, "name", "") == "relax.matmul" and b.var.ty.dtype == "float32"]
-    assert len(float_matmuls) == 2
+    weights = [b.value.args[1].value.numpy() for b in float_matmuls]  # the float GEMMs' weight constants
+    described = {linear.name: linear.weight for linear in qvit.vit.linears()}
+    assert len(weights) == 2
+    for layer in ranked[:2]:  # the two layers with the largest int8 error run on their description's weights
+        assert any(np.array_equal(described[layer.name], weight) for weight in weights), layer.name
 
 
 def test_recipe_and_layer_choices_in_manifest(tmp_path):
@@ -176,16 +173,24 @@ def test_recipe_and_layer_choices_in_manifest(tmp_path):
     worst = max(layers, key=lambda name: layers[name]["rel_error"])
     assert layers[worst]["format"] == "float32"
     assert len(layers["blocks.0.fc2"]["groups"]) == 2 and layers["blocks.0.qkv"]["input_scales"] == "per-channel"
-    ran = run_module("runtime", "run", out, sample_image(), "--json")
+    assert_top1_agrees_with_pytorch(out, load_model(MODEL))
+
+
+def assert_top1_agrees_with_pytorch(bundle, model, images: int = 8) -> None:
+    """The bundle's top-1 (runtime run) is PyTorch's on the evaluation images PyTorch itself is sure of (p > 0.5)."""
+    from compile.data import labelled_images
+    from tests.reference import load_batch
+
+    names = [name for name, _ in read_labels(labelled_images() / "labels.csv", skip=256, limit=images)]
+    folder = labelled_images() / "images"
+    with torch.inference_mode():
+        probs = torch.softmax(model(torch.from_numpy(load_batch(model_spec(MODEL).preprocess(), folder, names))), 1)
+    ran = run_module("runtime", "run", bundle, *(folder / name for name in names), "--json")
     assert ran.returncode == 0, ran.stderr[-2000:]
-    scores = [entry["score"] for top in json.loads(ran.stdout.strip().splitlines()[-1]).values() for entry in top]
-    assert all(np.isfinite(scores))
-
-
-def sample_image():
-    from compile.data import data_dir
-
-    return data_dir() / "imagenet_val_1300" / "images" / "ILSVRC2012_val_00000347.JPEG"
+    tops = [top[0] for top in json.loads(ran.stdout.strip().splitlines()[-1]).values()]
+    sure = [(top, p) for top, p in zip(tops, probs.numpy()) if p.max() > 0.5]
+    assert len(sure) >= images // 2
+    assert [top["class"] for top, _ in sure] == [p.argmax() for _, p in sure]
 
 
 # -- bad calibration input ----------------------------------------------------------------------------
@@ -241,7 +246,4 @@ def test_degenerate_layer_gets_a_message_not_nans(data, tmp_path, mode):
                         "--out", out, timeout_s=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "blocks.3.fc2_in is all zeros" in result.stderr
-    ran = run_module("runtime", "run", out, sample_image(), "--json")
-    assert ran.returncode == 0, ran.stderr[-2000:]
-    scores = [entry["score"] for top in json.loads(ran.stdout.strip().splitlines()[-1]).values() for entry in top]
-    assert all(np.isfinite(scores)) and sum(scores) > 0
+    assert_top1_agrees_with_pytorch(out, load_model(MODEL, path))

@@ -11,9 +11,10 @@ from tests.helpers import REPO, run_module
 
 def test_example_inventory_loads():
     boards = load_inventory(REPO / "farm.example.toml")
-    assert [b.name for b in boards] == ["pi5-a", "pi4-a", "orin-nano-a"]
-    assert boards[0].user == "pi" and boards[2].user == "nvidia"
+    assert [b.name for b in boards] == ["pi5-a", "pi4-a", "pi4-lab", "orin-nano-a"]
+    assert boards[0].user == "pi" and boards[3].user == "nvidia"
     assert boards[0].key_file.is_absolute() and boards[1].power["sampler"] == "external"
+    assert boards[2].require_signed and boards[2].trusted_keys.is_absolute() and not boards[0].require_signed
     assert select(boards, ["pi4-a"]) == [boards[1]]
 
 
@@ -23,6 +24,8 @@ def test_example_inventory_loads():
     ('name = "b1"\nhost = "h"\npreset = "rpi5"\nport = 70000', "board b1: field 'port'"),
     ('name = "b1"\nhost = "h"\npreset = "rpi5"\ncolour = "red"', "board b1: unknown field(s) colour"),
     ('name = "b1"\nhost = "h"\npreset = "rpi5"\npower = { sampler = "magic" }', "board b1: field 'power'"),
+    ('name = "b1"\nhost = "h"\npreset = "rpi5"\nrequire_signed = "yes"', "board b1: field 'require_signed'"),
+    ('name = "b1"\nhost = "h"\npreset = "rpi5"\nrequire_signed = true', "board b1: field 'trusted_keys' is needed"),
 ])
 def test_bad_entries_name_board_and_field(tmp_path, entry, message):
     path = tmp_path / "farm.toml"

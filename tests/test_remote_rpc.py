@@ -7,8 +7,9 @@ import subprocess
 
 import pytest
 
-from compile.tuning.tracker import Tracker, wait_for_key
+from compile.tuning.measure import wait_for_key
 from remote.rpc import rpc_bench, start_server_argv, start_tracker
+from runtime.tracker import Tracker
 from tests.farm_fixtures import free_port
 from tests.processes import running, start_group
 
@@ -36,20 +37,18 @@ def test_bundle_timed_on_the_board_over_rpc(rpc_board, rpi5_bundle):
 
 @pytest.mark.slow
 def test_metaschedule_trials_measured_on_the_board(rpc_board, tmp_path):
-    import tvm
-    from tvm import te
-
-    from remote.tuning import tune_on_board
+    """compile's --tune-rpc path (tune_model with an RPC key) for rpi5: candidates cross compiled here, timed on the
+    emulated board through the tracker."""
+    from compile.lowering.cpu import fuse_for_cpu
+    from compile.tuning.database import existing_database
+    from compile.tuning.settings import TuneSettings
+    from compile.tuning.tune import tune_model
     from targets import load_preset
+    from tests.test_tuning import dense_relu
 
-    a = te.placeholder((64, 64), name="A")
-    b = te.placeholder((64, 64), name="B")
-    k = te.reduce_axis((0, 64), name="k")
-    c = te.compute((64, 64), lambda i, j: te.sum(a[i, k] * b[k, j], axis=k), name="C")
-    mod = tvm.IRModule({"main": te.create_prim_func([a, b, c])})
-    database = tune_on_board(mod, load_preset("rpi5").target(), rpc_board, KEY, tmp_path, trials=4)
-    records = database.get_all_tuning_records()
-    assert records, "no trial was recorded"
+    rpi5 = load_preset("rpi5")
+    settings = TuneSettings(trials=4, rpc_key=KEY, tracker=rpc_board, database_dir=tmp_path)
+    tune_model(fuse_for_cpu(dense_relu()[0], rpi5.target()), rpi5, settings, log=lambda _: None)
+    records = existing_database(tmp_path).get_all_tuning_records()
     measured = [r for r in records if r.run_secs and all(float(t) < 1e9 for t in r.run_secs)]
     assert measured, "no trial was measured on the board"
-    assert (tmp_path / "database_tuning_record.json").is_file()

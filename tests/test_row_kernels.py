@@ -1,11 +1,11 @@
-"""The row kernels (compile.quant.row_kernels) and ToMe's matching kernels (compile.quant.tome_kernels), on the host
+"""The row kernels (compile.kernels.row_kernels) and ToMe's matching kernels (compile.kernels.tome_kernels), on the host
 and on an emulated rpi5: int8-full's kernels and the matching equal the numpy reference bit for bit, int8's float
 softmax is within one level of float64 numpy's, for inputs beyond what a calibrated model gives: constant rows
 (zero variance), odd widths, int32 outputs (norm_pre into the residual stream), a row's maximum at its last key,
-proportional-attention biases, per-head probability scales of 255 << 0..3, uniform rows, tied similarities; ToMe's
-merge (int32 bit for bit, float32 to rounding, B rows taking several A tokens); square roots through floats and
-without; and int8-full's GELU (int32 steps, fused into fc1's write-back in a model) on every input its clamp lets
-through."""
+proportional-attention biases, per-head probability scales of 255 << 0..3, uniform rows, tied similarities; the
+float graphs' matching on float keys against PyTorch's ToMe; ToMe's merge (int32 bit for bit, float32 to rounding,
+B rows taking several A tokens); square roots through floats and without; and int8-full's GELU (int32 steps, fused
+into fc1's write-back in a model) on every input its clamp lets through."""
 
 from __future__ import annotations
 
@@ -14,13 +14,14 @@ import pytest
 import tvm
 from tvm import relax
 
+from compile.graph.emitter import Emitter
+from compile.graph.integer_numerics import IntegerNumerics
+from compile.graph.tome import match_tokens
+from compile.kernels.integer_ops import emit_isqrt
+from compile.kernels.row_kernels import emit_float_softmax, emit_layer_norm, emit_softmax
+from compile.kernels.tome_kernels import emit_merge
+from compile.model.tome import bipartite_soft_matching
 from compile.quant import integer_params as P
-from compile.quant.graph import Emitter
-from compile.quant.integer_numerics import IntegerNumerics
-from compile.quant.integer_ops import emit_isqrt
-from compile.quant.row_kernels import emit_float_softmax, emit_layer_norm, emit_softmax
-from compile.quant.tome_graph import match_tokens
-from compile.quant.tome_kernels import emit_merge
 from targets import load_preset
 from tests import integer_reference
 from tests.helpers import cpu_executable, cross_compiled_library
@@ -42,6 +43,10 @@ MATCHINGS = {  # name: (tokens, heads, head dim, r, protected prefix tokens, int
     "match_deit_tiny": (197, 3, 64, 8, 1, True),
     "match_deit_tiny_float_roots": (197, 3, 64, 8, 1, False),
     "match_odd_ties": (9, 2, 5, 3, 2, True),
+}
+FLOAT_MATCHINGS = {  # name: (tokens, heads, head dim, r, protected prefix tokens): float keys, as fp32 matches
+    "match_float_deit_tiny": (197, 3, 64, 8, 1),
+    "match_float_odd_ties": (9, 2, 5, 3, 2),
 }
 ROOTS = np.unique(np.concatenate([[0, 1, 2, 3, 4], *[[k * k - 1, k * k, k * k + 1] for k in
                                    [2, 3, 1 << 13, 46340, 1 << 20, (1 << 26) - 1]]])).reshape(-1, 1)
@@ -92,6 +97,17 @@ def _matching_case(rng, tokens: int, heads: int, dim: int, r: int, protected: in
     return qkv, keys, integer_reference.tome_destinations(keys, r, protected).astype(np.int32)
 
 
+def _float_matching_case(rng, tokens: int, heads: int, dim: int, r: int, protected: int):
+    """(float qkv, the destinations PyTorch's ToMe gives on its keys averaged over heads)."""
+    import torch
+
+    qkv = rng.standard_normal((tokens, 3 * heads * dim)).astype(np.float32)
+    qkv[3] = qkv[5]  # two equal keys: tied scores
+    keys = torch.from_numpy(qkv[:, heads * dim:2 * heads * dim].reshape(1, tokens, heads, dim)).mean(dim=2)
+    merge = bipartite_soft_matching(keys, r, protected)
+    return qkv, merge(torch.eye(tokens)[None])[0].argmax(dim=0).numpy().astype(np.int32)
+
+
 def _merge_case(rng, tokens: int, heads: int, dim: int, channels: int, r: int, protected: int, dtype: str):
     """(x, size, dest, expected merged x with its size as a last column): integer_reference's merge for int32,
     the float64 size-weighted mean for float32."""
@@ -139,6 +155,10 @@ def _suite(target):
         inputs[name] = [qkv]
         _function(bb, name, inputs[name],
                   lambda x, h=heads, r=r, p=protected, i=integer_only: match_tokens(em, x, h, r, p, i))
+    for name, (tokens, heads, dim, r, protected) in FLOAT_MATCHINGS.items():
+        qkv, expected[name] = _float_matching_case(rng, tokens, heads, dim, r, protected)
+        inputs[name] = [qkv]
+        _function(bb, name, inputs[name], lambda x, h=heads, r=r, p=protected: match_tokens(em, x, h, r, p, False))
     for integer_only in (True, False):  # square roots on both sides of perfect squares, up to 2^52
         name = "isqrt" + ("" if integer_only else "_float")
         inputs[name], expected[name] = [ROOTS.astype(np.int64)], integer_reference.isqrt(ROOTS)
@@ -150,7 +170,7 @@ def _suite(target):
             relax.op.concat(emit_merge(em, x, size, dest, r), axis=1)))
     inputs["gelu_every_input"] = [GELU_INPUTS]
     expected["gelu_every_input"] = integer_reference.gelu(GELU_INPUTS.astype(np.int64))
-    _function(bb, "gelu_every_input", inputs["gelu_every_input"], IntegerNumerics(em, None)._gelu)
+    _function(bb, "gelu_every_input", inputs["gelu_every_input"], IntegerNumerics(em, None, None, None)._gelu)
     return bb.get(), inputs, expected
 
 

@@ -17,7 +17,7 @@ LABELS = [f"kind {i}" for i in range(10)]
 
 def _transformers():
     """transformers, imported after timm's torchvision work-around (it imports torchvision too)."""
-    from compile.models import import_timm
+    from compile.model.models import import_timm
 
     import_timm()
     import transformers
@@ -53,16 +53,14 @@ def _logits(model, batch: np.ndarray) -> np.ndarray:
 
 def _real_image(bundle, images_dir) -> np.ndarray:
     """The first evaluation image as the bundle's manifest preprocesses it [1, 3, H, W]."""
-    from runtime.bundle import read_manifest
-    from runtime.preprocess import Preprocess
+    from tests.helpers import bundle_preprocess
 
-    preprocess = Preprocess.from_manifest(read_manifest(bundle).input)
+    preprocess = bundle_preprocess(bundle)
     return preprocess.load(images_dir / evaluation_rows()[0][0])[None]
 
 
 def test_fp32_logits_equal_transformers(tmp_path, images_dir):
-    from runtime.bundle import open_bundle
-    from runtime.session import InferenceSession
+    from runtime.model import Model
 
     folder = tmp_path / "my-vit"
     model = _save(folder, "vit")
@@ -78,7 +76,7 @@ def test_fp32_logits_equal_transformers(tmp_path, images_dir):
         (pytest.approx([0.4, 0.45, 0.5]), pytest.approx([0.2, 0.25, 0.3]), 1.0, "bicubic")
     x = _real_image(out, images_dir)
     expected = _logits(model, x)
-    got = InferenceSession(open_bundle(out)).run(x)
+    got = Model(out).run_tensor(x)
     assert got.shape == (1, 10) and np.abs(expected).max() > 0.1
     assert np.abs(got - expected).max() <= 1e-3
 
@@ -89,8 +87,8 @@ def test_deit_maps_onto_timms_distilled_vit(kind, tmp_path):
     timm ViT is tested with timm's own); preprocessing: DeiT's processor defaults (no preprocessor_config.json)."""
     import torch
 
-    from compile.checkpoint import read_checkpoint
-    from compile.models import build_model, model_spec
+    from compile.model.checkpoint import read_checkpoint
+    from compile.model.models import build_model, model_spec
 
     model = _save(tmp_path, kind)
     checkpoint = read_checkpoint(tmp_path)

@@ -14,7 +14,7 @@ import tvm_ffi
 from tvm import relax, tirx
 from tvm.s_tir.meta_schedule.database import TuningRecord
 
-from compile.lowering import fuse_for_cpu, lower_for_cpu
+from compile.lowering.cpu import fuse_for_cpu
 from compile.schedule import hand_schedule
 from compile.tuning.database import FILES, existing_database, open_database, records_for, workload_of
 from compile.tuning.hand import is_hand_trace
@@ -22,11 +22,16 @@ from compile.tuning.settings import TuneSettings
 from compile.tuning.tune import tune_model
 from runtime.errors import EdgevitError
 from targets import load_preset
-from tests.helpers import run_module
+from tests.helpers import lower_for_cpu, run_module
 from tests.processes import leftover_processes, running_descendants
 
 TRIALS = 4
 M, K, N = 64, 96, 48
+
+
+def fused_dense_relu(preset) -> tvm.IRModule:
+    """dense_relu's module fused for the preset's target, as the build tunes it."""
+    return fuse_for_cpu(dense_relu()[0], preset.target())
 
 
 def dense_relu() -> tuple[tvm.IRModule, np.ndarray, np.ndarray]:
@@ -64,7 +69,7 @@ def tuned_dir(host, tmp_path_factory):
     directory = tmp_path_factory.mktemp("tuning") / "host"
     before = frozenset(proc.pid for proc in running_descendants())
     try:
-        tune_model(dense_relu()[0], host, TuneSettings(trials=TRIALS, database_dir=directory), log=lambda _: None)
+        tune_model(fused_dense_relu(host), host, TuneSettings(trials=TRIALS, database_dir=directory), log=lambda _: None)
         yield directory
     finally:
         leftover_processes(grace_s=0, ignore=before)
@@ -73,7 +78,7 @@ def tuned_dir(host, tmp_path_factory):
 def test_tuning_leaves_no_worker_process_running(host, tmp_path):
     """MetaSchedule's builder and runner work in PopenPool worker processes: none outlives tune_model."""
     before = frozenset(proc.pid for proc in running_descendants())
-    tune_model(dense_relu()[0], host, TuneSettings(trials=TRIALS, database_dir=tmp_path), log=lambda _: None)
+    tune_model(fused_dense_relu(host), host, TuneSettings(trials=TRIALS, database_dir=tmp_path), log=lambda _: None)
     left = leftover_processes(grace_s=1.0, ignore=before)
     assert not left, f"tune_model left worker processes running: {left}"
 
@@ -101,7 +106,7 @@ def test_rerun_resumes_and_never_measures_a_schedule_twice(tuned_dir, host, kern
     directory = _copy(tuned_dir, tmp_path)
     workload = workload_of(kernel[1])
     before = len(records_for(existing_database(directory), workload, host.target()))
-    tune_model(dense_relu()[0], host, TuneSettings(trials=TRIALS, database_dir=directory), log=lambda _: None)
+    tune_model(fused_dense_relu(host), host, TuneSettings(trials=TRIALS, database_dir=directory), log=lambda _: None)
     database = existing_database(directory)
     records = [r for r in database.get_all_tuning_records() if r.workload.same_as(database.commit_workload(workload))]
     assert len(records) >= before + TRIALS, "the second run adds its trials to the first run's"
@@ -200,8 +205,8 @@ def test_trials_measured_on_a_board_through_the_rpc_tracker(host, kernel, tmp_pa
     """--tune-rpc against an RPC server on this machine: candidates built here, timed by the server."""
     import sys
 
-    from compile.tuning.tracker import Tracker
     from remote.rpc import start_server_argv, start_tracker
+    from runtime.tracker import Tracker
     from tests.farm_fixtures import free_port
     from tests.processes import running, start_group
 
@@ -210,5 +215,5 @@ def test_trials_measured_on_a_board_through_the_rpc_tracker(host, kernel, tmp_pa
     with running(start_tracker(tracker)), running(start_group(server_argv, stdout=subprocess.DEVNULL,
                                                                stderr=subprocess.DEVNULL)):
         settings = TuneSettings(trials=TRIALS, rpc_key="tuning-board", tracker=tracker, database_dir=tmp_path)
-        tune_model(dense_relu()[0], host, settings, log=lambda _: None)
+        tune_model(fused_dense_relu(host), host, settings, log=lambda _: None)
     assert len(records_for(existing_database(tmp_path), workload_of(kernel[1]), host.target())) >= TRIALS

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from tvm import relax, te
+from tvm.runtime import DataType
 from tvm.target import Target
 
 from compile.kernels import cuda_matmul, packed_gemm
@@ -25,6 +26,15 @@ from compile.kernels.dot_kernel import dot_kernel_for
 from compile.kernels.packed_gemm import GemmPlan
 
 INT8_TYPES = ("int8", "uint8")
+
+
+def vector_lanes(target: Target, dtype: str) -> int:
+    """SIMD lanes of `dtype` on the target (16 fp32 on AVX-512, 4 on NEON): what hand-written kernels and schedule
+    rules size their vector loops by."""
+    from tvm.target.codegen import llvm_get_vector_width
+
+    bits = llvm_get_vector_width(target) if target.kind.name == "llvm" else 128
+    return max(1, bits // DataType(dtype).bits)
 
 
 def _static_shape(x: relax.Expr, what: str) -> list[int]:

@@ -1,8 +1,8 @@
-"""Integer matmuls for CUDA targets as plain Relax matmuls, scheduled by compile.cuda_lowering / dlight.
+"""Integer matmuls for CUDA targets as plain Relax matmuls, scheduled by compile.lowering.cuda / dlight.
 
 Two forms, chosen per matmul (use_tensor_cores):
 - tensor cores (sm_80+, shapes where the 128 x 128 tiles waste at most half the work): int8 x int8 -> int32,
-  a uint8 operand shifted by -128 first; compile.cuda_lowering schedules it on wmma s8 fragments (IMMA).
+  a uint8 operand shifted by -128 first; compile.lowering.cuda schedules it on wmma s8 fragments (IMMA).
 - otherwise uint8 x int8 -> int32 (an int8 operand shifted by +128): dlight's SIMT matmul schedule (dp4a),
   which never tries its int8 tensor-core rule on mixed signedness.
 Either way the exact sum is restored by subtracting shift * the column sums of the right operand, and the

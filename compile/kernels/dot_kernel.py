@@ -15,7 +15,6 @@ from tvm.target import Target
 
 from compile.kernels import amx
 from compile.kernels.intrinsics import AVX2_8X2_INTRIN, NEON_8X2_INTRIN, SDOT_4X4_INTRIN, VNNI_16X4_INTRIN
-from runtime.cpu_features import request_amx_tiles
 
 STACK_BYTES = 1024  # TVM's CPU lowering keeps buffers below this on the stack, larger ones cost a call
 
@@ -89,7 +88,6 @@ def dot_kernel_for(target: Target) -> DotKernel:
 
     features = llvm_get_cpu_features(target)
     if amx.uses_amx(target):
-        request_amx_tiles()  # this process may run what it compiles (tests, tuning); libraries ask when loaded
         return X86_AMX
     if "avx512vnni" in features:
         return X86_VNNI

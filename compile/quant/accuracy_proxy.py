@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from compile.quant.layer_formats import format_linear
-from compile.quant.qvit import QuantizedViT
+from compile.quant.format_error import format_linear
+from compile.quant.scales import QuantizedViT
 from compile.quant.simulate import SimulatedGemm, simulated_model
 
 CHUNK_IMAGES = 8  # images per forward / backward pass (every layer's input and gradient is held for them)
@@ -50,7 +50,8 @@ def margin_changes(model: torch.nn.Module, qvit: QuantizedViT, images: np.ndarra
 
     sim = simulated_model(model, qvit, {name: "float32" for name in linears}, quantizer=record)
     gemms = [m for m in sim.modules() if isinstance(m, SimulatedGemm)]
-    changed = {(name, fmt): format_linear(linear, fmt) for name, linear in linears.items() for fmt in formats
+    weights = {linear.name: linear.weight for linear in qvit.vit.linears()}
+    changed = {(name, fmt): format_linear(linear, fmt, weights[name]) for name, linear in linears.items() for fmt in formats
                if fmt != "float32"}
     parts: dict[tuple[str, str], list[torch.Tensor]] = {key: [] for key in changed}
     margins, correct, base = [], [], []

@@ -13,6 +13,8 @@ the last quarter of the calibration images out of all of it to estimate accuracy
 
 from __future__ import annotations
 
+import copy
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compile.export_friendly import image_patches
 from compile.quant.config import MIN_CALIB_IMAGES, QuantConfig
 from compile.quant.hessian import Gram
 from runtime.errors import EdgevitError
@@ -122,7 +123,7 @@ class _Recorder:
             self._hook(block.norm1, lambda m, a, out, i=i: (self._emit("residual", a[0]), self._emit(f"blocks.{i}.ln1", out)))
             self._hook(block.attn.qkv, lambda m, a, out, i=i, d=dim: [
                 self._emit(f"blocks.{i}.{part}", out[..., j * d:(j + 1) * d]) for j, part in enumerate("qkv")])
-            if _is_layer_norm(block.attn.q_norm):
+            if isinstance(block.attn.q_norm, torch.nn.LayerNorm):
                 for part in "qk":
                     self._hook(getattr(block.attn, f"{part}_norm"),
                                lambda m, a, out, i=i, part=part: self._emit(f"blocks.{i}.{part}_normed", out))
@@ -156,11 +157,6 @@ class _Recorder:
     def close(self) -> None:
         for handle in self.handles:
             handle.remove()
-
-
-def _is_layer_norm(module: torch.nn.Module) -> bool:
-    """A LayerNorm, also when ToMe's key tap wraps it."""
-    return isinstance(getattr(module, "k_norm", module), torch.nn.LayerNorm)
 
 
 def _histogram_kind(name: str) -> str | None:
@@ -223,3 +219,50 @@ def collect_stats(model: torch.nn.Module, images: np.ndarray, batch_size: int = 
     finally:
         recorder.close()
     return stats
+
+
+def image_patches(images: torch.Tensor, patch: int) -> torch.Tensor:
+    """[B, C, H, W] -> [B, (H/p)*(W/p), C*p*p], channel-major inside a patch (the conv weight's order)."""
+    b, c, h, w = images.shape
+    x = images.reshape(b, c, h // patch, patch, w // patch, patch).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(b, (h // patch) * (w // patch), c * patch * patch)
+
+
+_STATS_CACHE: dict[tuple, dict] = {}  # one calibration per model / schedule / image set in a process
+
+
+def calibrate(model, spec, schedule: list[int], config: QuantConfig, log: Callable[[str], None] = print) -> dict:
+    """Statistics of every activation to quantize, from the float model (ToMe-patched copy) on real images.
+
+    They do not depend on the recipe (observer, outliers, groups, ...), so a process that builds several
+    recipes of one model (python -m results ptq) calibrates once.
+    """
+    from rich.progress import Progress
+
+    from compile.model.tome_patch import apply_tome
+
+    files = calibration_split(config).fit
+    key = (spec.name, _weights_digest(model), tuple(schedule), tuple(map(str, files)))
+    cached = _STATS_CACHE.get(key)
+    if cached is not None and (not config.low_bit or any(site.gram is not None for site in cached.values())):
+        return cached
+    preprocess = spec.preprocess()
+    calibrated = copy.deepcopy(model)
+    if any(schedule):
+        apply_tome(calibrated, schedule)
+    log(f"      calibrating on {len(files)} images")
+    with Progress(transient=True) as progress:
+        task = progress.add_task("loading calibration images", total=len(files))
+        images = load_images(files, preprocess, lambda: progress.advance(task))
+        task = progress.add_task("calibrating (2 passes)", total=2 * -(-len(images) // 32))
+        stats = collect_stats(calibrated, images, progress=lambda: progress.advance(task), grams=config.low_bit)
+    _STATS_CACHE[key] = stats
+    return stats
+
+
+def _weights_digest(model) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()

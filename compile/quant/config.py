@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from compile.data import CALIBRATION_ROWS
+from compile.quant.formats import MIXED_FORMATS
 from runtime.errors import EdgevitError
 
 # int8: integer GEMMs, float nonlinearities; int8-full: integer only; w4a8: int8 with 4-bit GEMM weights;
-# mixed: a format per GEMM (LAYER_FORMATS) chosen under a budget (--max-drop or --size-mb)
+# mixed: a format per GEMM (formats.MIXED_FORMATS) chosen under a budget (--max-drop or --size-mb)
 QUANT_MODES = ("fp32", "int8", "int8-full", "w4a8", "mixed")
 LOW_BIT_MODES = ("w4a8", "mixed")
-LAYER_FORMATS = ("float32", "float16", "int8", "w4a8")  # what one GEMM may run in
 W4_GROUPS = {"channel": 0, "32": 32, "64": 64, "128": 128}  # --w4-group: input rows per int4 scale (0: per column)
 W4_ROUNDINGS = ("gptq", "rtn")
 OBSERVERS = ("minmax", "percentile", "mse")
@@ -25,7 +26,7 @@ class QuantConfig:
 
     mode: str = "fp32"  # one of QUANT_MODES; fp32 leaves the model in float (the other fields are unused)
     calib_images: Path | None = None  # None: the data directory's calibration split
-    calib_count: int = 256
+    calib_count: int = CALIBRATION_ROWS  # the whole calibration split
     observer: str = "mse"
     outliers: bool = True  # per-channel LayerNorm output scales folded into the next weights
     weight_scales: str = "channel"
@@ -77,10 +78,10 @@ class QuantConfig:
             raise EdgevitError(f"--size-mb must be positive, got {self.size_mb}")
         if self.keep_float or self.keep_float_error is not None:
             raise EdgevitError("--quant mixed chooses the float layers itself: drop --keep-float / --keep-float-error")
-        unknown = [name for name in self.formats or () if name not in LAYER_FORMATS]
+        unknown = [name for name in self.formats or () if name not in MIXED_FORMATS]
         if unknown or self.formats == ():
             problem = f"unknown format '{unknown[0]}'" if unknown else "no format given"
-            raise EdgevitError(f"--formats: {problem}; available: {', '.join(LAYER_FORMATS)}")
+            raise EdgevitError(f"--formats: {problem}; available: {', '.join(MIXED_FORMATS)}")
 
     @property
     def low_bit(self) -> bool:

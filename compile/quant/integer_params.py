@@ -1,6 +1,6 @@
 """The integer constants of int8-full, derived from a QuantizedViT (numpy only).
 
-Both the Relax graph (compile.quant.integer_numerics) and the tests' numpy reference of the
+Both the Relax graph (compile.graph.integer_numerics) and the tests' numpy reference of the
 integer graph read their constants from here, so a test compares two implementations of the same
 integer operations with the same numbers. Conventions (see compile.quant.fixed_point):
 rshift_round(x, s) = (x + 2^(s-1)) >> s on int64; requant(x, (m, s)) = rshift_round(x * m, s).
@@ -14,8 +14,9 @@ from functools import cache
 
 import numpy as np
 
+from compile.model.vit import Block, LayerNorm
 from compile.quant.fixed_point import dyadic
-from compile.quant.qvit import QBlock, QLayerNorm, QLinear, QuantizedViT
+from compile.quant.scales import QBlock, QLinear, QuantizedViT
 
 # Fixed-point formats
 NORM_FRAC = 15  # LayerNorm: normalized value (x - mean) / std in Q15
@@ -75,7 +76,7 @@ def to_residual(linear: QLinear, qvit: QuantizedViT) -> Requant:
 
 def embedding(qvit: QuantizedViT) -> tuple[np.ndarray, np.ndarray]:
     """(prefix tokens [P, C], position embedding of the patches [patches, C]) in residual units."""
-    return _int32(qvit.prefix / qvit.residual_scale), _int32(qvit.pos / qvit.residual_scale)
+    return _int32(qvit.vit.prefix / qvit.residual_scale), _int32(qvit.vit.pos / qvit.residual_scale)
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ class LayerNormParams:
         return NORM_FRAC + self.gamma_frac
 
 
-def _layer_norm_params(norm: QLayerNorm, out_scale, in_scale: float, low: int, high: int,
+def _layer_norm_params(norm: LayerNorm, out_scale, in_scale: float, low: int, high: int,
                        gamma_frac: int = GAMMA_FRAC) -> LayerNormParams:
     scale = np.asarray(out_scale, dtype=np.float64)
     gamma = np.round(norm.gamma / scale * 2.0**gamma_frac).astype(np.int64)
@@ -102,12 +103,12 @@ def _layer_norm_params(norm: QLayerNorm, out_scale, in_scale: float, low: int, h
     return LayerNormParams(gamma, beta, eps, low, high, gamma_frac)
 
 
-def layer_norm(norm: QLayerNorm, linear: QLinear, qvit: QuantizedViT) -> LayerNormParams:
+def layer_norm(norm: LayerNorm, linear: QLinear, qvit: QuantizedViT) -> LayerNormParams:
     """LayerNorm whose output is directly the next linear's int8 input (its per-channel scales)."""
     return _layer_norm_params(norm, linear.input_scale, qvit.residual_scale, *linear.input_range)
 
 
-def residual_layer_norm(norm: QLayerNorm, qvit: QuantizedViT) -> LayerNormParams:
+def residual_layer_norm(norm: LayerNorm, qvit: QuantizedViT) -> LayerNormParams:
     """norm_pre: a LayerNorm from the residual stream back into it (int32 at the residual scale). gamma's
     fraction bits shrink with that fine scale so that z * gamma stays far inside int64."""
     top = max(float(np.abs(norm.gamma).max()) / qvit.residual_scale, 1.0)
@@ -120,13 +121,13 @@ def qk_norm_in(block: QBlock) -> tuple[Requant, Requant]:
     """qkv accumulator columns of q and of k -> int32 at their power-of-two pre-norm scales."""
     width = block.qkv.weight.shape[1] // 3
     acc = block.qkv.acc_scale.astype(np.float64)
-    return tuple(Requant.of(acc[j * width:(j + 1) * width] / block.qk_norm.pre_scales[j]) for j in range(2))
+    return tuple(Requant.of(acc[j * width:(j + 1) * width] / block.qk_pre_scales[j]) for j in range(2))
 
 
-def qk_layer_norms(block: QBlock) -> tuple[LayerNormParams, LayerNormParams]:
+def qk_layer_norms(block: Block, qblock: QBlock) -> tuple[LayerNormParams, LayerNormParams]:
     """The q and k LayerNorms (over each head's channels), from their pre-norm units to int8 q / k."""
-    norms, pre = (block.qk_norm.q, block.qk_norm.k), block.qk_norm.pre_scales
-    return tuple(_layer_norm_params(norms[j], block.qkv_scales[j], pre[j], -127, 127) for j in range(2))
+    norms, pre = (block.q_norm, block.k_norm), qblock.qk_pre_scales
+    return tuple(_layer_norm_params(norms[j], qblock.qkv_scales[j], pre[j], -127, 127) for j in range(2))
 
 
 def v_requant(block: QBlock) -> Requant:

@@ -1,9 +1,9 @@
 """The hand schedule rules for CPU kernels, and the order in which they are tried.
 
-Each fused TIR function (compile.lowering) goes to the first rule that applies: packed int8 GEMM
-and its correction sums (compile.kernels), GEMM (dense layers and attention matmuls), row reductions
-with an elementwise tail (softmax, LayerNorm), dlight's CPU reduction rule (other reductions), and a
-parallel + vectorized fallback for the elementwise / layout functions. A tuning database (compile.tuning) takes
+Each fused TIR function (compile.lowering.cpu) goes to the first rule that applies: packed int8 GEMM
+and its correction sums (compile.kernels), GEMM (dense layers and attention matmuls), dlight's CPU
+reduction rule (average pooling; softmax and LayerNorm are hand-written row kernels, compile.kernels),
+and a parallel + vectorized fallback for the elementwise / layout functions. A tuning database (compile.tuning) takes
 precedence for the functions where a tuned schedule measured faster than these rules.
 """
 
@@ -16,10 +16,9 @@ from compile.schedule.elementwise import schedule_elementwise
 from compile.schedule.gemm import schedule_gemm
 from compile.schedule.int8_correction import schedule_int8_correction
 from compile.schedule.int8_gemm import schedule_int8_gemm
-from compile.schedule.row_reduction import schedule_row_reduction
 
 # Tried in this order: the most specific patterns first.
-RULES = (schedule_int8_gemm, schedule_int8_correction, schedule_gemm, schedule_row_reduction)
+RULES = (schedule_int8_gemm, schedule_int8_correction, schedule_gemm)
 
 
 def hand_schedule(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | None:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import tvm
 from tvm import s_tir, tirx
 from tvm.ir.expr import TensorLoad
 from tvm.s_tir.schedule import ScheduleError
-from tvm.target import Target
-from tvm.target.codegen import llvm_get_vector_width
+
+from compile.kernels import vector_lanes  # noqa: F401 - the schedule rules' import of it
 
 
 @dataclass(frozen=True)
@@ -21,12 +20,6 @@ class MatmulBlock:
     n: int
     k: int
     dtype: str
-
-
-def vector_lanes(target: Target, dtype: str) -> int:
-    """SIMD lanes of `dtype` on the target (16 fp32 on AVX-512, 4 on NEON)."""
-    bits = llvm_get_vector_width(target) if target.kind.name == "llvm" else 128
-    return max(1, bits // tvm.runtime.DataType(dtype).bits)
 
 
 def store_dtype(block) -> str:

@@ -7,7 +7,7 @@ from tvm import tirx
 from tvm.s_tir import meta_schedule as ms
 from tvm.target import Target
 
-from compile.prim_funcs import rewrite_unscheduled
+from compile.schedule.prim_funcs import rewrite_unscheduled
 from compile.tuning.database import records_for, workload_of
 from compile.tuning.hand import is_hand_trace
 

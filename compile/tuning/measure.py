@@ -10,13 +10,15 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
+import time
 
 from tvm.s_tir import meta_schedule as ms
 
 from compile.tuning.settings import TuneSettings
-from runtime.cpu_features import cpu_features, machine_arch
 from runtime.errors import EdgevitError
+from runtime.tracker import Tracker
 from targets import TargetPreset
+from targets.cpu_features import cpu_features, machine_arch
 
 BUILD_TIMEOUT_S = 120
 RUN_TIMEOUT_S = 60
@@ -51,8 +53,6 @@ def candidate_builder(preset: TargetPreset) -> ms.builder.LocalBuilder:
 def candidate_runner(preset: TargetPreset, settings: TuneSettings) -> ms.runner.Runner:
     """Times candidates one at a time: locally when this machine can run the preset's code, else on a board."""
     if settings.rpc_key is not None:
-        from compile.tuning.tracker import wait_for_key
-
         tracker = settings.tracker
         wait_for_key(tracker, settings.rpc_key, timeout_s=60)
         config = ms.runner.RPCConfig(tracker_host=tracker.host, tracker_port=tracker.port,
@@ -71,3 +71,19 @@ def close_runner(runner: ms.runner.Runner) -> None:
     pool = getattr(runner, "pool", None)
     if pool is not None:
         pool.shutdown()
+
+
+def wait_for_key(tracker: Tracker, key: str, timeout_s: float = 120.0) -> None:
+    """Block until a server with `key` has registered at the tracker."""
+    from tvm import rpc
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            summary = rpc.connect_tracker(tracker.host, tracker.port).summary()
+            if summary["queue_info"].get(key, {}).get("free", 0) > 0:
+                return
+        except (RuntimeError, OSError, ConnectionError):
+            pass
+        time.sleep(0.5)
+    raise EdgevitError(f"no RPC server with key '{key}' registered at {tracker.host}:{tracker.port} within {timeout_s:.0f} s")

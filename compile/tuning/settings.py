@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from compile.tuning.tracker import Tracker
 from runtime.errors import EdgevitError
+from runtime.tracker import Tracker
 
 
 @dataclass(frozen=True)

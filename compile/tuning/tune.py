@@ -11,7 +11,6 @@ from tvm import IRModule
 from tvm.s_tir import meta_schedule as ms
 from tvm.target import Target
 
-from compile.lowering import fuse_for_cpu
 from compile.schedule import hand_schedule
 from compile.tuning.database import database_dir, open_database
 from compile.tuning.hand import uses_tensor_intrinsics
@@ -47,12 +46,18 @@ def trials_per_iteration(trials: int, num_tasks: int) -> int:
     return max(4, min(16, trials // max(1, num_tasks)))
 
 
-def tune_model(mod: IRModule, preset: TargetPreset, settings: TuneSettings,
-               log: Callable[[str], None] = print) -> Path:
-    """Run about `settings.trials` more trials over the kernels of `mod`, adding them to the preset's database.
+def refuse_untunable(preset: TargetPreset) -> None:
+    """--tune measures CPU kernels only."""
+    if preset.device != "cpu":
+        raise EdgevitError(f"--tune supports CPU targets; {preset.name} is a {preset.device} target")
 
-    The kernels are the fused TIR functions the CPU build schedules (compile.lowering.fuse_for_cpu),
-    so the records key exactly what `build_library` looks up. Every measurement is appended to the
+
+def tune_model(fused: IRModule, preset: TargetPreset, settings: TuneSettings,
+               log: Callable[[str], None] = print) -> Path:
+    """Run about `settings.trials` more trials over the kernels of `fused`, adding them to the preset's database.
+
+    `fused` is the module as the CPU build schedules it (compile.lowering.cpu.fuse_for_cpu), so the records
+    key exactly what the build looks up. Every measurement is appended to the
     database as it completes: an interrupted run keeps what it measured and the next one continues
     from there (compile.tuning.search). The caller has checked the preset's toolchain (compile.build).
     Returns the database directory.
@@ -60,20 +65,19 @@ def tune_model(mod: IRModule, preset: TargetPreset, settings: TuneSettings,
     directory = settings.database_dir or database_dir(preset)
     if settings.trials == 0:
         return directory
-    if preset.device != "cpu":
-        raise EdgevitError(f"--tune supports CPU targets; {preset.name} is a {preset.device} target")
+    refuse_untunable(preset)
     runner = candidate_runner(preset, settings)  # first: a preset this machine cannot time fails here, early
     try:
-        _run_trials(mod, preset, settings, directory, runner, log)
+        _run_trials(fused, preset, settings, directory, runner, log)
     finally:
         close_runner(runner)
     return directory
 
 
-def _run_trials(mod: IRModule, preset: TargetPreset, settings: TuneSettings, directory: Path,
+def _run_trials(fused: IRModule, preset: TargetPreset, settings: TuneSettings, directory: Path,
                 runner: ms.runner.Runner, log: Callable[[str], None]) -> None:
     target = preset.target()
-    tasks = tunable_tasks(fuse_for_cpu(mod, target), target)
+    tasks = tunable_tasks(fused, target)
     if not tasks:
         log("tuning: no kernel to tune (all hand-scheduled with tensor intrinsics)")
         return

@@ -131,8 +131,8 @@ def gpu_facts() -> dict:
 def default_cuda_target(compute_capability: str | None) -> str:
     """The CUDA preset of this machine's architecture for a compute capability ("9.0" on x86-64 -> cuda-sm90,
     "8.7" on aarch64 -> a Jetson Orin preset); FALLBACK_TARGET when there is none for it or it is unknown."""
-    from runtime.cpu_features import machine_arch
     from targets import list_presets
+    from targets.cpu_features import machine_arch
 
     if compute_capability:
         arch = "sm_" + compute_capability.replace(".", "")

@@ -12,10 +12,9 @@ from runtime.errors import EdgevitError
 
 def bundle_artifact(path: Path, model: str) -> Artifact:
     """A verified bundle of `model`, named by its quantization mode and ToMe schedule (edgevit-int8-tome8)."""
-    from runtime.bundle import open_bundle
+    from runtime.bundle import verified_manifest
 
-    bundle = open_bundle(path)
-    manifest = bundle.manifest
+    manifest = verified_manifest(path)
     if manifest.model.name != model:
         raise EdgevitError(f"bundle {path} is of {manifest.model.name}, not {model}: "
                            "contenders must share one model (pass --model)")
@@ -25,14 +24,15 @@ def bundle_artifact(path: Path, model: str) -> Artifact:
     return Artifact(f"edgevit-{mode}{tome}", "edgevit", path, model, {
         "quant": mode, "input_dtype": manifest.input.dtype, "tome_schedule": schedule,
         "gflops": manifest.tome.gflops, "target": manifest.target.preset, "bundle": str(path),
-    }, device=bundle.device)
+    }, device=manifest.target.device)
 
 
 def check_build_request(model: str, modes: tuple[str, ...], tome_rs: tuple[int, ...]) -> None:
     """Refuse an unknown mode or an r the model cannot merge before anything is prepared."""
-    from compile.models import load_model
+    from compile.model.models import load_model
+    from compile.model.tome_patch import num_tokens
+    from compile.model.tome_schedule import parse_tome_r
     from compile.quant.config import QUANT_MODES
-    from compile.tome_patch import num_tokens, parse_tome_r
 
     for mode in modes:
         if mode not in QUANT_MODES:
@@ -48,13 +48,13 @@ def build_bundles(model: str, modes: tuple[str, ...], tome_rs: tuple[int, ...], 
                   target: str = "host") -> list[Artifact | Unavailable]:
     """Compile a bundle for preset `target` for every (mode, r) from `weights` (None: the stored ones); a mode the
     compiler refuses is reported, not fatal."""
-    from compile.pipeline import CompileArgs, compile_bundle
+    from compile.pipeline import CompileArgs, bundle_name, compile_bundle
     from compile.quant.config import QuantConfig
 
     built: list[Artifact | Unavailable] = []
     for mode in modes:
         for r in tome_rs:
-            out = build_dir / f"{model}-{target}-{mode}-tome{r}"
+            out = build_dir / bundle_name(model, target, mode, str(r))
             log(f"compile edgevit {mode}, ToMe r={r} -> {out}")
             try:
                 quant = QuantConfig(mode=mode, calib_count=calib_count)

@@ -16,10 +16,9 @@ from runtime.preprocess import Preprocess
 
 def model_preprocess(model: str) -> Preprocess:
     """The float32 input transform of a timm model (what the FP32 bundle's manifest records)."""
-    from compile.models import model_spec
+    from compile.model.models import model_spec
 
-    spec = model_spec(model)
-    return Preprocess(spec.image_size, int(spec.image_size / spec.crop_pct), spec.mean, spec.std, spec.interpolation)
+    return model_spec(model).preprocess()
 
 
 def calibration_batches(preprocess: Preprocess, count: int) -> list[np.ndarray]:

@@ -20,7 +20,7 @@ KIND = "edgevit-native"
 
 
 def has_runner(artifact: Artifact) -> bool:
-    """An edgevit bundle that carries bin/edgevit-run (every bundle not compiled with --no-native)."""
+    """An edgevit bundle that carries bin/edgevit-run (every bundle does)."""
     return artifact.kind == "edgevit" and RUNNER in read_manifest(Path(artifact.path)).files
 
 

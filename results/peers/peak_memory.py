@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runtime.memory import status_mb
+from results.peers.memory import status_mb
 
 if TYPE_CHECKING:
     from runtime.preprocess import Preprocess
@@ -29,7 +29,8 @@ def measure_peak_rss(artifact_json: str, preprocess: Preprocess, threads: int, r
     {"peak_rss_error": ...} when the probe fails. The input transform is handed over, so the probe never
     imports timm (and torch) to look it up: a contender is charged only for what it loads itself."""
     proc = subprocess.run([sys.executable, "-m", "results.peers.peak_memory", artifact_json,
-                           json.dumps(dataclasses.asdict(preprocess)), str(threads), str(runs), str(int(spin_wait))],
+                           json.dumps(dataclasses.asdict(preprocess), default=str), str(threads), str(runs),
+                           str(int(spin_wait))],
                           cwd=REPO, capture_output=True, text=True, timeout=timeout_s, check=False)
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
@@ -41,14 +42,15 @@ def measure_peak_rss(artifact_json: str, preprocess: Preprocess, threads: int, r
 def _probe(artifact_json: str, preprocess_json: str, threads: int, runs: int, spin_wait: bool) -> dict:
     start_mb = status_mb("VmRSS")
     artifact = json.loads(artifact_json)
-    if artifact["kind"] == "edgevit":  # measured as python -m runtime runs it on a board
-        from runtime.as_on_a_board import load_as_on_a_board
-
-        load_as_on_a_board()
+    if artifact["kind"] == "edgevit":  # measured as python -m runtime runs it on a board: no torch or TVM Python
+        for name in ("torch", "timm", "onnx", "onnxruntime", "compile", "tvm"):
+            sys.modules.setdefault(name, None)
     from results.peers.runners import Artifact, load_runner
     from runtime.preprocess import Preprocess
 
-    preprocess = Preprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(preprocess_json).items()})
+    fields = json.loads(preprocess_json)
+    preprocess = Preprocess(**{k: tuple(v) if isinstance(v, list) else Path(v) if k == "core" and v else v
+                               for k, v in fields.items()})
     runner = load_runner(Artifact.from_json(artifact_json), threads, spin_wait, preprocess)
     x = runner.example()
     for _ in range(3 + runs):  # 3 warm-up runs, then the measured ones

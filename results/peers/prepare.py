@@ -58,13 +58,13 @@ class PeerContext:
 
     @cached_property
     def model(self):
-        from compile.models import load_model
+        from compile.model.models import load_model
 
         return load_model(self.model_name, self.weights)
 
     @cached_property
     def image_size(self) -> int:
-        from compile.models import model_spec
+        from compile.model.models import model_spec
 
         return model_spec(self.model_name).image_size
 
@@ -97,7 +97,7 @@ class PeerContext:
 
 def pytorch_eager(ctx: PeerContext) -> Artifact:
     """PyTorch eager FP32: the timm model itself, loaded from the same weights file."""
-    from compile.models import stored_weights
+    from compile.model.models import stored_weights
 
     return Artifact("pytorch-eager-fp32", "pytorch", ctx.weights or stored_weights(ctx.model_name), ctx.model_name,
                     {"precision": "fp32", "mode": "eager, inference_mode"})
@@ -198,7 +198,7 @@ def _torch_cuda() -> None:
 
 def pytorch_cuda(precision: str, ctx: PeerContext) -> Artifact:
     """PyTorch eager on GPU 0, FP32 or FP16 (the model cast with .half(), as in a quick deployment)."""
-    from compile.models import stored_weights
+    from compile.model.models import stored_weights
 
     _torch_cuda()
     return Artifact(f"pytorch-cuda-{precision}", "pytorch", ctx.weights or stored_weights(ctx.model_name),

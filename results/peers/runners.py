@@ -48,12 +48,10 @@ class Runner:
     def example(self) -> np.ndarray:
         """A fixed pseudo-random input of the right shape and dtype (pixels for uint8), for timing."""
         from runtime.manifest import InputSpec
-        from runtime.session import example_input
 
         p = self.preprocess
-        return example_input(InputSpec(shape=[1, 3, p.size, p.size], dtype=p.dtype, layout="NCHW", mean=list(p.mean),
-                                       std=list(p.std), resize=p.resize, crop_pct=p.size / p.resize,
-                                       interpolation=p.interpolation))
+        return InputSpec(shape=[1, 3, p.size, p.size], dtype=p.dtype, layout="NCHW", mean=list(p.mean), std=list(p.std),
+                         resize=p.resize, crop_pct=p.size / p.resize, interpolation=p.interpolation).example()
 
 
 def load_runner(artifact: Artifact, threads: int, spin_wait: bool, preprocess: Preprocess | None = None) -> Runner:
@@ -64,7 +62,7 @@ def load_runner(artifact: Artifact, threads: int, spin_wait: bool, preprocess: P
     takes `spin_wait` as a session option. XNNPACK's pool (ExecuTorch, LiteRT) has no such setting.
     """
     if artifact.kind == "edgevit":
-        return _edgevit(artifact.path)
+        return _edgevit(artifact.path, threads)
     from results.peers.inputs import model_preprocess
 
     load = {"pytorch": _pytorch, "onnxruntime": partial(_onnxruntime, spin_wait=spin_wait), "executorch": _executorch,
@@ -77,7 +75,7 @@ def _pytorch(artifact: Artifact, threads: int) -> Callable[[np.ndarray], np.ndar
     in the recipe's precision (fp32 | fp16), the input copied to the GPU and the logits back in every call."""
     import torch
 
-    from compile.models import load_model
+    from compile.model.models import load_model
 
     torch.set_num_threads(threads)
     model = load_model(artifact.model, artifact.path)
@@ -155,10 +153,10 @@ def _tensorrt(artifact: Artifact, threads: int) -> Callable[[np.ndarray], np.nda
     return engine_runner(artifact.path)
 
 
-def _edgevit(bundle: Path) -> Runner:
-    """A compiled bundle through the runtime's InferenceSession; its manifest says what input it takes."""
-    from runtime.bundle import open_bundle
-    from runtime.session import InferenceSession
+def _edgevit(bundle: Path, threads: int) -> Runner:
+    """A compiled bundle through the binding (its own core); its manifest says what input it takes."""
+    from runtime.bundle import CORE, read_manifest
+    from runtime.model import Model
 
-    session = InferenceSession(open_bundle(bundle))
-    return Runner(session.run, Preprocess.from_manifest(session.bundle.manifest.input))
+    model = Model(bundle, threads)
+    return Runner(model.run_tensor, Preprocess.from_manifest(read_manifest(bundle).input, bundle / CORE))

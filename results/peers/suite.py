@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import platform
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +20,9 @@ import numpy as np
 from results.model_weights import RANDOM_INIT_NOTE
 from results.peers.prepare import Unavailable
 from results.peers.runners import Artifact
+from runtime.versions import versions
 
-VERSIONED = ("edgevit", "torch", "timm", "onnx", "onnxruntime", "onnxruntime-gpu", "apache-tvm", "executorch", "torchao",
+VERSIONED = ("torch", "timm", "onnx", "onnxruntime", "onnxruntime-gpu", "apache-tvm", "executorch", "torchao",
              "litert-torch", "ai-edge-litert", "tensorrt", "tensorrt-cu12", "tensorrt-cu13", "numpy")
 
 
@@ -55,8 +55,8 @@ def run_bench(args: BenchArgs, console) -> list[dict]:
     from results.peers.native import has_runner, native_record
     from results.peers.peak_memory import measure_peak_rss
     from results.peers.runners import load_runner
+    from results.scoring import top5_predictions
     from results.timing import PER_ROUND, interleaved_latency_ms
-    from runtime.evaluate import top5_predictions
 
     rows = evaluation_rows(args.eval_limit)  # a bad labels file fails before anything is prepared
     weights = model_weights(args.model, args.build_dir)
@@ -179,10 +179,4 @@ def _with_speedups(records: list[dict]) -> list[dict]:
 
 def _versions() -> dict[str, str]:
     """Versions of every runtime and converter involved that is installed."""
-    found = {}
-    for name in VERSIONED:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return found
+    return versions(**{name: name for name in VERSIONED})

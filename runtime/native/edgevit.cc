@@ -1,10 +1,12 @@
-// The C API of edgevit.h on the TVM runtime C++ API: a bundle verified as runtime/bundle.py verifies
-// it, its Relax VM with the pooled allocator, and input / output buffers allocated once at open.
+// The C API of edgevit.h on the TVM runtime C++ API: a bundle verified before anything of it is loaded
+// (signature, sha256, architecture, CPU features), its Relax VM with the pooled allocator, and input / output
+// buffers allocated once at open.
 #include "edgevit.h"
 
 #include <sched.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -17,184 +19,27 @@
 
 #include <tvm/ffi/container/shape.h>
 #include <tvm/ffi/container/tensor.h>
-#include <tvm/ffi/extra/json.h>
 #include <tvm/ffi/extra/module.h>
 #include <tvm/ffi/function.h>
 
 #include "internal.h"
 
+#ifndef EDGEVIT_VERSION
+#define EDGEVIT_VERSION "0.1.0"
+#endif
+#ifndef EDGEVIT_TVM_VERSION
+#define EDGEVIT_TVM_VERSION "unknown"
+#endif
+
 namespace ffi = tvm::ffi;
 using edgevit::Error;
+using edgevit::Manifest;
 
 namespace {
 
 thread_local std::string last_error;
 
 std::string first_line(const std::string &text) { return text.substr(0, text.find('\n')); }
-
-// ---- the manifest (runtime/manifest.py, docs/manifest.md) -------------------------------------
-
-// Reads one JSON object of the manifest, naming the field in every complaint, and refuses fields
-// that schema 1 does not have (as Manifest.from_dict does).
-class Fields {
- public:
-  Fields(const ffi::Any &value, std::string where, std::string bundle)
-      : where_(std::move(where)), bundle_(std::move(bundle)) {
-    auto object = value.as<ffi::json::Object>();
-    if (!object) fail("is not an object");
-    object_ = *object;
-  }
-
-  void allow(std::initializer_list<const char *> required, std::initializer_list<const char *> optional = {}) {
-    for (const char *name : required)
-      if (object_.find(ffi::String(name)) == object_.end()) fail(std::string("has no field '") + name + "'");
-    for (const auto &kv : object_) {
-      auto key = kv.first.as<ffi::String>();
-      std::string name = key ? std::string(*key) : "?";
-      bool known = std::any_of(required.begin(), required.end(), [&](const char *n) { return name == n; }) ||
-                   std::any_of(optional.begin(), optional.end(), [&](const char *n) { return name == n; });
-      if (!known) fail("has an unknown field '" + name + "'");
-    }
-  }
-
-  bool has(const char *name) const { return object_.find(ffi::String(name)) != object_.end(); }
-  ffi::Any get(const char *name) const { return object_.at(ffi::String(name)); }
-
-  std::string text(const char *name) const {
-    auto v = get(name).as<ffi::String>();
-    if (!v) fail(std::string("field '") + name + "' is not a string");
-    return std::string(*v);
-  }
-  int64_t integer(const char *name) const {
-    auto v = get(name).as<int64_t>();
-    if (!v) fail(std::string("field '") + name + "' is not an integer");
-    return *v;
-  }
-  double number(const char *name) const {
-    ffi::Any v = get(name);
-    if (auto i = v.as<int64_t>()) return double(*i);
-    if (auto d = v.as<double>()) return *d;
-    fail(std::string("field '") + name + "' is not a number");
-  }
-  ffi::json::Array array(const char *name) const {
-    auto v = get(name).as<ffi::json::Array>();
-    if (!v) fail(std::string("field '") + name + "' is not a list");
-    return *v;
-  }
-  std::vector<double> numbers(const char *name) const {
-    std::vector<double> out;
-    for (const ffi::Any &v : array(name)) {
-      if (auto i = v.as<int64_t>()) out.push_back(double(*i));
-      else if (auto d = v.as<double>()) out.push_back(*d);
-      else fail(std::string("field '") + name + "' is not a list of numbers");
-    }
-    return out;
-  }
-  std::vector<std::string> texts(const char *name) const {
-    std::vector<std::string> out;
-    for (const ffi::Any &v : array(name)) {
-      auto s = v.as<ffi::String>();
-      if (!s) fail(std::string("field '") + name + "' is not a list of strings");
-      out.emplace_back(*s);
-    }
-    return out;
-  }
-  Fields object(const char *name) const { return Fields(get(name), where_ + "." + name, bundle_); }
-  const ffi::json::Object &raw() const { return object_; }
-
-  [[noreturn]] void fail(const std::string &what) const {
-    throw Error("bundle " + bundle_ + ": manifest does not match schema 1 (" + where_ + " " + what + ")");
-  }
-
- private:
-  ffi::json::Object object_;
-  std::string where_, bundle_;
-};
-
-struct Manifest {
-  std::string model, output = "logits", dtype, interpolation, preset, quant, arch, device;
-  int64_t num_classes = 0, embed_dim = 0, size = 0, resize = 0;
-  std::vector<double> mean, std;
-  std::vector<int> tome;
-  std::vector<std::string> features;
-  std::vector<std::pair<std::string, std::string>> files;  // name -> sha256, manifest order
-};
-
-std::string read_file(const std::string &path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot read " + path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-Manifest read_manifest(const std::string &dir) {
-  std::string path = dir + "/manifest.json";
-  struct stat info;
-  if (stat(path.c_str(), &info) != 0) throw Error(dir + " is not an edgevit bundle (no manifest.json)");
-  ffi::String parse_error;
-  ffi::json::Value root = ffi::json::Parse(read_file(path), &parse_error);
-  if (!parse_error.empty()) throw Error("bundle " + dir + ": manifest.json is corrupt (" + std::string(parse_error) + ")");
-  auto object = root.as<ffi::json::Object>();
-  auto version = object && object->count(ffi::String("schema_version"))
-                     ? object->at(ffi::String("schema_version")).as<int64_t>() : std::nullopt;
-  if (version != 1) {
-    std::string shown = version ? std::to_string(*version) : "?";
-    throw Error("bundle " + dir + ": manifest schema " + shown + " is not the supported version 1");
-  }
-  Fields top(root, "manifest", dir);
-  top.allow({"schema_version", "model", "input", "tome", "quant", "target", "versions", "created_utc"}, {"files"});
-  Manifest m;
-  Fields model = top.object("model");
-  model.allow({"name", "num_classes", "embed_dim", "depth"}, {"output"});
-  m.model = model.text("name");
-  m.num_classes = model.integer("num_classes");
-  m.embed_dim = model.integer("embed_dim");
-  if (model.has("output")) m.output = model.text("output");
-  if (m.output != "logits" && m.output != "features") model.fail("output '" + m.output + "' is not logits or features");
-
-  Fields input = top.object("input");
-  input.allow({"shape", "dtype", "layout", "mean", "std", "resize", "crop_pct", "interpolation"});
-  std::vector<double> shape = input.numbers("shape");
-  if (shape.size() != 4 || shape[0] != 1 || shape[1] != 3 || shape[2] != shape[3] || shape[2] < 1)
-    input.fail("shape is not [1, 3, H, H]");
-  m.size = int64_t(shape[2]);
-  m.dtype = input.text("dtype");
-  if (m.dtype != "float32" && m.dtype != "uint8") input.fail("dtype '" + m.dtype + "' is not float32 or uint8");
-  if (input.text("layout") != "NCHW") input.fail("layout is not NCHW");
-  m.mean = input.numbers("mean");
-  m.std = input.numbers("std");
-  if (m.mean.size() != 3 || m.std.size() != 3) input.fail("mean / std do not have 3 channels");
-  m.resize = input.integer("resize");
-  if (m.resize < m.size) input.fail("resize is smaller than the crop");
-  input.number("crop_pct");
-  m.interpolation = input.text("interpolation");
-  if (m.interpolation != "bicubic" && m.interpolation != "bilinear")
-    input.fail("interpolation '" + m.interpolation + "' is not bicubic or bilinear");
-
-  Fields tome = top.object("tome");
-  tome.allow({"schedule", "tokens_per_block", "gflops"});
-  for (double r : tome.numbers("schedule")) m.tome.push_back(int(r));
-  Fields quant = top.object("quant");
-  quant.allow({"mode"}, {"recipe", "layers"});
-  m.quant = quant.text("mode");
-  Fields target = top.object("target");
-  target.allow({"preset", "tvm_target", "arch", "device", "required_cpu_features"});
-  m.preset = target.text("preset");
-  m.arch = target.text("arch");
-  m.device = target.text("device");
-  m.features = target.texts("required_cpu_features");
-  if (top.has("files")) {
-    Fields files = top.object("files");
-    for (const auto &kv : files.raw()) {
-      auto name = kv.first.as<ffi::String>();
-      auto digest = kv.second.as<ffi::String>();
-      if (!name || !digest) files.fail("is not a map of file name -> sha256");
-      m.files.emplace_back(std::string(*name), std::string(*digest));
-    }
-  }
-  return m;
-}
 
 // ---- the checks before any model code is loaded (runtime/bundle.py) ---------------------------
 
@@ -246,23 +91,13 @@ void load_cuda_runtime(const std::string &dir, const std::string &preset) {
 // bundle's nvcc-built device/<sha256 of the source>.fatbin (runtime/cuda_kernels.py does the same).
 void serve_precompiled_kernels(const std::string &dir) {
   ffi::Function::SetGlobal("tvm_callback_cuda_compile", ffi::Function::FromTyped([dir](ffi::String source) {
-    std::string path = dir + "/device/" + edgevit::sha256_hex(std::string(source)) + ".fatbin";
+    std::string path = dir + "/device/" + edgevit::sha256_hex(source.data(), source.size()) + ".fatbin";
     std::ifstream in(path, std::ios::binary);
     if (!in) throw Error("bundle " + dir + " has no precompiled kernel for a CUDA module (rebuild the bundle)");
     std::ostringstream data;
     data << in.rdbuf();
     return ffi::Bytes(data.str());
   }), true);
-}
-
-std::vector<std::string> read_labels(const std::string &dir) {
-  std::vector<std::string> labels;
-  std::ifstream in(dir + "/labels.txt");
-  for (std::string line; std::getline(in, line);) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    labels.push_back(line);
-  }
-  return labels;
 }
 
 int default_threads() {
@@ -276,6 +111,7 @@ struct edgevit_model {
   std::string dir;
   Manifest manifest;
   std::vector<std::string> labels;
+  std::string signed_by;
   edgevit_info info{};
   edgevit::Preprocess preprocess;
   edgevit::DecodedImage decoded;
@@ -324,29 +160,54 @@ int guarded(Body body) {
   return -1;
 }
 
-void open_model(edgevit_model &m, const char *bundle_dir, int num_threads) {
+// The bundle's manifest.json, verified: signed by a trusted key when a trust store is configured (the
+// exact bytes the signature covers are the ones parsed), every listed file with its sha256, this machine.
+Manifest verified_manifest(edgevit_model &m, const char *trusted_keys) {
+  std::string path = m.dir + "/manifest.json";
+  struct stat info;
+  if (stat(path.c_str(), &info) != 0) throw Error(m.dir + " is not an edgevit bundle (no manifest.json)");
+  std::string text = edgevit::read_file(path);
+  std::string store = edgevit::trust_store_path(trusted_keys);
+  if (!store.empty()) {
+    std::string keys;
+    try {
+      keys = edgevit::read_file(store);
+    } catch (const Error &) {
+      throw Error("cannot read the trust store " + store);
+    }
+    m.signed_by = edgevit::verify_signature(m.dir, text, edgevit::parse_trust_store(keys, store)).shown();
+  }
+  Manifest manifest = edgevit::parse_manifest(text, m.dir);
+  verify(m.dir, manifest);
+  return manifest;
+}
+
+void open_model(edgevit_model &m, const char *bundle_dir, const edgevit_options &options) {
   m.dir = bundle_dir;
   while (m.dir.size() > 1 && m.dir.back() == '/') m.dir.pop_back();
   struct stat info;
   if (stat(m.dir.c_str(), &info) != 0) throw Error("bundle not found: " + m.dir);
-  if (!S_ISDIR(info.st_mode)) throw Error("bundle " + m.dir + ": the native runner takes a bundle directory (unpack the .tar first)");
-  if (num_threads < 0) throw Error("threads must be at least 1 (0: every CPU), got " + std::to_string(num_threads));
-  m.manifest = read_manifest(m.dir);
-  verify(m.dir, m.manifest);
+  if (!S_ISDIR(info.st_mode)) throw Error("bundle " + m.dir + ": the native core takes a bundle directory (unpack the .tar first)");
+  if (options.num_threads < 0)
+    throw Error("threads must be at least 1 (0: every CPU), got " + std::to_string(options.num_threads));
+  m.manifest = verified_manifest(m, options.trusted_keys);
   const Manifest &man = m.manifest;
-  m.labels = read_labels(m.dir);
+  m.labels = edgevit::parse_labels(edgevit::read_file(m.dir + "/labels.txt"));
   auto &p = m.preprocess;
-  p.size = int(man.size);
-  p.resize = int(man.resize);
-  p.bicubic = man.interpolation == "bicubic";
-  p.raw_uint8 = man.dtype == "uint8";
-  for (int c = 0; c < 3; ++c) p.mean[c] = float(man.mean[c]), p.std[c] = float(man.std[c]);
+  float mean[3], std[3];
+  for (int c = 0; c < 3; ++c) mean[c] = float(man.mean[c]), std[c] = float(man.std[c]);
+  try {
+    p.configure(int(man.size), int(man.resize), mean, std, man.interpolation, man.dtype);
+  } catch (const Error &e) {
+    throw Error("bundle " + m.dir + ": manifest input: " + e.what());
+  }
   m.output.assign(size_t(man.output == "logits" ? man.num_classes : man.embed_dim), 0.0f);
   m.info = {man.model.c_str(), man.preset.c_str(), man.quant.c_str(), man.output.c_str(), man.dtype.c_str(),
-            man.tome.data(), int(man.tome.size()), p.size, int(m.output.size())};
+            man.tome.data(), int(man.tome.size()), p.size, int(m.output.size()), int(m.labels.size()),
+            m.signed_by.c_str(), EDGEVIT_VERSION, EDGEVIT_TVM_VERSION};
 
   // TVM reads TVM_NUM_THREADS when it starts its pool, at the first parallel kernel.
-  setenv("TVM_NUM_THREADS", std::to_string(num_threads ? num_threads : default_threads()).c_str(), 1);
+  setenv("TVM_NUM_THREADS", std::to_string(options.num_threads ? options.num_threads : default_threads()).c_str(), 1);
   const bool cuda = man.device == "cuda";
   if (cuda) {
     load_cuda_runtime(m.dir, man.preset);
@@ -368,7 +229,7 @@ void open_model(edgevit_model &m, const char *bundle_dir, int num_threads) {
   m.input = ffi::Function::GetGlobalRequired("runtime.TVMTensorAllocWithScope")(
                 ffi::Shape({1, 3, man.size, man.size}), dtype, device, ffi::String("global"))
                 .cast<ffi::Tensor>();
-  m.input_bytes = size_t(3) * man.size * man.size * (p.raw_uint8 ? 1 : 4);
+  m.input_bytes = p.output_bytes();
   if (cuda) {
     m.staging.assign(m.input_bytes, 0);
     m.copy_from_bytes = ffi::Function::GetGlobalRequired("runtime.TVMTensorCopyFromBytes");
@@ -378,24 +239,90 @@ void open_model(edgevit_model &m, const char *bundle_dir, int num_threads) {
 
 void *input_data(edgevit_model *m) { return m->on_device() ? m->staging.data() : m->input->data_ptr(); }
 
+// A fixed pseudo-random input of the model's dtype (pixels for uint8, standard normal for float32).
+void fill_example(edgevit_model *m) {
+  void *data = input_data(m);
+  uint64_t state = 0x9E3779B97F4A7C15ull;
+  auto next = [&] { state ^= state << 13; state ^= state >> 7; state ^= state << 17; return state; };
+  if (m->preprocess.raw_uint8) {
+    for (size_t i = 0; i < m->input_bytes; ++i) static_cast<uint8_t *>(data)[i] = uint8_t(next() >> 56);
+    return;
+  }
+  for (size_t i = 0; i < m->input_bytes / 4; ++i) {  // Box-Muller
+    double u = (double(next() >> 11) + 1.0) / 9007199254740993.0, v = double(next() >> 11) / 9007199254740992.0;
+    static_cast<float *>(data)[i] = float(std::sqrt(-2.0 * std::log(u)) * std::cos(2 * M_PI * v));
+  }
+}
+
+// numpy.percentile's default (linear between the closest ranks) of sorted values.
+double percentile(const std::vector<double> &sorted, double q) {
+  double pos = q / 100.0 * double(sorted.size() - 1);
+  size_t lo = size_t(std::floor(pos)), hi = std::min(lo + 1, sorted.size() - 1);
+  return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - double(lo));
+}
+
+// Peak resident set of this process: VmHWM, which starts afresh at exec (getrusage's ru_maxrss keeps the
+// parent's RSS when a large process such as pytest spawns this one).
+double peak_rss_mb() {
+  std::ifstream in("/proc/self/status");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("VmHWM:", 0) == 0) return std::strtod(line.c_str() + 6, nullptr) / 1024.0;
+  return 0.0;
+}
+
+void bench(edgevit_model *m, int warmup, int repeat, edgevit_bench_result *out) {
+  if (warmup < 0 || repeat < 1) throw Error("--warmup must be >= 0 and --repeat >= 1");
+  fill_example(m);
+  for (int i = 0; i < warmup; ++i) m->run();
+  std::vector<double> times_ms(static_cast<size_t>(repeat));
+  for (double &t : times_ms) {
+    auto start = std::chrono::steady_clock::now();
+    m->run();
+    t = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  }
+  double mean = 0.0;
+  for (double t : times_ms) mean += t / double(times_ms.size());
+  std::sort(times_ms.begin(), times_ms.end());
+  *out = {percentile(times_ms, 50), percentile(times_ms, 90), percentile(times_ms, 99), mean, times_ms.front(),
+          repeat, peak_rss_mb()};
+}
+
 }  // namespace
+
+struct edgevit_preprocessor {
+  edgevit::Preprocess preprocess;
+  edgevit::DecodedImage decoded;
+};
 
 extern "C" {
 
 const char *edgevit_last_error(void) { return last_error.c_str(); }
 
-edgevit_model *edgevit_open(const char *bundle_dir, int num_threads) {
+void edgevit_set_image_limits(uint64_t max_pixels, uint64_t max_bytes) {
+  if (max_pixels) edgevit::image_limits().max_pixels = max_pixels;
+  if (max_bytes) edgevit::image_limits().max_bytes = max_bytes;
+}
+
+edgevit_model *edgevit_open_with(const char *bundle_dir, const edgevit_options *options) {
   auto m = std::make_unique<edgevit_model>();
-  if (guarded([&] { open_model(*m, bundle_dir ? bundle_dir : "", num_threads); }) != 0) return nullptr;
+  const edgevit_options defaults{};
+  if (guarded([&] { open_model(*m, bundle_dir ? bundle_dir : "", options ? *options : defaults); }) != 0) return nullptr;
   return m.release();
+}
+
+edgevit_model *edgevit_open(const char *bundle_dir, int num_threads) {
+  edgevit_options options{};
+  options.num_threads = num_threads;
+  return edgevit_open_with(bundle_dir, &options);
 }
 
 void edgevit_close(edgevit_model *model) { delete model; }
 
 const edgevit_info *edgevit_get_info(const edgevit_model *model) { return &model->info; }
 
-int edgevit_preprocess_image(edgevit_model *m, const uint8_t *rgb, int width, int height, int stride) {
-  return guarded([&] { m->preprocess.apply({rgb, width, height, stride}, input_data(m)); });
+int edgevit_preprocess_image(edgevit_model *m, const uint8_t *pixels, int width, int height, ptrdiff_t stride,
+                             edgevit_pixel_order order) {
+  return guarded([&] { m->preprocess.apply({pixels, width, height, stride, order == EDGEVIT_BGR}, input_data(m)); });
 }
 
 int edgevit_preprocess_file(edgevit_model *m, const char *path) {
@@ -407,8 +334,9 @@ int edgevit_preprocess_file(edgevit_model *m, const char *path) {
 
 int edgevit_run(edgevit_model *m) { return guarded([&] { m->run(); }); }
 
-int edgevit_run_image(edgevit_model *m, const uint8_t *rgb, int width, int height, int stride) {
-  return edgevit_preprocess_image(m, rgb, width, height, stride) == 0 ? edgevit_run(m) : -1;
+int edgevit_run_image(edgevit_model *m, const uint8_t *pixels, int width, int height, ptrdiff_t stride,
+                      edgevit_pixel_order order) {
+  return edgevit_preprocess_image(m, pixels, width, height, stride, order) == 0 ? edgevit_run(m) : -1;
 }
 
 int edgevit_run_file(edgevit_model *m, const char *path) {
@@ -459,6 +387,36 @@ int edgevit_top_k(const edgevit_model *m, int k, edgevit_class *out) {
 
 const char *edgevit_label(const edgevit_model *m, int index) {
   return index >= 0 && index < int(m->labels.size()) ? m->labels[index].c_str() : "";
+}
+
+int edgevit_bench(edgevit_model *m, int warmup, int repeat, edgevit_bench_result *out) {
+  return guarded([&] { bench(m, warmup, repeat, out); });
+}
+
+edgevit_preprocessor *edgevit_preprocessor_new(const edgevit_input_spec *spec) {
+  auto p = std::make_unique<edgevit_preprocessor>();
+  int status = guarded([&] {
+    if (!spec) throw Error("no input spec");
+    p->preprocess.configure(spec->size, spec->resize, spec->mean, spec->std, spec->interpolation ? spec->interpolation : "",
+                            spec->dtype ? spec->dtype : "");
+  });
+  return status == 0 ? p.release() : nullptr;
+}
+
+void edgevit_preprocessor_free(edgevit_preprocessor *p) { delete p; }
+
+size_t edgevit_preprocessor_bytes(const edgevit_preprocessor *p) { return p->preprocess.output_bytes(); }
+
+int edgevit_preprocessor_image(edgevit_preprocessor *p, const uint8_t *pixels, int width, int height, ptrdiff_t stride,
+                               edgevit_pixel_order order, void *out) {
+  return guarded([&] { p->preprocess.apply({pixels, width, height, stride, order == EDGEVIT_BGR}, out); });
+}
+
+int edgevit_preprocessor_file(edgevit_preprocessor *p, const char *path, void *out) {
+  return guarded([&] {
+    edgevit::decode_image(path, p->decoded);
+    p->preprocess.apply(p->decoded.view(), out);
+  });
 }
 
 }  // extern "C"

@@ -1,5 +1,5 @@
-// edgevit-run: `python -m runtime` without Python, a thin user of edgevit.h. Same commands,
-// arguments, output lines and --json keys (runtime/__main__.py, bench.py, evaluate.py).
+// edgevit-run: `python -m runtime` without Python, a thin program on the core's C API (edgevit.h). Same
+// commands, arguments, output lines and --json keys (runtime/__main__.py).
 #include <sched.h>
 #include <sys/resource.h>
 #include <sys/utsname.h>
@@ -18,20 +18,15 @@
 #include <string>
 #include <vector>
 
+#include "csv.h"
 #include "edgevit.h"
-
-#ifndef EDGEVIT_VERSION
-#define EDGEVIT_VERSION "0.1.0"
-#endif
-#ifndef EDGEVIT_TVM_VERSION
-#define EDGEVIT_TVM_VERSION "unknown"
-#endif
 
 namespace {
 
 constexpr const char *kUsage =
-    "usage: edgevit-run [--threads N] [--json] {run BUNDLE IMAGE... | eval BUNDLE --images DIR --labels CSV "
-    "[--skip N] [--limit N] | bench BUNDLE [--warmup N] [--repeat N]}";
+    "usage: edgevit-run [--threads N] [--json] [--trusted-keys FILE] [--max-pixels N] {run BUNDLE IMAGE... "
+    "[--save FILE.npy] | eval BUNDLE --images DIR --labels CSV [--skip N] [--limit N] | bench BUNDLE [--warmup N] "
+    "[--repeat N]}";
 
 // A failure a user can act on: main prints "error: <what>" on stderr and exits 2.
 struct UserError : std::runtime_error {
@@ -39,9 +34,10 @@ struct UserError : std::runtime_error {
 };
 
 struct Args {
-  std::string command, bundle, images, labels;
-  std::vector<std::string> positional;  // after the bundle: images, or the hidden commands' operands
+  std::string command, bundle, images, labels, save, trusted_keys;
+  std::vector<std::string> positional;  // after the bundle: the images of run
   std::optional<int> threads;
+  std::optional<long> max_pixels;
   bool json = false;
   long skip = 0, warmup = 10, repeat = 50;
   std::optional<long> limit;
@@ -67,6 +63,9 @@ Args parse(int argc, char **argv) {
     if (arg == "--json") a.json = true;
     else if (arg == "--threads") a.threads = int(parse_int(arg, value()));
     else if (arg == "--images") a.images = value();
+    else if (arg == "--save") a.save = value();
+    else if (arg == "--trusted-keys") a.trusted_keys = value();
+    else if (arg == "--max-pixels") a.max_pixels = parse_int(arg, value());
     else if (arg == "--labels") a.labels = value();
     else if (arg == "--skip") a.skip = parse_int(arg, value());
     else if (arg == "--limit") a.limit = parse_int(arg, value());
@@ -78,19 +77,20 @@ Args parse(int argc, char **argv) {
   }
   if (rest.empty()) throw UserError(std::string("a command is required (") + kUsage + ")");
   a.command = rest[0];
-  static const char *commands[] = {"run", "eval", "bench", "preprocess"};
+  static const char *commands[] = {"run", "eval", "bench"};
   if (std::none_of(std::begin(commands), std::end(commands), [&](const char *c) { return a.command == c; }))
     throw UserError("invalid command '" + a.command + "' (choose from run, eval, bench)");
   if (rest.size() < 2) throw UserError(a.command + ": the BUNDLE argument is required");
   a.bundle = rest[1];
   a.positional.assign(rest.begin() + 2, rest.end());
-  bool images_wanted = a.command == "run" || a.command == "preprocess";
+  bool images_wanted = a.command == "run";
   if (images_wanted && a.positional.empty()) throw UserError(a.command + ": at least one IMAGE is required");
   if (!images_wanted && !a.positional.empty()) throw UserError("unrecognized arguments: " + a.positional[0]);
   if (a.command == "eval" && (a.images.empty() || a.labels.empty()))
     throw UserError("eval: the arguments --images and --labels are required");
   if (a.command == "bench" && (a.warmup < 0 || a.repeat < 1)) throw UserError("--warmup must be >= 0 and --repeat >= 1");
   if (a.threads && *a.threads < 1) throw UserError("--threads must be at least 1, got " + std::to_string(*a.threads));
+  if (a.max_pixels && *a.max_pixels < 1) throw UserError("--max-pixels must be at least 1, got " + std::to_string(*a.max_pixels));
   return a;
 }
 
@@ -103,8 +103,15 @@ int threads_of(const Args &a) {
 // The model, closed when it goes out of scope; a failed open is a UserError.
 struct Model {
   edgevit_model *m;
-  explicit Model(const Args &a) : m(edgevit_open(a.bundle.c_str(), threads_of(a))) {
+  explicit Model(const Args &a) : m(open(a)) {
     if (!m) throw UserError(edgevit_last_error());
+  }
+  static edgevit_model *open(const Args &a) {
+    edgevit_options options{};
+    options.num_threads = threads_of(a);
+    options.trusted_keys = a.trusted_keys.empty() ? nullptr : a.trusted_keys.c_str();
+    edgevit_set_image_limits(uint64_t(a.max_pixels.value_or(0)), 0);
+    return edgevit_open_with(a.bundle.c_str(), &options);
   }
   ~Model() { edgevit_close(m); }
   const edgevit_info &info() const { return *edgevit_get_info(m); }
@@ -137,26 +144,48 @@ double l2_norm(const float *v, size_t n) {
   return std::sqrt(total);
 }
 
+// outputs [n, d] float32 as a .npy file ([d] for one image), written to a temp file renamed over `path`.
+void save_npy(const std::string &path, const std::vector<float> &outputs, size_t n, size_t d) {
+  std::string shape = n == 1 ? "(" + std::to_string(d) + ",)" : "(" + std::to_string(n) + ", " + std::to_string(d) + ")";
+  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': " + shape + ", }";
+  header.append(63 - (10 + header.size()) % 64, ' ');  // data starts on a 64-byte boundary
+  header += '\n';
+  std::string tmp = path + ".tmp" + std::to_string(getpid());
+  FILE *out = std::fopen(tmp.c_str(), "wb");
+  if (!out) throw UserError("--save " + path + ": cannot write (" + std::strerror(errno) + ")");
+  const unsigned char magic[8] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0};
+  const unsigned char length[2] = {uint8_t(header.size() & 0xff), uint8_t(header.size() >> 8)};
+  bool ok = std::fwrite(magic, 1, 8, out) == 8 && std::fwrite(length, 1, 2, out) == 2 &&
+            std::fwrite(header.data(), 1, header.size(), out) == header.size() &&
+            std::fwrite(outputs.data(), sizeof(float), outputs.size(), out) == outputs.size();
+  if (std::fclose(out) != 0 || !ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    throw UserError("--save " + path + ": cannot write");
+  }
+}
+
 void cmd_run(const Args &a) {
   Model model(a);
   bool features = std::strcmp(model.info().output, "features") == 0;
   std::string json;
+  std::vector<float> outputs;
   for (const std::string &image : a.positional) {
     model.check(edgevit_run_file(model.m, image.c_str()));
+    size_t n;
+    const float *v = edgevit_output(model.m, &n);
+    outputs.insert(outputs.end(), v, v + n);
     json += (json.empty() ? "" : ", ") + json_string(image) + ": ";
     if (features) {
-      size_t n;
-      const float *v = edgevit_output(model.m, &n);
       double norm = l2_norm(v, n);
       std::printf("%s: embedding of %zu values, L2 norm %.4f\n", image.c_str(), n, norm);
       json += "{\"size\": " + std::to_string(n) + ", \"l2_norm\": " + json_number(norm, 6) + "}";
       continue;
     }
     edgevit_class best[5];
-    int n = edgevit_top_k(model.m, 5, best);
+    int k = edgevit_top_k(model.m, 5, best);
     std::printf("%s:\n", image.c_str());
     json += "[";
-    for (int r = 0; r < n; ++r) {
+    for (int r = 0; r < k; ++r) {
       const char *label = edgevit_label(model.m, best[r].index);
       std::printf("  %d. %s (%d) %.4f\n", r + 1, label, best[r].index, best[r].probability);
       json += std::string(r ? ", " : "") + "{\"class\": " + std::to_string(best[r].index) + ", \"label\": " +
@@ -164,36 +193,17 @@ void cmd_run(const Args &a) {
     }
     json += "]";
   }
+  if (!a.save.empty()) save_npy(a.save, outputs, a.positional.size(), size_t(model.info().num_outputs));
   if (a.json) std::printf("{%s}\n", json.c_str());
 }
 
 // Rows `file,label` of the labels CSV after --skip / --limit (runtime/evaluate.py read_labels).
 std::vector<std::pair<std::string, long>> read_labels(const Args &a) {
-  std::ifstream in(a.labels);
+  std::ifstream in(a.labels, std::ios::binary);
   if (!in) throw UserError("labels file not found: " + a.labels);
-  auto split = [](std::string line) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    std::vector<std::string> cells;
-    std::stringstream s(line);
-    for (std::string cell; std::getline(s, cell, ',');) cells.push_back(cell);
-    return cells;
-  };
-  std::string line;
-  std::vector<std::string> header = std::getline(in, line) ? split(line) : std::vector<std::string>{};
-  auto file_col = std::find(header.begin(), header.end(), "file") - header.begin();
-  auto label_col = std::find(header.begin(), header.end(), "label") - header.begin();
-  if (file_col == long(header.size()) || label_col == long(header.size()))
-    throw UserError("labels " + a.labels + ": needs a header with columns 'file,label'");
-  std::vector<std::pair<std::string, long>> rows;
-  while (std::getline(in, line)) {
-    std::vector<std::string> cells = split(line);
-    if (cells.empty()) continue;
-    std::string label = size_t(label_col) < cells.size() ? cells[label_col] : "";
-    char *end = nullptr;
-    long value = std::strtol(label.c_str(), &end, 10);
-    if (label.empty() || *end) throw UserError("labels " + a.labels + ": label is not an integer ('" + label + "')");
-    rows.emplace_back(size_t(file_col) < cells.size() ? cells[file_col] : "", value);
-  }
+  std::stringstream text;
+  text << in.rdbuf();
+  auto rows = edgevit::parse_labels_csv(text.str(), a.labels);
   size_t from = std::min(rows.size(), size_t(std::max(a.skip, 0L)));
   size_t to = a.limit ? std::min(rows.size(), from + size_t(std::max(*a.limit, 0L))) : rows.size();
   rows = {rows.begin() + from, rows.begin() + to};
@@ -226,13 +236,6 @@ void cmd_eval(const Args &a) {
                 json_number(top5 / n).c_str(), rows.size());
 }
 
-// numpy.percentile's default (linear between the closest ranks) of sorted values.
-double percentile(const std::vector<double> &sorted, double q) {
-  double pos = q / 100.0 * double(sorted.size() - 1);
-  size_t lo = size_t(std::floor(pos)), hi = std::min(lo + 1, sorted.size() - 1);
-  return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - double(lo));
-}
-
 std::string cpu_name(const std::string &machine) {
   std::ifstream in("/proc/cpuinfo");
   for (std::string line; std::getline(in, line);) {
@@ -246,18 +249,6 @@ std::string cpu_name(const std::string &machine) {
     }
   }
   return machine;
-}
-
-// Peak resident set of this program: VmHWM, which starts afresh at exec. getrusage's ru_maxrss (what
-// runtime/bench.py reads) is the same when a shell starts the runner, but keeps the parent's RSS when a
-// large process (pytest, a Python harness) spawns it with vfork.
-double peak_rss_kib() {
-  std::ifstream in("/proc/self/status");
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind("VmHWM:", 0) == 0) return std::strtod(line.c_str() + 6, nullptr);
-  struct rusage usage;
-  getrusage(RUSAGE_SELF, &usage);
-  return double(usage.ru_maxrss);
 }
 
 // The TVM shared libraries this process has mapped, by file name, as a JSON list (runtime.bench.mapped_tvm_libraries).
@@ -275,41 +266,13 @@ std::string mapped_tvm_libraries() {
   return out + "]";
 }
 
-// A fixed pseudo-random input of the model's dtype (pixels for uint8), as session.example_input.
-void fill_example(edgevit_model *m) {
-  size_t bytes;
-  void *data = edgevit_input(m, &bytes);
-  uint64_t state = 0x9E3779B97F4A7C15ull;
-  auto next = [&] { state ^= state << 13; state ^= state >> 7; state ^= state << 17; return state; };
-  if (std::strcmp(edgevit_get_info(m)->input_dtype, "uint8") == 0) {
-    for (size_t i = 0; i < bytes; ++i) static_cast<uint8_t *>(data)[i] = uint8_t(next() >> 56);
-    return;
-  }
-  for (size_t i = 0; i < bytes / 4; ++i) {  // Box-Muller: standard normal
-    double u = (double(next() >> 11) + 1.0) / 9007199254740993.0, v = double(next() >> 11) / 9007199254740992.0;
-    static_cast<float *>(data)[i] = float(std::sqrt(-2.0 * std::log(u)) * std::cos(2 * M_PI * v));
-  }
-}
-
 void cmd_bench(const Args &a) {
   Model model(a);
   int threads = threads_of(a);
-  fill_example(model.m);
-  for (long i = 0; i < a.warmup; ++i) model.check(edgevit_run(model.m));
-  std::vector<double> times_ms(size_t(a.repeat));
-  for (double &t : times_ms) {
-    auto start = std::chrono::steady_clock::now();
-    model.check(edgevit_run(model.m));
-    t = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-  }
-  double mean = 0.0;
-  for (double t : times_ms) mean += t / double(times_ms.size());
-  std::vector<double> sorted = times_ms;
-  std::sort(sorted.begin(), sorted.end());
-  double median = percentile(sorted, 50), p90 = percentile(sorted, 90), p99 = percentile(sorted, 99);
-  double peak_rss_mb = peak_rss_kib() / 1024.0;
-  std::printf("median %.2f ms  p90 %.2f ms  p99 %.2f ms  mean %.2f ms  n=%ld  threads=%d  peak RSS %.1f MB\n", median,
-              p90, p99, mean, a.repeat, threads, peak_rss_mb);
+  edgevit_bench_result r;
+  model.check(edgevit_bench(model.m, int(a.warmup), int(a.repeat), &r));
+  std::printf("median %.2f ms  p90 %.2f ms  p99 %.2f ms  mean %.2f ms  n=%d  threads=%d  peak RSS %.1f MB\n", r.median_ms,
+              r.p90_ms, r.p99_ms, r.mean_ms, r.n, threads, r.peak_rss_mb);
   if (!a.json) return;
   const edgevit_info &info = model.info();
   std::string tome = "[";
@@ -317,36 +280,16 @@ void cmd_bench(const Args &a) {
   struct utsname host;
   uname(&host);
   std::printf(
-      "{\"median_ms\": %s, \"p90_ms\": %s, \"p99_ms\": %s, \"mean_ms\": %s, \"min_ms\": %s, \"n\": %ld, "
+      "{\"median_ms\": %s, \"p90_ms\": %s, \"p99_ms\": %s, \"mean_ms\": %s, \"min_ms\": %s, \"n\": %d, "
       "\"peak_rss_mb\": %s, \"threads\": %d, \"model\": %s, \"target\": %s, \"quant\": %s, \"tome\": %s], "
       "\"edgevit_version\": %s, \"tvm_version\": %s, \"machine\": %s, \"cpu\": %s, \"hostname\": %s, "
       "\"python\": null, \"runtime\": \"native\", \"tvm_libraries\": %s}\n",
-      json_number(median).c_str(), json_number(p90).c_str(), json_number(p99).c_str(), json_number(mean).c_str(),
-      json_number(sorted.front()).c_str(), a.repeat, json_number(peak_rss_mb).c_str(), threads,
+      json_number(r.median_ms).c_str(), json_number(r.p90_ms).c_str(), json_number(r.p99_ms).c_str(),
+      json_number(r.mean_ms).c_str(), json_number(r.min_ms).c_str(), r.n, json_number(r.peak_rss_mb).c_str(), threads,
       json_string(info.model).c_str(), json_string(info.target).c_str(), json_string(info.quant).c_str(),
-      tome.c_str(), json_string(EDGEVIT_VERSION).c_str(), json_string(EDGEVIT_TVM_VERSION).c_str(),
+      tome.c_str(), json_string(info.edgevit_version).c_str(), json_string(info.tvm_version).c_str(),
       json_string(host.machine).c_str(), json_string(cpu_name(host.machine)).c_str(),
       json_string(host.nodename).c_str(), mapped_tvm_libraries().c_str());
-}
-
-// Hidden, for tests: the preprocessed inputs of IMAGE... written one after another to OUT
-// (positional: OUT IMAGE...), to compare with runtime.preprocess.Preprocess.load.
-void cmd_preprocess(const Args &a) {
-  if (a.positional.size() < 2) throw UserError("preprocess: usage: preprocess BUNDLE OUT IMAGE...");
-  Model model(a);
-  FILE *out = std::fopen(a.positional[0].c_str(), "wb");
-  if (!out) throw UserError("cannot write " + a.positional[0]);
-  for (size_t i = 1; i < a.positional.size(); ++i) {
-    if (edgevit_preprocess_file(model.m, a.positional[i].c_str()) != 0) {
-      std::fclose(out);
-      std::remove(a.positional[0].c_str());
-      throw UserError(edgevit_last_error());
-    }
-    size_t bytes;
-    const void *data = edgevit_input(model.m, &bytes);
-    std::fwrite(data, 1, bytes, out);
-  }
-  if (std::fclose(out) != 0) throw UserError("cannot write " + a.positional[0]);
 }
 
 }  // namespace
@@ -356,10 +299,9 @@ int main(int argc, char **argv) {
     Args a = parse(argc, argv);
     if (a.command == "run") cmd_run(a);
     else if (a.command == "eval") cmd_eval(a);
-    else if (a.command == "bench") cmd_bench(a);
-    else cmd_preprocess(a);
+    else cmd_bench(a);
     return std::fflush(stdout) == 0 ? 0 : 1;
-  } catch (const UserError &e) {
+  } catch (const std::runtime_error &e) {  // UserError, and the CSV reader's one-line errors
     std::fflush(stdout);
     std::fprintf(stderr, "error: %s\n", e.what());
     return 2;

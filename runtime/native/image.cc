@@ -1,10 +1,13 @@
-// Image file -> RGB (libjpeg-turbo, libpng) and RGB -> model input, bit for bit what
-// runtime/preprocess.py gets from Pillow: Image.open(...).convert("RGB"), resize of the short side
-// with Pillow's resampling (libImaging/Resample.c), center crop, raw CHW uint8 or normalized float32.
+// Image file -> RGB (libjpeg-turbo, libpng) and pixels -> model input, bit for bit what Pillow gives:
+// Image.open(...).convert("RGB"), resize of the short side with Pillow's resampling (libImaging/Resample.c),
+// center crop (Image.crop: outside the image is 0), raw CHW uint8 or normalized float32. Decoding is bounded:
+// the header's size is checked against image_limits() before any large allocation.
+#include <algorithm>
 #include <csetjmp>
 #include <cmath>
 #include <cstdio>
 #include <cerrno>
+#include <climits>
 #include <cstring>
 
 #include <jpeglib.h>
@@ -18,10 +21,29 @@ namespace {
 
 // ---- decoding -------------------------------------------------------------------------------
 
+// The limit message of an image of w x h pixels whose decoder needs `row_bytes` per row plus `extra` bytes;
+// nullptr within the limits. Kept in a static buffer: the decoders copy it before any longjmp.
+const char *over_limits(uint64_t w, uint64_t h, uint64_t row_bytes, uint64_t extra) {
+  static thread_local char message[200];
+  const ImageLimits &limits = image_limits();
+  if (w * h > limits.max_pixels) {
+    std::snprintf(message, sizeof(message), "%llu x %llu pixels is more than the limit of %llu pixels (--max-pixels)",
+                  (unsigned long long)w, (unsigned long long)h, (unsigned long long)limits.max_pixels);
+    return message;
+  }
+  if ((unsigned __int128)row_bytes * h + extra > limits.max_bytes) {
+    std::snprintf(message, sizeof(message), "%llu x %llu pixels needs %llu MiB to decode, more than the limit of %llu MiB",
+                  (unsigned long long)w, (unsigned long long)h, (unsigned long long)(((unsigned __int128)row_bytes * h + extra) >> 20),
+                  (unsigned long long)(limits.max_bytes >> 20));
+    return message;
+  }
+  return nullptr;
+}
+
 struct JpegErrors {
   jpeg_error_mgr mgr;
   jmp_buf jump;
-  char message[JMSG_LENGTH_MAX];
+  char message[JMSG_LENGTH_MAX > 200 ? JMSG_LENGTH_MAX : 200];
 };
 
 void jpeg_fail(j_common_ptr info) {
@@ -51,6 +73,13 @@ std::string decode_jpeg(FILE *file, DecodedImage &out) {
   jpeg_create_decompress(&info);
   jpeg_stdio_src(&info, file);
   jpeg_read_header(&info, TRUE);
+  if (const char *over = over_limits(info.image_width, info.image_height, uint64_t(info.image_width) * 4, 0)) {
+    std::snprintf(errors.message, sizeof(errors.message), "%s", over);
+    jpeg_destroy_decompress(&info);
+    return errors.message;
+  }
+  // libjpeg's own buffers (a progressive file keeps every coefficient) within what is left of the bound
+  info.mem->max_memory_to_use = long(std::min<uint64_t>(image_limits().max_bytes, uint64_t(LONG_MAX)));
   // Pillow opens CMYK / YCCK files as CMYK with Adobe's inverted convention ("CMYK;I").
   bool cmyk = info.jpeg_color_space == JCS_CMYK || info.jpeg_color_space == JCS_YCCK;
   info.out_color_space = cmyk ? JCS_CMYK : JCS_RGB;  // gray is replicated, as Pillow's L -> RGB
@@ -107,7 +136,13 @@ std::string decode_png(FILE *file, DecodedImage &out) {
     return errors.message;
   }
   png_init_io(png, file);
+  png_set_chunk_malloc_max(png, std::min<png_alloc_size_t>(8u << 20, image_limits().max_bytes));
   png_read_info(png, info);
+  {
+    const uint64_t w = png_get_image_width(png, info), h = png_get_image_height(png, info);
+    // RGB result, plus 16-bit gray rows and the row pointers
+    if (const char *over = over_limits(w, h, w * 5 + sizeof(void *), 0)) png_error(png, over);
+  }
   // 16-bit gray opens as Pillow's I;16, whose RGB is min(v, 255); every other 16-bit kind keeps its high byte.
   const bool gray16 = png_get_color_type(png, info) == PNG_COLOR_TYPE_GRAY && png_get_bit_depth(png, info) == 16;
   png_set_expand(png);  // palette -> RGB, gray < 8 bits -> 8 bits, tRNS -> alpha (dropped below)
@@ -145,6 +180,7 @@ std::string decode_png(FILE *file, DecodedImage &out) {
 // ---- Pillow's resampling --------------------------------------------------------------------
 
 constexpr int kPrecisionBits = 32 - 8 - 2;
+constexpr int64_t kMaxResized = int64_t(1) << 30;  // longest resized side computed (Pillow would need it all)
 
 double bicubic(double x) {  // a = -0.5
   constexpr double a = -0.5;
@@ -159,23 +195,25 @@ double bilinear(double x) {
   return x < 1.0 ? 1.0 - x : 0.0;
 }
 
-// precompute_coeffs + normalize_coeffs_8bpc of Resample.c for the box [0, in_size].
-void compute_taps(int in_size, int out_size, bool use_bicubic, Preprocess::Taps &t) {
+// precompute_coeffs + normalize_coeffs_8bpc of Resample.c for the box [0, in_size], for the output pixels
+// [first_out, first_out + n_out) only (those the crop keeps).
+void compute_taps(int in_size, int out_size, bool use_bicubic, int first_out, int n_out, Preprocess::Taps &t) {
   double (*filter)(double) = use_bicubic ? bicubic : bilinear;
   double scale = double(float(in_size) - 0.0f) / out_size;
   double filterscale = scale < 1.0 ? 1.0 : scale;
   double support = (use_bicubic ? 2.0 : 1.0) * filterscale;
   t.ksize = int(std::ceil(support)) * 2 + 1;
-  t.first.resize(out_size);
-  t.count.resize(out_size);
-  t.weights.assign(size_t(out_size) * t.ksize, 0.0);
+  t.first_out = first_out;
+  t.first.resize(n_out);
+  t.count.resize(n_out);
+  t.weights.assign(size_t(n_out) * t.ksize, 0.0);
   t.k.resize(t.weights.size());
   double inv_filterscale = 1.0 / filterscale;
-  for (int xx = 0; xx < out_size; ++xx) {
-    double center = 0.0f + (xx + 0.5) * scale;
+  for (int i = 0; i < n_out; ++i) {
+    double center = 0.0f + (first_out + i + 0.5) * scale;
     int xmin = std::max(0, int(center - support + 0.5));
     int xmax = std::min(in_size, int(center + support + 0.5)) - xmin;
-    double *k = &t.weights[size_t(xx) * t.ksize];
+    double *k = &t.weights[size_t(i) * t.ksize];
     double ww = 0.0;
     for (int x = 0; x < xmax; ++x) {
       k[x] = filter((x + xmin - center + 0.5) * inv_filterscale);
@@ -183,8 +221,8 @@ void compute_taps(int in_size, int out_size, bool use_bicubic, Preprocess::Taps 
     }
     if (ww != 0.0)
       for (int x = 0; x < xmax; ++x) k[x] /= ww;
-    t.first[xx] = xmin;
-    t.count[xx] = xmax;
+    t.first[i] = xmin;
+    t.count[i] = std::max(xmax, 0);
   }
   for (size_t i = 0; i < t.k.size(); ++i) {
     double w = t.weights[i];
@@ -197,18 +235,18 @@ inline uint8_t clip8(int value) {
   return uint8_t(value < 0 ? 0 : value > 255 ? 255 : value);
 }
 
-// Output columns [x0, x0 + nx) of `rows` rows: in(row, column c) is at in + row * in_stride + (c - in_x0) * 3.
-void pass_horizontal(const uint8_t *in, int in_stride, int in_x0, int rows, const Preprocess::Taps &t,
-                     int x0, int nx, uint8_t *out, int out_stride) {
+// `rows` rows of the taps' nx output columns: in(row, column c) is at in + row * in_stride + (c - in_x0) * 3.
+void pass_horizontal(const uint8_t *in, ptrdiff_t in_stride, int in_x0, int rows, const Preprocess::Taps &t,
+                     int nx, uint8_t *out, ptrdiff_t out_stride) {
   for (int y = 0; y < rows; ++y) {
-    const uint8_t *line = in + size_t(y) * in_stride;
-    uint8_t *dst = out + size_t(y) * out_stride;
+    const uint8_t *line = in + y * in_stride;
+    uint8_t *dst = out + y * out_stride;
     for (int x = 0; x < nx; ++x) {
-      int first = t.first[x0 + x] - in_x0, count = t.count[x0 + x];
-      const int32_t *k = &t.k[size_t(x0 + x) * t.ksize];
+      int first = t.first[x] - in_x0, count = t.count[x];
+      const int32_t *k = &t.k[size_t(x) * t.ksize];
       int s0 = 1 << (kPrecisionBits - 1), s1 = s0, s2 = s0;
       for (int i = 0; i < count; ++i) {
-        const uint8_t *p = line + (first + i) * 3;
+        const uint8_t *p = line + ptrdiff_t(first + i) * 3;
         s0 += p[0] * k[i];
         s1 += p[1] * k[i];
         s2 += p[2] * k[i];
@@ -220,106 +258,150 @@ void pass_horizontal(const uint8_t *in, int in_stride, int in_x0, int rows, cons
   }
 }
 
-// Output rows [y0, y0 + ny) of `width` pixels: in(row r) is at in + (r - in_y0) * in_stride.
-void pass_vertical(const uint8_t *in, int in_stride, int in_y0, int width, const Preprocess::Taps &t,
-                   int y0, int ny, uint8_t *out, int out_stride) {
+// The taps' ny output rows of `width` pixels: in(row r) is at in + (r - in_y0) * in_stride.
+void pass_vertical(const uint8_t *in, ptrdiff_t in_stride, int in_y0, int width, const Preprocess::Taps &t,
+                   int ny, uint8_t *out, ptrdiff_t out_stride) {
   for (int y = 0; y < ny; ++y) {
-    int first = t.first[y0 + y] - in_y0, count = t.count[y0 + y];
-    const int32_t *k = &t.k[size_t(y0 + y) * t.ksize];
-    uint8_t *dst = out + size_t(y) * out_stride;
+    int first = t.first[y] - in_y0, count = t.count[y];
+    const int32_t *k = &t.k[size_t(y) * t.ksize];
+    uint8_t *dst = out + y * out_stride;
     for (int x = 0; x < width * 3; ++x) {
       int s = 1 << (kPrecisionBits - 1);
-      for (int i = 0; i < count; ++i) s += in[size_t(first + i) * in_stride + x] * k[i];
+      for (int i = 0; i < count; ++i) s += in[ptrdiff_t(first + i) * in_stride + x] * k[i];
       dst[x] = clip8(s);
     }
   }
 }
 
-// Python's round() of n / 2 (half to even), as preprocess.py centers the crop.
-int half_to_even(int n) {
-  int half = n / 2;
-  return (n % 2 != 0 && half % 2 != 0) ? half + 1 : half;
+// Python's round() of n / 2 (half to even), as the crop is centered; 0 for n = -1 (round(-0.5) == 0).
+int half_to_even(int64_t n) {
+  int64_t half = n / 2;
+  return int((n % 2 != 0 && half % 2 != 0) ? half + 1 : half);
+}
+
+bool is_jpeg(const unsigned char *magic, size_t got) {
+  return got >= 3 && magic[0] == 0xFF && magic[1] == 0xD8 && magic[2] == 0xFF;
 }
 
 }  // namespace
 
-void decode_image(const std::string &path, DecodedImage &out) {
-  FILE *file = std::fopen(path.c_str(), "rb");
-  if (!file) throw Error("cannot read image " + path + ": " + std::strerror(errno));
+ImageLimits &image_limits() {
+  static ImageLimits limits;
+  return limits;
+}
+
+void decode_image(FILE *file, const std::string &name, DecodedImage &out) {
   unsigned char magic[8] = {0};
   size_t got = std::fread(magic, 1, sizeof(magic), file);
   std::rewind(file);
   std::string failure;
-  if (got >= 3 && magic[0] == 0xFF && magic[1] == 0xD8 && magic[2] == 0xFF) {
-    failure = decode_jpeg(file, out);
-  } else if (got == 8 && png_sig_cmp(magic, 0, 8) == 0) {
-    failure = decode_png(file, out);
-  } else {
-    failure = "cannot identify image file (not a JPEG or PNG)";
-  }
-  std::fclose(file);
-  if (!failure.empty()) throw Error("cannot read image " + path + ": " + failure);
-  if (out.width < 1 || out.height < 1) throw Error("cannot read image " + path + ": empty image");
+  if (is_jpeg(magic, got)) failure = decode_jpeg(file, out);
+  else if (got == 8 && png_sig_cmp(magic, 0, 8) == 0) failure = decode_png(file, out);
+  else failure = "cannot identify image file (not a JPEG or PNG)";
+  if (!failure.empty()) throw Error("cannot read image " + name + ": " + failure);
+  if (out.width < 1 || out.height < 1) throw Error("cannot read image " + name + ": empty image");
 }
 
-void Preprocess::apply(const Rgb &image, void *out) {
-  if (image.width < 1 || image.height < 1 || image.stride < image.width * 3)
-    throw Error("image of " + std::to_string(image.width) + "x" + std::to_string(image.height) +
-                " pixels with a row stride of " + std::to_string(image.stride) + " bytes is not an RGB image");
-  const int w = image.width, h = image.height, s = size;
-  double scale = double(resize) / std::min(w, h);
-  int out_w = w <= h ? resize : int(w * scale), out_h = w <= h ? int(h * scale) : resize;
-  int left = half_to_even(out_w - s), top = half_to_even(out_h - s);
-  bool need_h = out_w != w, need_v = out_h != h;
+void decode_image(const std::string &path, DecodedImage &out) {
+  FILE *file = std::fopen(path.c_str(), "rb");
+  if (!file) throw Error("cannot read image " + path + ": " + std::strerror(errno));
+  try {
+    decode_image(file, path, out);
+  } catch (...) {
+    std::fclose(file);
+    throw;
+  }
+  std::fclose(file);
+}
+
+void Preprocess::configure(int size_px, int resize_px, const float mean_in[3], const float std_in[3],
+                           const std::string &interpolation, const std::string &dtype) {
+  if (size_px < 1 || size_px > 4096 || resize_px < size_px || resize_px > 65536)
+    throw Error("input size " + std::to_string(size_px) + " resized from " + std::to_string(resize_px) +
+                " is not a crop of 1..4096 pixels from a resize at least as large");
+  if (interpolation != "bicubic" && interpolation != "bilinear")
+    throw Error("interpolation '" + interpolation + "' is not bicubic or bilinear");
+  if (dtype != "float32" && dtype != "uint8") throw Error("dtype '" + dtype + "' is not float32 or uint8");
+  for (int c = 0; c < 3; ++c)
+    if (!(std::isfinite(mean_in[c]) && std::isfinite(std_in[c]) && std_in[c] != 0.0f))
+      throw Error("mean / std are not finite numbers with a non-zero std");
+  size = size_px, resize = resize_px, bicubic = interpolation == "bicubic", raw_uint8 = dtype == "uint8";
+  std::copy(mean_in, mean_in + 3, mean);
+  std::copy(std_in, std_in + 3, std);
+}
+
+void Preprocess::apply(const Pixels &image, void *out) {
+  const int64_t w = image.width, h = image.height, s = size;
+  if (w < 1 || h < 1 || (image.stride < 0 ? -image.stride : image.stride) < w * 3)
+    throw Error("image of " + std::to_string(w) + "x" + std::to_string(h) + " pixels with a row stride of " +
+                std::to_string(image.stride) + " bytes is not an H x W x 3 image");
+  double scale = double(resize) / double(std::min(w, h));
+  double resized_w = w <= h ? resize : double(w) * scale, resized_h = w <= h ? double(h) * scale : resize;
+  if (resized_w > double(kMaxResized) || resized_h > double(kMaxResized))
+    throw Error("image of " + std::to_string(w) + "x" + std::to_string(h) + " pixels is too elongated to resize");
+  const int out_w = int(resized_w), out_h = int(resized_h);
+  const int left = half_to_even(int64_t(out_w) - s), top = half_to_even(int64_t(out_h) - s);
+  // Crop pixels inside the resized image (one row / column short when the resize rounds down): the rest is 0.
+  const int nx = int(std::min<int64_t>(s, out_w - left)), ny = int(std::min<int64_t>(s, out_h - top));
+  if (nx < 1 || ny < 1)
+    throw Error("image of " + std::to_string(w) + "x" + std::to_string(h) + " pixels resizes to nothing");
+  const bool need_h = out_w != w, need_v = out_h != h;
   // Resample.c runs the vertical pass first when the height shrinks more than twice the width does.
-  bool horizontal_first = !((h - out_h) > 0 && (h - out_h) > (w - out_w) * 2);
-  if (need_h) compute_taps(w, out_w, bicubic, horizontal);
-  if (need_v) compute_taps(h, out_h, bicubic, vertical);
+  const bool horizontal_first = !((h - out_h) > 0 && (h - out_h) > (w - out_w) * 2);
+  if (need_h) compute_taps(int(w), out_w, bicubic, left, nx, horizontal);
+  if (need_v) compute_taps(int(h), out_h, bicubic, top, ny, vertical);
   // Only the pixels the crop keeps are computed; each is what Pillow computes for it.
   const uint8_t *crop;
-  int crop_stride;
-  pass2.resize(size_t(s) * s * 3);
+  ptrdiff_t crop_stride;
+  const ptrdiff_t row = ptrdiff_t(nx) * 3;
+  pass2.resize(size_t(nx) * ny * 3);
   if (horizontal_first) {
-    int r0 = need_v ? vertical.first[top] : top;
-    int r1 = need_v ? vertical.first[top + s - 1] + vertical.count[top + s - 1] : top + s;
-    const uint8_t *src = image.data + size_t(r0) * image.stride;
-    int src_stride = image.stride, src_x0 = 0;
+    int r0 = need_v ? vertical.first[0] : top;
+    int r1 = need_v ? vertical.first[ny - 1] + vertical.count[ny - 1] : top + ny;
+    const uint8_t *src = image.data + r0 * image.stride;
+    ptrdiff_t src_stride = image.stride;
+    int src_x0 = 0;
     if (need_h) {
-      pass1.resize(size_t(r1 - r0) * s * 3);
-      pass_horizontal(src, image.stride, 0, r1 - r0, horizontal, left, s, pass1.data(), s * 3);
-      src = pass1.data(), src_stride = s * 3, src_x0 = left;
+      pass1.resize(size_t(r1 - r0) * row);
+      pass_horizontal(src, image.stride, 0, r1 - r0, horizontal, nx, pass1.data(), row);
+      src = pass1.data(), src_stride = row, src_x0 = left;
     }
-    const uint8_t *at_left = src + (left - src_x0) * 3;
+    const uint8_t *at_left = src + ptrdiff_t(left - src_x0) * 3;
     if (need_v) {
-      pass_vertical(at_left, src_stride, r0, s, vertical, top, s, pass2.data(), s * 3);
-      crop = pass2.data(), crop_stride = s * 3;
+      pass_vertical(at_left, src_stride, r0, nx, vertical, ny, pass2.data(), row);
+      crop = pass2.data(), crop_stride = row;
     } else {
-      crop = at_left + size_t(top - r0) * src_stride, crop_stride = src_stride;
+      crop = at_left + (top - r0) * src_stride, crop_stride = src_stride;
     }
   } else {  // need_v holds here
-    int c0 = need_h ? horizontal.first[left] : left;
-    int c1 = need_h ? horizontal.first[left + s - 1] + horizontal.count[left + s - 1] : left + s;
-    pass1.resize(size_t(s) * (c1 - c0) * 3);
-    pass_vertical(image.data + c0 * 3, image.stride, 0, c1 - c0, vertical, top, s, pass1.data(), (c1 - c0) * 3);
+    int c0 = need_h ? horizontal.first[0] : left;
+    int c1 = need_h ? horizontal.first[nx - 1] + horizontal.count[nx - 1] : left + nx;
+    const ptrdiff_t span = ptrdiff_t(c1 - c0) * 3;
+    pass1.resize(size_t(ny) * span);
+    pass_vertical(image.data + ptrdiff_t(c0) * 3, image.stride, 0, c1 - c0, vertical, ny, pass1.data(), span);
     if (need_h) {
-      pass_horizontal(pass1.data(), (c1 - c0) * 3, c0, s, horizontal, left, s, pass2.data(), s * 3);
-      crop = pass2.data(), crop_stride = s * 3;
+      pass_horizontal(pass1.data(), span, c0, ny, horizontal, nx, pass2.data(), row);
+      crop = pass2.data(), crop_stride = row;
     } else {
-      crop = pass1.data() + (left - c0) * 3, crop_stride = (c1 - c0) * 3;
+      crop = pass1.data() + ptrdiff_t(left - c0) * 3, crop_stride = span;
     }
   }
   const size_t plane = size_t(s) * s;
   for (int c = 0; c < 3; ++c) {
-    // numpy's float32 arithmetic in preprocess.py: (p - mean * 255) * (1 / (std * 255)).
+    const int channel = image.bgr ? 2 - c : c;
+    // numpy's float32 arithmetic of the reference: (p - mean * 255) * (1 / (std * 255)).
     const float m = mean[c] * 255.0f, inv = 1.0f / (std[c] * 255.0f);
     for (int y = 0; y < s; ++y) {
-      const uint8_t *row = crop + size_t(y) * crop_stride + c;
+      const int n = y < ny ? nx : 0;
+      const uint8_t *src = n ? crop + y * crop_stride + channel : crop;
       if (raw_uint8) {
         uint8_t *dst = static_cast<uint8_t *>(out) + c * plane + size_t(y) * s;
-        for (int x = 0; x < s; ++x) dst[x] = row[3 * x];
+        for (int x = 0; x < n; ++x) dst[x] = src[3 * x];
+        std::fill(dst + n, dst + s, uint8_t(0));
       } else {
         float *dst = static_cast<float *>(out) + c * plane + size_t(y) * s;
-        for (int x = 0; x < s; ++x) dst[x] = (float(row[3 * x]) - m) * inv;
+        for (int x = 0; x < n; ++x) dst[x] = (float(src[3 * x]) - m) * inv;
+        std::fill(dst + n, dst + s, (0.0f - m) * inv);
       }
     }
   }
