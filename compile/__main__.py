@@ -8,7 +8,8 @@ from pathlib import Path
 
 from compile.data import CALIBRATION_ROWS
 from compile.model.models import INTERPOLATIONS, OUTPUTS
-from compile.quant.config import OBSERVERS, QUANT_MODES, WEIGHT_SCALES, QuantConfig
+from compile.quant.config import OBSERVERS, QUANT_MODES, W4_GROUPS, W4_ROUNDINGS, WEIGHT_SCALES, QuantConfig
+from compile.quant.formats import MIXED_FORMATS
 from runtime.errors import run_cli
 from runtime.tracker import Tracker
 
@@ -31,7 +32,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="logits (default): the classifier; features: the model without its head, returning the "
                              "pooled pre-logits embedding (e.g. DINOv2 / CLIP for retrieval)")
     parser.add_argument("--quant", default="fp32", metavar="|".join(QUANT_MODES),
-                        help="fp32 | int8 (integer GEMMs, float softmax/GELU/LayerNorm) | int8-full (integer only)")
+                        help="fp32 | int8 (integer GEMMs, float softmax/GELU/LayerNorm) | int8-full (integer only) | "
+                             "w4a8 (int8 with 4-bit GEMM weights) | mixed (a format per GEMM under --max-drop or --size-mb)")
     pre = parser.add_argument_group("preprocessing (default: timm's pretrained config for the model)")
     pre.add_argument("--image-size", type=int, default=None, metavar="PX", help="square input size (e.g. 224 for DINOv2)")
     pre.add_argument("--mean", type=_three_floats, default=None, metavar="R,G,B", help="per-channel mean on [0, 1] pixels")
@@ -55,6 +57,18 @@ def _parser() -> argparse.ArgumentParser:
     quant.add_argument("--keep-float", type=int, default=0, metavar="K", help="keep the K most sensitive layers in float32")
     quant.add_argument("--keep-float-error", type=float, default=None, metavar="E",
                        help="keep every layer whose relative quantization error exceeds E in float32")
+    low = parser.add_argument_group("4-bit weights and formats per layer (w4a8, mixed)")
+    low.add_argument("--w4-group", metavar="|".join(W4_GROUPS), default="64",
+                     help="input rows per int4 weight scale, or one scale per output channel (default 64)")
+    low.add_argument("--w4-rounding", metavar="|".join(W4_ROUNDINGS), default="gptq",
+                     help="gptq: error-compensating, with each GEMM's calibration Hessian (default); rtn: to nearest")
+    low.add_argument("--max-drop", type=float, default=None, metavar="POINTS",
+                     help="mixed: the smallest model whose top-1 drop, estimated on held-out calibration images, is <= POINTS")
+    low.add_argument("--size-mb", type=float, default=None, metavar="MB",
+                     help="mixed: the most accurate model whose parameters take at most MB (10^6 bytes)")
+    low.add_argument("--formats", type=lambda text: tuple(v.strip() for v in text.split(",") if v.strip()), default=None,
+                     metavar=",".join(MIXED_FORMATS), help="mixed: the formats to choose from (default: all the target runs; "
+                                                           "float16 on rpi5 and the CUDA presets)")
     tune = parser.add_argument_group("tuning (MetaSchedule; stored per target, applied by every later compile)")
     tune.add_argument("--tune", type=int, default=0, metavar="N",
                       help="run about N more trials before building and add them to the target's database "
@@ -110,7 +124,8 @@ def main() -> None:
     quant = QuantConfig(
         mode=args.quant, calib_images=args.calib_images, calib_count=args.calib_count, observer=args.observer,
         outliers=args.outliers == "on", fc2_groups=args.fc2_groups, weight_scales=args.weight_scales,
-        keep_float=args.keep_float, keep_float_error=args.keep_float_error,
+        keep_float=args.keep_float, keep_float_error=args.keep_float_error, w4_group=W4_GROUPS.get(args.w4_group, args.w4_group),
+        w4_rounding=args.w4_rounding, max_drop=args.max_drop, size_mb=args.size_mb, formats=args.formats,
     )
     compile_args = CompileArgs(
         target=args.target, model=args.model, weights=args.weights, labels=args.labels, output=args.output, quant=quant,

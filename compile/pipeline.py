@@ -75,12 +75,14 @@ class Loaded:
     spec: object  # compile.model.models.ModelSpec
     checkpoint: object | None  # compile.model.checkpoint.Checkpoint
     out: Path
+    offered: tuple[str, ...]  # the layer formats --quant mixed may choose from on this preset
 
 
 def resolve(args: CompileArgs) -> Loaded:
     """Check the arguments, the preset and its toolchains before any heavy work; find the weights."""
     from compile.build import check_toolchain
     from compile.model.models import DEFAULT_MODEL, OUTPUTS, find_checkpoint, model_spec
+    from compile.quant.formats import offered_formats
     from targets import load_preset
 
     if args.output not in OUTPUTS:
@@ -88,6 +90,7 @@ def resolve(args: CompileArgs) -> Loaded:
     if args.output == "features" and args.labels is not None:
         raise EdgevitError("--labels names classes; a --output features bundle has none (it returns the embedding)")
     preset = load_preset(args.target)
+    offered = offered_formats(args.quant, preset)
     checkpoint = find_checkpoint(args.model or DEFAULT_MODEL, args.weights)
     name = args.model or (checkpoint.architecture if checkpoint else None) or DEFAULT_MODEL
     if args.model and checkpoint and checkpoint.architecture not in (None, args.model):
@@ -95,7 +98,7 @@ def resolve(args: CompileArgs) -> Loaded:
     spec = model_spec(name, **{**(checkpoint.preprocessing if checkpoint else {}), **args.preprocessing.given()})
     check_toolchain(preset)
     out = args.out or Path("build") / bundle_name(name, preset.name, args.quant.mode, args.tome_r, args.output)
-    return Loaded(name, preset, spec, checkpoint, out)
+    return Loaded(name, preset, spec, checkpoint, out, offered)
 
 
 def load(args: CompileArgs, loaded: Loaded, log: Log):
@@ -124,15 +127,18 @@ def load(args: CompileArgs, loaded: Loaded, log: Log):
 
 def calibrate(args: CompileArgs, loaded: Loaded, model, vit, log: Log):
     """(quantization parameters or None, the layer table, the description they belong to) of phase 2."""
-    from compile.quant.formats import layer_formats
+    from compile.quant.formats import MODE_FORMATS, layer_formats
 
     if not args.quant.is_integer:
         log("[2/6] fp32: nothing to calibrate")
         return None, layer_formats("fp32", vit), vit
+    from compile.graph.gemm import check_emitters
     from compile.quant.quantize import quantize
 
+    if args.quant.mode in MODE_FORMATS:  # a table known before calibration: refused before its minutes
+        check_emitters(layer_formats(args.quant.mode, vit))
     log(f"[2/6] post-training quantization ({args.quant.mode})")
-    quant, formats = quantize(model, vit, loaded.spec, args.quant, log)
+    quant, formats = quantize(model, vit, loaded.spec, args.quant, log, loaded.offered)
     return quant, formats, quant.vit
 
 

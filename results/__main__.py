@@ -110,7 +110,9 @@ def _parser() -> argparse.ArgumentParser:
                             "between turns")
     ptq = add("ptq", "PTQ recipes x ToMe r: top-1 against compiled FP32 on the evaluation images")
     ptq.add_argument("--tome-r", type=_int_list, default=(0, 8), help="constant r values, e.g. 0,8")
-    ptq.add_argument("--variants", default="all", help="recipe names separated by ; (see results/ptq.py) or all")
+    ptq.add_argument("--variants", default="all",
+                     help="recipe names separated by ; (see results/ptq.py), all, or lowbit (W4A8 and mixed, simulated, "
+                          "with compiled FP32 and int8)")
     ptq.add_argument("--calib-count", type=int, default=QuantConfig.calib_count)
     profile = add("profile", "time per kernel of bundles' inference, grouped (GEMM, attention, softmax, ...)")
     profile.add_argument("bundles", type=Path, nargs="+", help="bundles this machine can run")
@@ -257,12 +259,13 @@ def cmd_sweep(args) -> None:
 def cmd_ptq(args) -> None:
     from rich.console import Console
 
-    from results.ptq import VARIANTS, PtqArgs, markdown_table, plot, run_ptq
+    from results.ptq import VARIANT_SETS, VARIANTS, PtqArgs, markdown_table, plot, run_ptq
 
-    names = tuple(VARIANTS) if args.variants == "all" else tuple(v.strip() for v in args.variants.split(";"))
+    names = VARIANT_SETS.get(args.variants) or tuple(v.strip() for v in args.variants.split(";"))
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
-        raise EdgevitError(f"unknown PTQ variant '{unknown[0]}'; known (separate with ';'): {'; '.join(VARIANTS)}")
+        raise EdgevitError(f"unknown PTQ variant '{unknown[0]}'; known (separate with ';'): {'; '.join(VARIANTS)}; "
+                           f"or a set: {', '.join(VARIANT_SETS)}")
     records = run_ptq(PtqArgs(args.model, args.tome_r, names, args.build_dir, args.calib_count, args.limit),
                       Console(stderr=True))
     _publish(args.out, "ptq", records, markdown_table, "top-1 per recipe", plot)

@@ -3,7 +3,8 @@
 A format says what its layer reads (`input_quantization`: None for float32, else the QLinear whose int8 input
 the op before it must produce) and emits x @ W + b (`dense`) in the form its numerics carries on: float32 y for
 the float graphs, the int32 accumulator plus the bias in accumulator units for the integer-only graph. Adding
-a format is one class here and its name in compile.quant.formats.
+a format is one class here and its name in compile.quant.formats; a table that names a format without a
+class here (w4a8, float16: issue 26's GEMMs are not emitted yet) is refused by `check_emitters`.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from compile.graph.emitter import Emitter
 from compile.kernels import MergedHeads
 from compile.model.vit import Linear
 from compile.quant import integer_params as P
-from compile.quant.formats import FLOAT32, INT8, INT8_FULL
+from compile.quant.formats import FLOAT32, INT8, INT8_FULL, LayerFormats
 from compile.quant.scales import QLinear, QuantizedViT
+from runtime.errors import EdgevitError
 
 
 class GemmFormat(Protocol):
@@ -72,3 +74,12 @@ GEMMS: dict[str, type] = {FLOAT32: Float32Gemm, INT8: Int8Gemm, INT8_FULL: Integ
 def gemm_formats(em: Emitter, quant: QuantizedViT | None) -> dict[str, GemmFormat]:
     """An emitter of every format; a quantized one only where there are quantization parameters."""
     return {name: cls(em, quant) for name, cls in GEMMS.items() if quant is not None or name == FLOAT32}
+
+
+def check_emitters(formats: LayerFormats) -> None:
+    """An EdgevitError naming the first layer whose format has no emitter here (and how many more there are)."""
+    missing = [(name, fmt) for name, fmt in formats.table if fmt not in GEMMS]
+    if missing:
+        (name, fmt), more = missing[0], f" (and {len(missing) - 1} more layers)" if len(missing) > 1 else ""
+        raise EdgevitError(f"layer {name}{more}: format {fmt} has no GEMM emitter in the graph yet (it emits "
+                           f"{', '.join(GEMMS)}); nothing was written")

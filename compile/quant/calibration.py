@@ -6,7 +6,9 @@ sensitivity pass re-quantizes). Sites are named `blocks.<i>.<site>` (see SITES; 
 outputs, `q_normed` / `k_normed` those of a q/k norm, `probs` each image's largest attention probability
 per head, read with timm's unfused attention) plus `head_in` (the head's LayerNorm output on the
 pooled rows) and `residual` (every value the residual stream holds); the model may be ToMe-patched,
-so statistics see the token counts that will run.
+so statistics see the token counts that will run. Low-bit modes also accumulate X^T X of every GEMM
+input (compile.quant.hessian), the Hessian their int4 rounding compensates against, and `mixed` holds
+the last quarter of the calibration images out of all of it to estimate accuracy on.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 import torch
 
 from compile.quant.config import MIN_CALIB_IMAGES, QuantConfig
+from compile.quant.hessian import Gram
 from runtime.errors import EdgevitError
 
 BINS = 2048  # per-tensor histograms
@@ -33,6 +36,8 @@ SITES = {"ln1": "channel", "q": "tensor", "k": "tensor", "v": "tensor", "q_norme
          "attn_out": "tensor", "ln2": "channel", "fc1_out": None, "fc2_in": "channel", "head_in": "channel",
          "patch_in": None, "residual": None, "probs": None}
 UNSAMPLED = {"residual", "probs"}  # sites that only need their maxima
+GEMM_INPUTS = {"ln1", "attn_out", "ln2", "fc2_in", "head_in", "patch_in"}  # sites a GEMM reads: X^T X for low-bit modes
+HELDOUT_SHARE = 4  # mixed: 1 in 4 calibration images (the last ones) estimate accuracy, the rest calibrate
 
 
 @dataclass
@@ -43,6 +48,7 @@ class SiteStats:
     histogram: str | None  # "channel": hist [C, CHANNEL_BINS]; "tensor": hist [BINS] over the tensor's max
     hist: np.ndarray | None = None
     samples: list[np.ndarray] = field(default_factory=list)
+    gram: Gram | None = None  # X^T X of a GEMM input, when collected
 
     @property
     def tensor_absmax(self) -> float:
@@ -70,6 +76,29 @@ def calibration_files(config: QuantConfig) -> list[Path]:
     if len(files) < MIN_CALIB_IMAGES:
         raise EdgevitError(f"calibration folder {folder} has {len(files)} images; at least {MIN_CALIB_IMAGES} are needed")
     return files[: config.calib_count]
+
+
+@dataclass(frozen=True)
+class CalibrationSplit:
+    """The images that calibrate and, for --quant mixed, those held out to estimate the accuracy drop."""
+
+    fit: list[Path]
+    heldout: list[Path]
+    heldout_labels: list[int] | None  # None: images of a --calib-images folder (no labels)
+
+
+def calibration_split(config: QuantConfig) -> CalibrationSplit:
+    """calibration_files, the last 1 / HELDOUT_SHARE of them held out when the mode chooses formats by accuracy."""
+    files = calibration_files(config)
+    if config.mode != "mixed":
+        return CalibrationSplit(files, [], None)
+    held = max(1, len(files) // HELDOUT_SHARE)
+    labels = None
+    if config.calib_images is None:
+        from compile.data import calibration_rows
+
+        labels = [label for _, label in calibration_rows(config.calib_count)][-held:]
+    return CalibrationSplit(files[:-held], files[-held:], labels)
 
 
 def load_images(files: list[Path], preprocess, progress: Callable[[], None] | None = None) -> np.ndarray:
@@ -135,8 +164,9 @@ def _histogram_kind(name: str) -> str | None:
 
 
 def collect_stats(model: torch.nn.Module, images: np.ndarray, batch_size: int = 32,
-                  progress: Callable[[], None] | None = None) -> dict[str, SiteStats]:
-    """Two passes over `images` (float, normalized) -> statistics per site. `progress` ticks per batch."""
+                  progress: Callable[[], None] | None = None, grams: bool = False) -> dict[str, SiteStats]:
+    """Two passes over `images` (float, normalized) -> statistics per site. `progress` ticks per batch;
+    `grams`: also X^T X of every GEMM input (first pass)."""
     stats: dict[str, SiteStats] = {}
     recorder = _Recorder(model)
     batches = [torch.from_numpy(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
@@ -151,6 +181,10 @@ def collect_stats(model: torch.nn.Module, images: np.ndarray, batch_size: int = 
             np.maximum(stats[name].absmax, absmax, out=stats[name].absmax)
         else:
             stats[name] = SiteStats(absmax=absmax, histogram=_histogram_kind(name))
+            if grams and name.rsplit(".", 1)[-1] in GEMM_INPUTS:
+                stats[name].gram = Gram.empty(x.shape[1])
+        if stats[name].gram is not None:
+            stats[name].gram.add(x)
 
     def second_pass(name: str, x: torch.Tensor) -> None:
         site = stats[name]
@@ -207,10 +241,11 @@ def calibrate(model, spec, schedule: list[int], config: QuantConfig, log: Callab
 
     from compile.model.tome_patch import apply_tome
 
-    files = calibration_files(config)
+    files = calibration_split(config).fit
     key = (spec.name, _weights_digest(model), tuple(schedule), tuple(map(str, files)))
-    if key in _STATS_CACHE:
-        return _STATS_CACHE[key]
+    cached = _STATS_CACHE.get(key)
+    if cached is not None and (not config.low_bit or any(site.gram is not None for site in cached.values())):
+        return cached
     preprocess = spec.preprocess()
     calibrated = copy.deepcopy(model)
     if any(schedule):
@@ -220,7 +255,7 @@ def calibrate(model, spec, schedule: list[int], config: QuantConfig, log: Callab
         task = progress.add_task("loading calibration images", total=len(files))
         images = load_images(files, preprocess, lambda: progress.advance(task))
         task = progress.add_task("calibrating (2 passes)", total=2 * -(-len(images) // 32))
-        stats = collect_stats(calibrated, images, progress=lambda: progress.advance(task))
+        stats = collect_stats(calibrated, images, progress=lambda: progress.advance(task), grams=config.low_bit)
     _STATS_CACHE[key] = stats
     return stats
 

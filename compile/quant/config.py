@@ -6,9 +6,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compile.data import CALIBRATION_ROWS
+from compile.quant.formats import MIXED_FORMATS
 from runtime.errors import EdgevitError
 
-QUANT_MODES = ("fp32", "int8", "int8-full")  # int8: integer GEMMs, float nonlinearities; int8-full: integer only
+# int8: integer GEMMs, float nonlinearities; int8-full: integer only; w4a8: int8 with 4-bit GEMM weights;
+# mixed: a format per GEMM (formats.MIXED_FORMATS) chosen under a budget (--max-drop or --size-mb)
+QUANT_MODES = ("fp32", "int8", "int8-full", "w4a8", "mixed")
+LOW_BIT_MODES = ("w4a8", "mixed")
+W4_GROUPS = {"channel": 0, "32": 32, "64": 64, "128": 128}  # --w4-group: input rows per int4 scale (0: per column)
+W4_ROUNDINGS = ("gptq", "rtn")
 OBSERVERS = ("minmax", "percentile", "mse")
 WEIGHT_SCALES = ("channel", "tensor")
 MIN_CALIB_IMAGES = 8  # fewer cannot give stable activation ranges
@@ -27,6 +33,11 @@ class QuantConfig:
     keep_float: int = 0  # keep the K most sensitive linear layers in float32
     keep_float_error: float | None = None  # or every linear layer whose relative error exceeds this
     fc2_groups: int = 1  # power-of-two channel groups for fc2 inputs (Tender); 1: one per-tensor scale
+    w4_group: int = 64  # int4 weights: input rows per scale group, 0 = one scale per output column
+    w4_rounding: str = "gptq"  # gptq: error-compensating rounding with the calibration Hessian; rtn: to nearest
+    max_drop: float | None = None  # mixed: top-1 points the chosen formats may cost (estimated on held-out images)
+    size_mb: float | None = None  # mixed: or the most MB the model's parameters may take
+    formats: tuple[str, ...] | None = None  # mixed: the formats to choose from (None: all the target runs)
 
     def __post_init__(self) -> None:
         if self.mode not in QUANT_MODES:
@@ -45,6 +56,37 @@ class QuantConfig:
             raise EdgevitError("int8-full is integer only: --keep-float needs --quant int8")
         if not 1 <= self.fc2_groups <= 8:
             raise EdgevitError(f"--fc2-groups must be in 1..8, got {self.fc2_groups}")
+        self._check_low_bit()
+
+    def _check_low_bit(self) -> None:
+        if self.w4_group not in W4_GROUPS.values():
+            raise EdgevitError(f"--w4-group must be one of {', '.join(W4_GROUPS)}, got {self.w4_group}")
+        if self.w4_rounding not in W4_ROUNDINGS:
+            raise EdgevitError(f"--w4-rounding must be one of {', '.join(W4_ROUNDINGS)}, got '{self.w4_rounding}'")
+        budgets = [flag for flag, value in (("--max-drop", self.max_drop), ("--size-mb", self.size_mb)) if value is not None]
+        if self.mode != "mixed":
+            given = budgets + (["--formats"] if self.formats is not None else [])
+            if given:
+                raise EdgevitError(f"{given[0]} chooses a format per layer: it needs --quant mixed (got --quant {self.mode})")
+            return
+        if len(budgets) != 1:
+            raise EdgevitError("--quant mixed needs one budget: --max-drop POINTS or --size-mb MB" if not budgets
+                               else "--quant mixed takes one budget: --max-drop or --size-mb, not both")
+        if self.max_drop is not None and self.max_drop < 0:
+            raise EdgevitError(f"--max-drop must not be negative, got {self.max_drop}")
+        if self.size_mb is not None and self.size_mb <= 0:
+            raise EdgevitError(f"--size-mb must be positive, got {self.size_mb}")
+        if self.keep_float or self.keep_float_error is not None:
+            raise EdgevitError("--quant mixed chooses the float layers itself: drop --keep-float / --keep-float-error")
+        unknown = [name for name in self.formats or () if name not in MIXED_FORMATS]
+        if unknown or self.formats == ():
+            problem = f"unknown format '{unknown[0]}'" if unknown else "no format given"
+            raise EdgevitError(f"--formats: {problem}; available: {', '.join(MIXED_FORMATS)}")
+
+    @property
+    def low_bit(self) -> bool:
+        """Whether GEMMs may get 4-bit weights (then calibration collects each GEMM input's X^T X)."""
+        return self.mode in LOW_BIT_MODES
 
     @property
     def is_integer(self) -> bool:
@@ -57,4 +99,7 @@ class QuantConfig:
             "observer": self.observer, "outliers": self.outliers, "weight_scales": self.weight_scales,
             "calib_count": self.calib_count, "keep_float": self.keep_float, "keep_float_error": self.keep_float_error,
             "fc2_groups": self.fc2_groups,
+            **({"w4_group": self.w4_group, "w4_rounding": self.w4_rounding} if self.low_bit else {}),
+            **({"max_drop": self.max_drop, "size_mb": self.size_mb, "formats": list(self.formats or ())}
+               if self.mode == "mixed" else {}),
         }

@@ -26,6 +26,9 @@ import numpy as np
 from compile.model.vit import Block, Linear, ViT
 from compile.quant.calibration import SiteStats
 from compile.quant.config import QuantConfig
+from compile.quant.format_error import attach_int4
+from compile.quant.hessian import Gram
+from compile.quant.int4 import Int4Weight
 from compile.quant.observers import QMAX, activation_scale
 from compile.quant.weights import quantize_weight
 
@@ -47,10 +50,22 @@ class QLinear:
     segments: tuple[tuple[int, int, int], ...]
     input_range: tuple[int, int] = (-QMAX, QMAX)  # (0, 255) for uint8 pixels
     rel_error: float = 0.0  # relative squared error of y on calibration rows, with int8 input and weights
+    input_offset: np.ndarray | None = None  # float32 [K]: the layer reads x - offset (the patch embedding's pixels)
+    int4: Int4Weight | None = None  # low-bit modes: the 4-bit weight of the folded weight (the recipe's rounding)
+    errors: dict[str, float] = field(default_factory=dict)  # low-bit modes: the relative error in each format
 
     @property
     def acc_scale(self) -> np.ndarray:
         return (self.input_base * self.weight_scale).astype(np.float32)
+
+    def row_steps(self) -> np.ndarray:
+        """float64 [K]: what one integer input step counts in the accumulator, input_base * 2^shift per row."""
+        return _row_steps(self.input_base, self.segments, len(self.input_scale))
+
+    def folded_weight(self, float_weight: np.ndarray) -> np.ndarray:
+        """float64 [K, N]: `float_weight` in units of the integer input (input scales folded into its rows), what
+        the int8 and int4 weights quantize."""
+        return float_weight * (self.input_scale / self.row_steps())[:, None]
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
         return np.clip(np.round(x / self.input_scale), *self.input_range).astype(np.int16)
@@ -145,18 +160,25 @@ def degenerate_sites(stats: dict[str, SiteStats]) -> list[str]:
     return notes
 
 
-def _linear(name: str, weight: np.ndarray, bias: np.ndarray, input_scale: np.ndarray, input_base: float,
-            segments, config: QuantConfig, samples: np.ndarray, input_range=(-QMAX, QMAX)) -> QLinear:
-    """Fold the input scales into the weight rows, quantize per column (or per tensor), and measure the
-    layer's relative output error on the calibration rows `samples` [S, K] (float inputs)."""
-    shifts = np.zeros(weight.shape[0])
+def _row_steps(input_base: float, segments, rows: int) -> np.ndarray:
+    shifts = np.zeros(rows)
     for start, stop, shift in segments:
         shifts[start:stop] = shift
-    folded = weight * (input_scale / (input_base * np.exp2(shifts)))[:, None]
+    return input_base * np.exp2(shifts)
+
+
+def _linear(name: str, weight: np.ndarray, bias: np.ndarray, input_scale: np.ndarray, input_base: float,
+            segments, config: QuantConfig, samples: np.ndarray, gram: Gram | None, input_range=(-QMAX, QMAX),
+            input_offset: np.ndarray | None = None) -> QLinear:
+    """Fold the input scales into the weight rows, quantize per column (or per tensor), and measure the
+    layer's relative output error on the calibration rows `samples` [S, K] (float inputs); low-bit modes add
+    the int4 weight (rounded against `gram`, X^T X of the inputs) and the error of every format."""
+    folded = weight * (input_scale / _row_steps(input_base, segments, weight.shape[0]))[:, None]
     q, scale = quantize_weight(folded, per_channel=config.weight_scales == "channel")
     linear = QLinear(name, q, scale, bias.astype(np.float32), input_scale.astype(np.float32), float(input_base),
-                     tuple(segments), input_range=input_range)
-    return dataclasses.replace(linear, rel_error=relative_error(linear, weight.astype(np.float32), samples))
+                     tuple(segments), input_range=input_range, input_offset=input_offset)
+    linear = dataclasses.replace(linear, rel_error=relative_error(linear, weight.astype(np.float32), samples))
+    return attach_int4(linear, weight, gram, samples, config) if config.low_bit else linear
 
 
 def relative_error(linear: QLinear, float_weight: np.ndarray, samples: np.ndarray) -> float:
@@ -175,9 +197,10 @@ def _ln_input_linear(linear: Linear, site: SiteStats, config: QuantConfig) -> QL
     k = weight.shape[0]
     if config.outliers:
         return _linear(name, weight, bias, _channel_scales(site, config.observer), 1.0, [(0, k, 0)], config,
-                       site.sample_rows())
+                       site.sample_rows(), site.gram)
     scale = _tensor_scale(site, config.observer)
-    return _linear(name, weight, bias, np.full(k, scale, np.float32), scale, [(0, k, 0)], config, site.sample_rows())
+    return _linear(name, weight, bias, np.full(k, scale, np.float32), scale, [(0, k, 0)], config, site.sample_rows(),
+                   site.gram)
 
 
 def power_of_two_groups(absmax: np.ndarray, base: float, groups: int, align: int = SEGMENT_ALIGN) -> np.ndarray:
@@ -218,7 +241,7 @@ def _fc2_groups(fc2: Linear, site: SiteStats, config: QuantConfig) -> tuple[np.n
                 for g in range(int(group.max()) + 1)]
     segments = [seg for seg in segments if seg[1] > seg[0]]
     fc2_q = _linear(fc2.name, fc2.weight[order], fc2.bias, (base * np.exp2(group)).astype(np.float32), base,
-                    segments, config, site.sample_rows()[:, order])
+                    segments, config, site.sample_rows()[:, order], site.gram and site.gram.permuted(order))
     return order, fc2_q
 
 
@@ -231,7 +254,8 @@ def _patch_linear(vit: ViT, config: QuantConfig, site: SiteStats) -> QLinear:
     k = weight.shape[0]
     # calibration rows are normalized patches; the int8 graph sees their pixels, i.e. x - offset at `scale`
     return _linear(vit.patch.name, weight, (bias + offset @ weight).astype(np.float32), scale.astype(np.float32), 1.0,
-                   [(0, k, 0)], config, site.sample_rows() - offset.astype(np.float32), input_range=(0, 255))
+                   [(0, k, 0)], config, site.sample_rows() - offset.astype(np.float32),
+                   site.gram and site.gram.shifted(offset), input_range=(0, 255), input_offset=offset.astype(np.float32))
 
 
 def prob_shifts(site: SiteStats) -> tuple[int, ...]:
@@ -251,7 +275,7 @@ def _block(block: Block, stats: dict[str, SiteStats], config: QuantConfig) -> tu
     proj_scale = _tensor_scale(site("attn_out"), config.observer)
     dim = block.proj.weight.shape[0]
     proj = _linear(block.proj.name, block.proj.weight, block.proj.bias, np.full(dim, proj_scale, np.float32),
-                   proj_scale, [(0, dim, 0)], config, site("attn_out").sample_rows())
+                   proj_scale, [(0, dim, 0)], config, site("attn_out").sample_rows(), site("attn_out").gram)
     order, fc2 = _fc2_groups(block.fc2, site("fc2_in"), config)
     permuted = dataclasses.replace(
         block, fc1=Linear(block.fc1.name, block.fc1.weight[:, order], block.fc1.bias[order]),

@@ -1,0 +1,62 @@
+"""GPTQ-style int4 rounding: row by row of K, each rounding error compensated on the rows not yet rounded.
+
+For a GEMM y = x @ W with calibration inputs X (H = X^T X, [K, K]), rounding row k of W to q_k
+moves the output by X[:, k] (q_k - w_k); the least-squares correction of the remaining rows F is
+    W[F] -= H_F^-1[F, k] / H_F^-1[k, k] * (w_k - q_k)         (H_F: H restricted to rows k and F)
+(Optimal Brain Surgeon, as GPTQ applies it). GPTQ gets every H_F^-1 row at once from the upper
+Cholesky factor U of H^-1 (U[k, k:] = H_F^-1[k, :] / sqrt(H_F^-1[k, k])) and applies the updates of
+a block of rows lazily. Scales are those of round-to-nearest, computed once from the original
+weight (static groups), so act-order (rows by decreasing H[k, k]) keeps each row's group.
+Everything in float64.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from compile.quant.int4 import Int4Weight, int4_scales, int4_weight, round_int4, row_scales
+
+DAMPING = 0.01  # added to H's diagonal, relative to its mean: keeps H invertible with few or dead inputs
+BLOCK_ROWS = 128  # rows whose updates are applied lazily together (the result does not depend on it)
+
+
+def quantize_gptq(weight: np.ndarray, hessian: np.ndarray, group: int, act_order: bool = True,
+                  damping: float = DAMPING, block_rows: int = BLOCK_ROWS) -> Int4Weight:
+    """int4 of a float weight [K, N] that minimizes tr(dW^T H dW) greedily, H [K, K] the inputs' X^T X."""
+    column, ratio = int4_scales(weight, group)
+    rows = weight.shape[0]
+    scales = row_scales((column[None, :] * ratio.astype(np.float32)).astype(np.float64), group, rows)
+    w, h = dampened(weight, hessian, damping)
+    order = np.argsort(-np.diag(h), kind="stable") if act_order else np.arange(rows)
+    codes = np.empty(weight.shape, dtype=np.int8)
+    codes[order] = _round_in_order(w[order], h[np.ix_(order, order)], scales[order], block_rows)
+    return int4_weight(codes, column, ratio, group)
+
+
+def dampened(weight: np.ndarray, hessian: np.ndarray, damping: float) -> tuple[np.ndarray, np.ndarray]:
+    """(float64 weight, float64 H + damping * mean(diag) * I); inputs that were always 0 (H[k, k] = 0) get
+    H[k, k] = 1 and a zero weight row: nothing reads them, so their rounding error must not spread."""
+    w = weight.astype(np.float64).copy()
+    h = hessian.astype(np.float64).copy()
+    dead = np.diag(h) == 0
+    h[dead, dead] = 1.0
+    w[dead] = 0.0
+    h[np.diag_indices_from(h)] += damping * np.mean(np.diag(h))
+    return w, h
+
+
+def _round_in_order(w: np.ndarray, h: np.ndarray, scales: np.ndarray, block_rows: int) -> np.ndarray:
+    """Codes [K, N] of rows rounded in their order (row 0 first), each error pushed onto the later rows."""
+    factor = torch.linalg.cholesky(torch.from_numpy(h))  # torch's LAPACK: numpy's is 5-10x slower on these machines
+    upper = torch.linalg.cholesky(torch.cholesky_inverse(factor), upper=True).numpy()  # H^-1 = U^T U
+    codes = np.empty(w.shape, dtype=np.int8)
+    for start in range(0, len(w), block_rows):
+        stop = min(start + block_rows, len(w))
+        errors = np.empty((stop - start, w.shape[1]))
+        for k in range(start, stop):
+            codes[k] = round_int4(w[k], scales[k])
+            errors[k - start] = (w[k] - codes[k] * scales[k]) / upper[k, k]
+            w[k + 1:stop] -= np.outer(upper[k, k + 1:stop], errors[k - start])
+        w[stop:] -= upper[start:stop, stop:].T @ errors
+    return codes
