@@ -3,6 +3,7 @@ the run fails when a process the tests started is still running at its end."""
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -14,10 +15,13 @@ from tests.processes import leftover_processes
 
 def pytest_configure(config):
     """The tests run what they compile in this process: ask Linux for the AMX tile state the host's int8 GEMMs
-    use (a bundle's library asks when it is loaded; compiling asks nothing)."""
+    use (a bundle's library asks when it is loaded; compiling asks nothing). Ctrl-C reaches the commands the tests
+    start even when pytest itself was started in the background by a script (which ignores SIGINT, and an ignored
+    signal stays ignored in every child): the tests that stop a farm or a stream with SIGINT rely on it."""
     from targets.cpu_features import request_amx_tiles
 
     request_amx_tiles()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.hookimpl(trylast=True)  # after the session fixtures are torn down

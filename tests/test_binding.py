@@ -15,7 +15,7 @@ from PIL import Image
 from runtime.bundle import RUNNER
 from runtime.errors import EdgevitError
 from runtime.model import Model
-from tests.helpers import REPO, cached_bundle
+from tests.helpers import REPO, TINY_ARGS, tiny_bundle
 
 IMAGE = "ILSVRC2012_val_00000347.JPEG"
 
@@ -69,27 +69,16 @@ def test_bad_images_are_one_error(int8_bundle, tmp_path):
         model.classify(np.zeros((8, 8, 3), np.uint8))
 
 
-def _configurations() -> list:
-    """fp32 / int8 / int8-full x ToMe 0 / 8 x logits / features, with the cache names other tests use where they
-    compile the same bundle; the new ones calibrate on 8 images (the structure is what is tested here)."""
-    params = []
-    for quant in ("fp32", "int8", "int8-full"):
-        for tome in (0, 8):
-            for output in ("logits", "features"):
-                name = f"deit_tiny-host-{quant}{f'-tome{tome}' if tome else ''}{'-features' if output == 'features' else ''}"
-                args = ["--target", "host", "--quant", quant, "--output", output, "--tome-r", str(tome)]
-                if tome and quant != "fp32" and (quant != "int8" or output == "features"):  # not compiled elsewhere
-                    name, args = f"{name}-calib8", [*args, "--calib-count", "8"]
-                params.append(pytest.param(name, args, id=f"{quant}-tome{tome}-{output}"))
-    return params
+CONFIGURATIONS = [(quant, r, output) for quant in ("fp32", "int8", "int8-full") for r in (0, 8)
+                  for output in ("logits", "features")]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, args", _configurations())
-def test_every_configuration_runs_through_the_binding(name, args, data, images_dir, tmp_path):
-    """Each configuration gives through the binding what its own edgevit-run gives: the top-5 of a classifier, the
-    embedding (run --save) of a features bundle."""
-    bundle = cached_bundle(name, *args)
+@pytest.mark.parametrize("quant, r, output", CONFIGURATIONS, ids=lambda value: str(value))
+def test_every_configuration_runs_through_the_binding(quant, r, output, data, images_dir, tmp_path):
+    """Each configuration (the tiny ViT's bundles, shared with tests/test_bundle_matrix.py) gives through the binding
+    what its own edgevit-run gives: the top-5 of a classifier, the embedding (run --save) of a features bundle."""
+    bundle = tiny_bundle(quant, r, output)
     saved = tmp_path / "native.npy"
     result = native(bundle, "run", bundle, images_dir / IMAGE, "--save", saved, "--json")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -101,7 +90,7 @@ def test_every_configuration_runs_through_the_binding(name, args, data, images_d
             assert [(p.index, p.label) for p in model.classify(images_dir / IMAGE)] == \
                 [(e["class"], e["label"]) for e in expected]
         else:
-            assert np.array_equal(model.embed(images_dir / IMAGE), out) and out.shape == (192,)
+            assert np.array_equal(model.embed(images_dir / IMAGE), out) and out.shape == (TINY_ARGS["embed_dim"],)
 
 
 MAPS_PROBE = """

@@ -81,7 +81,7 @@ def _from_timm_folder(path: Path) -> Checkpoint:
     state = read_checkpoint(weights).state_dict
     source = f"{weights.name} of {path.name}/"
     if "architecture" not in config:
-        from compile import hf_transformers as hf
+        from compile.model import hf_transformers as hf
 
         name, model_args = hf.timm_structure(config, str(path))
         return Checkpoint(hf.timm_state_dict(state, kind), f"{source} (transformers {kind}, as timm's {name})", name,
