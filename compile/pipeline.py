@@ -169,10 +169,11 @@ def compile_bundle(args: CompileArgs, log: Log = print) -> Path:
     from compile.build import build_library, lower
     from compile.bundle import write_bundle
     from compile.graph.builder import emit_graph
+    from compile.native import toolchain_for
 
     signing_key = read_private_key(args.sign) if args.sign is not None else None  # a bad key fails before the work
     loaded = resolve(args)
-    native = _native_toolchain(loaded.preset)
+    native = toolchain_for(loaded.preset)  # the native core's toolchain, checked before any heavy work
     dump = IRDump(args.dump_ir)
     model, vit = load(args, loaded, log)
     quant, formats, vit = calibrate(args, loaded, model, vit, log)
@@ -193,13 +194,6 @@ def compile_bundle(args: CompileArgs, log: Log = print) -> Path:
 
     return write_bundle(loaded.out, build, labels, manifest(args, loaded, vit, formats, quant),
                         _core(native, loaded.preset), signing_key)
-
-
-def _native_toolchain(preset: TargetPreset):
-    """The toolchain of the bundle's native core for the preset, checked before any heavy work."""
-    from compile.native import toolchain_for
-
-    return toolchain_for(preset)
 
 
 def _core(native, preset: TargetPreset) -> Callable[[Path], list[str]]:
