@@ -42,6 +42,8 @@ class DotKernel:
                                     # 16 k, instead of `intrin` per column vector and depth
     partial_lanes: int = 1  # int32 partial sums per output the tile accumulates, added after K (arm_tiles "c16")
     symmetric_rhs: bool = False  # exact only when B holds no -128 (compile.kernels checks; else the fallback)
+    interleave_rhs: bool = False  # a runtime B [K, N] is packed by vector interleaves (compile.kernels.arm_tiles)
+                                  # from a copy zero padded to whole tiles, instead of byte by byte
 
     def __post_init__(self):
         for rows, vectors in () if self.tile_unit else self.tiles:
@@ -57,7 +59,7 @@ ARM_SDOT_GEMV = DotKernel("arm-sdot-gemv", SDOT_4X4_INTRIN, lanes=4, depth=4, lh
 # 32 NEON q registers: a tile's accumulators, one 16-byte A per row (SDOT by element takes its 4-byte groups as
 # lanes), one B group (compile.kernels.arm_tiles); 8 x 8: 80 instructions per 64 SDOTs, 4 x 16: 84.
 ARM_SDOT = DotKernel("arm-sdot", None, lanes=4, depth=4, lhs_dtype="int8", tiles=((8, 2), (6, 3), (4, 4)),
-                     k_block=16, tile_intrin="sdot", fallback=ARM_SDOT_GEMV, min_rows=2)
+                     k_block=16, tile_intrin="sdot", fallback=ARM_SDOT_GEMV, min_rows=2, interleave_rhs=True)
 # x86 without VNNI: vpmaddwd on ymm; 16 registers (AVX2): 8 accumulators, 2 B, 1 A, 1 product.
 X86_AVX2 = DotKernel("x86-avx2", AVX2_8X2_INTRIN, lanes=8, depth=2, lhs_dtype="int16",
                      tiles=((4, 2), (8, 1)))

@@ -26,7 +26,7 @@ from compile.kernels.arm_tiles import c16_position
 from compile.kernels.dot_kernel import DotKernel, choose_tile
 
 ROLE = "edgevit.int8"  # block annotation: pack_lhs | pack_rhs_kn | pack_rhs_nk (b [.., N, K]) | gemm | partial_sum
-                       # | out | correction (rhs_correction, a function of its own)
+                       # | pack_rhs_pad | out | correction (rhs_correction, a function of its own)
 KERNEL = "edgevit.int8.kernel"  # gemm block: the DotKernel's name
 TILE = "edgevit.int8.tile"  # gemm block: [rows, column vectors] of the register tile
 
@@ -118,14 +118,30 @@ def _rhs(b: te.Tensor, lead, k, n, transposed: bool):
     return b[(*lead, n, k)] if transposed else b[(*lead, k, n)]
 
 
+def pad_rhs(b: te.Tensor, plan: GemmPlan) -> te.Tensor:
+    """Runtime operand b [..., K, N] -> [..., Kp, Np], zero padded: the padding is a box the schedule fills apart
+    from the copy, so the packing that reads it needs no test per byte."""
+
+    def value(*index):
+        *lead, k, n = index
+        return _zero_padded(b[(*lead, k, n)], "int8", ((k, plan.k, plan.k_pad), (n, plan.n, plan.n_pad)))
+
+    return te.compute((*b.shape[:-2], plan.k_pad, plan.n_pad), value, name="int8_pad_rhs", attrs={ROLE: "pack_rhs_pad"})
+
+
 def pack_rhs(b: te.Tensor, plan: GemmPlan, transposed: bool) -> te.Tensor:
-    """Runtime operand b [..., K, N] (or [..., N, K] when transposed) -> [..., Np/NR, Kp/D, NR, D], zero padded."""
+    """Runtime operand b [..., K, N] (or [..., N, K] when transposed) -> [..., Np/NR, Kp/D, NR, D], zero padded
+    (for an interleaving kernel, b [..., K, N] through pad_rhs first)."""
     columns, depth = plan.columns, plan.kernel.depth
+    padded = plan.kernel.interleave_rhs and not transposed
+    if padded and (plan.k, plan.n) != (plan.k_pad, plan.n_pad):
+        b = pad_rhs(b, plan)
 
     def value(*index):
         *lead, tile, group, column, element = index
         n, k = tile * columns + column, group * depth + element
-        return _zero_padded(_rhs(b, lead, k, n, transposed), "int8", ((n, plan.n, plan.n_pad), (k, plan.k, plan.k_pad)))
+        element = _rhs(b, lead, k, n, transposed)
+        return element if padded else _zero_padded(element, "int8", ((n, plan.n, plan.n_pad), (k, plan.k, plan.k_pad)))
 
     shape = (*b.shape[:-2], *plan.packed_rhs_shape)
     return te.compute(shape, value, name="int8_pack_rhs", attrs={ROLE: "pack_rhs_nk" if transposed else "pack_rhs_kn"})

@@ -20,7 +20,7 @@ from tvm.s_tir.schedule import ScheduleError
 from tvm.target import Target
 
 from compile.kernels import amx
-from compile.kernels.arm_tiles import PARTIAL_SUM_INTRIN, tile_intrinsic
+from compile.kernels.arm_tiles import PARTIAL_SUM_INTRIN, interleave_intrinsic, tile_intrinsic
 from compile.kernels.dot_kernel import DotKernel, kernel_by_name
 from compile.kernels.narrow_multipliers import INT32_PARAMS
 from compile.kernels.packed_gemm import KERNEL, ROLE, TILE
@@ -69,7 +69,7 @@ def schedule_int8_gemm(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | 
     if tail is not None:
         _schedule_tail(sch, tail, out, vector_lanes(target, "int32"))
     for block, role in packs:
-        _schedule_pack(sch, block, role, target, parallel)
+        _schedule_pack(sch, block, role, kernel, target, parallel)
     for block in leftovers:
         _parallel_vectorized(sch, block, target, parallel)
     _int32_params(sch, func, target)
@@ -258,11 +258,13 @@ def _panel_gemm(sch: s_tir.Schedule, gemm, out, lanes: int, parallel: bool) -> N
         sch.vectorize(sch.split(out_columns, [None, lanes])[1])
 
 
-def _schedule_pack(sch: s_tir.Schedule, block, role: str, target: Target, parallel: bool) -> None:
+def _schedule_pack(sch: s_tir.Schedule, block, role: str, kernel: DotKernel, target: Target,
+                   parallel: bool) -> None:
     """Packing stages: zero padding split off where it is a box (so the copy has no condition), loops
-    ordered to read the source contiguously, the innermost contiguous axis vectorized."""
+    ordered to read the source contiguously, the innermost contiguous axis vectorized; a B [K, N] of an
+    interleaving kernel packed a tile's columns x depth at a time (compile.kernels.arm_tiles)."""
     loops = sch.get_loops(block)
-    if _pads_inner_axis(sch, block) and sch.can_decompose_padding(block, loops[0]):
+    if (role == "pack_rhs_pad" or _pads_inner_axis(sch, block)) and sch.can_decompose_padding(block, loops[0]):
         _parallel_vectorized(sch, sch.decompose_padding(block, loops[0]), target, parallel)
     if role == "pack_rhs_nk":  # b [.., N, K]: per column n, the K bytes of one row
         *lead, tile, group, column, element = sch.get_loops(block)
@@ -271,8 +273,13 @@ def _schedule_pack(sch: s_tir.Schedule, block, role: str, target: Target, parall
         sch.vectorize(element)
     elif role == "pack_rhs_kn":  # b [.., K, N]: 4 rows interleaved into groups of 4 bytes
         *lead, tile, group, column, element = sch.get_loops(block)
-        _parallel(sch, [*lead, tile, group], parallel)
-        sch.unroll(element)
+        if kernel.interleave_rhs:  # a tile's groups in a serial loop: its addresses step, no division per group
+            _parallel(sch, [*lead, tile], parallel)
+            extents = [int(sch.get(loop).extent) for loop in (column, element)]
+            sch.tensorize(column, interleave_intrinsic(extents[1], extents[0]))
+        else:
+            _parallel(sch, [*lead, tile, group], parallel)
+            sch.unroll(element)
     else:
         _parallel_vectorized(sch, block, target, parallel)
 
