@@ -312,7 +312,7 @@ def arm_libraries(tmp_path_factory) -> dict[str, tuple[Path, Suite]]:
 
 def test_arm_objects_use_their_dot_instructions(arm_libraries):
     rpi5, rpi4, generic = (_instructions(arm_libraries[name][0]) for name in ("rpi5", "rpi4", "aarch64"))
-    assert "sdot" in rpi5
+    assert {"sdot", "st4"} <= rpi5  # st4: a runtime b [K, N] (probs_v's v) packed by interleaves (arm_tiles)
     for without_dotprod in (rpi4, generic):
         assert not without_dotprod & {"sdot", "udot", "usdot"}
         assert {"smull", "smlal2", "sadalp", "addp"} <= without_dotprod  # c16 tiles (symmetric b), and the widening

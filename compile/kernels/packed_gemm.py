@@ -6,7 +6,8 @@
     rhs  [..., K, N]  int8       -> packed:    [..., Np/NR, Kp/D, NR, D], NR = tile columns, D = depth,
                                      so one dot instruction reads NR/vectors x D contiguous bytes;
                                      constant weights are packed in numpy (pack_weight), runtime
-                                     operands by pack_rhs
+                                     operands by pack_rhs (an interleaving kernel's b [K, N] from a
+                                     zero padded copy, pad_rhs)
     gemm [..., Mp, Np] int32 = sum_k lhs' * rhs
     out  [..., M, N]  int32 = gemm - shift * sum_k rhs   (exact: the shift is undone)
 
