@@ -1,8 +1,9 @@
 """Every bundle configuration runs on the board runtime: fp32 / int8 / int8-full x ToMe 0 / 8 x logits / features
-of a tiny random-init ViT (96 px, two blocks of width 64: quick compiles, shared through cached_bundle), each
-bundle run by its own bin/edgevit-run, a process that never loads TVM's compiler library, on the host and (int8,
-fp32 + ToMe) on an emulated rpi5 with nothing but glibc. Outputs against PyTorch (fp32, with PyTorch's ToMe), the
-numpy reference of the integer graph (int8-full, bit for bit) and PyTorch's direction (int8)."""
+of a tiny random-init ViT (96 px, two blocks of width 64: quick compiles, shared through cached_bundle), and w4a8
+logits, each bundle run by its own bin/edgevit-run, a process that never loads TVM's compiler library, on the host
+and (int8, w4a8, fp32 + ToMe) on an emulated rpi5 with nothing but glibc. Outputs against PyTorch (fp32, with
+PyTorch's ToMe), the numpy reference of the integer graph (int8-full, bit for bit), PyTorch's direction (int8) and
+the torch simulation of the same int4 weights (w4a8)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from tests.helpers import TINY_MODEL as MODEL
 from tests.helpers import tiny_bundle, tiny_vit_folder
 
 MODES = ("fp32", "int8", "int8-full")
-CASES = [(quant, r, output) for quant in MODES for r in (0, 8) for output in ("logits", "features")]
+CASES = [(quant, r, output) for quant in MODES for r in (0, 8) for output in ("logits", "features")] + [("w4a8", 0, "logits")]
 
 
 @pytest.fixture(scope="module")
@@ -77,11 +78,33 @@ def integer_reference_outputs(tiny: Path, r: int, output: str, images: list[Path
     return np.concatenate([integer_reference.run(qvit, spec.preprocess("uint8").load(image)[None]) for image in images])
 
 
+def simulated_outputs(tiny: Path, images: list[Path]) -> np.ndarray:
+    """The torch simulation (compile.quant.simulate) of the w4a8 model compile makes: its int4 weights dequantized,
+    its int8 activations fake-quantized, quantized as compile quantizes (same calibration images)."""
+    import torch
+
+    from compile.model.vit import describe
+    from compile.quant.config import QuantConfig
+    from compile.quant.quantize import quantize
+    from compile.quant.simulate import simulated_model
+
+    model, spec = reference_model(tiny, "logits")
+    vit = describe(model, [0] * len(model.blocks), spec.mean, spec.std)
+    qvit, formats = quantize(model, vit, spec, QuantConfig(mode="w4a8", calib_count=8), log=lambda _: None)
+    batch = np.stack([spec.preprocess().load(image) for image in images])
+    with torch.inference_mode():
+        return simulated_model(model, qvit, formats)(torch.from_numpy(batch)).numpy()
+
+
 def assert_matches(quant: str, got: np.ndarray, tiny: Path, r: int, output: str, images: list[Path]) -> None:
     if quant == "int8-full":
         np.testing.assert_array_equal(got, integer_reference_outputs(tiny, r, output, images))
         return
     expected = torch_outputs(tiny, r, output, images)
+    if quant == "w4a8":  # the same int4 weights: far closer to the simulation than the float model is to it
+        simulated = simulated_outputs(tiny, images)
+        assert np.abs(got - simulated).max() <= 0.05 * np.abs(expected - simulated).max()
+        return
     if quant == "fp32":
         np.testing.assert_allclose(got, expected, atol=1e-3, rtol=0)
     else:  # int8 (a random tiny model calibrated on 8 images): each output points where PyTorch's does
@@ -126,10 +149,10 @@ def rpi5_board(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("quant, r", [("int8", 0), ("fp32", 8)])
+@pytest.mark.parametrize("quant, r", [("int8", 0), ("w4a8", 0), ("fp32", 8)])
 def test_rpi5_bundle_on_an_emulated_board_matches(tiny, images, rpi5_board, quant, r, tmp_path):
-    """The rpi5 bundle's own runner under qemu (Cortex-A76): fp32 + ToMe against PyTorch's ToMe, int8 against the
-    host's int8 bundle (the GEMMs are exact; float softmax / LayerNorm round differently per ISA)."""
+    """The rpi5 bundle's own runner under qemu (Cortex-A76): fp32 + ToMe against PyTorch's ToMe, int8 and w4a8 against
+    the host's bundle of the same mode (the GEMMs are exact; float softmax / LayerNorm round differently per ISA)."""
     path = tiny_bundle(quant, r, "logits", target="rpi5")
     argv = rpi5_board.host_program_argv(path / RUNNER, ["run", str(path), *map(str, images)])
     got = saved_outputs(argv, tmp_path / "board.npy", run=lambda argv, **kw: rpi5_board.run(argv, timeout_s=1200))

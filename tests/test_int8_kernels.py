@@ -1,4 +1,5 @@
-"""compile.kernels: exact int8 matmuls on every target family, bit-exact against numpy's int64 product.
+"""compile.kernels: exact int8 matmuls on every target family, bit-exact against numpy's int64 product; the
+int4-stored weights (w4a8: nibbles and group multipliers widened in the GEMM's function) among the dense cases.
 
 Host x86 (AVX-512 VNNI where the CPU has it, and the widening fallback) runs here; rpi5 (Cortex-A76,
 sdot) and rpi4 (Cortex-A72, NEON smull/sadalp) run on the emulated board; the Jetson (CUDA sm_87)
@@ -20,6 +21,7 @@ from tvm import relax
 
 from compile.kernels import emit_int8_batch_matmul, emit_int8_dense
 from compile.kernels.dot_kernel import dot_kernel_for
+from compile.kernels.int4_unpack import Int4Operand
 from targets import load_preset
 from targets.cpu_features import cpu_features, machine_arch
 from tests.cuda_tools import kernel_sass, needs_cuobjdump, needs_nvcc
@@ -42,6 +44,7 @@ class Case:
     transpose_b: bool = False
     x_columns: tuple[int, int, int] | None = None  # dense on x[..., start:stop] of x [..., width]: (start, stop, width)
     symmetric: bool = False  # b within [-127, 127], a batch operand cast from its clip (as requantized tensors are)
+    int4_group: int | None = None  # dense: the weight stored as int4 codes times multipliers per group of rows (0: one)
 
     @property
     def lhs_shape(self) -> tuple[int, ...]:
@@ -61,6 +64,10 @@ CASES = (
     Case("odd_batch_t", "batch", 3, 6, 33, "uint8", lead=(2,), transpose_b=True),
     Case("tiny", "dense", 1, 1, 1, "uint8"),
     Case("tiny_batch", "batch", 1, 3, 1, "int8", lead=(1,), transpose_b=True),
+    Case("w4_qkv_g32", "dense", 197, 192, 576, "uint8", int4_group=32),
+    Case("w4_head_g64", "dense", 1, 192, 1000, "int8", int4_group=64),
+    Case("w4_fc2_slice_g128", "dense", 17, 64, 192, "int8", x_columns=(704, 768, 768), int4_group=128),
+    Case("w4_odd_channel", "dense", 5, 197, 13, "int8", lead=(2,), int4_group=0),
 )
 # Symmetric b: the ARMv8.0 tiles (compile.kernels.arm_tiles c16) take them; with a -128 in b the cases above do not
 SYMMETRIC_CASES = tuple(replace(case, name=f"{case.name}_sym", symmetric=True) for case in CASES
@@ -78,10 +85,33 @@ def _operands(case: Case, rng: np.random.Generator) -> tuple[np.ndarray, np.ndar
     low = -127 if case.symmetric else -128
     rhs = rng.integers(low, 128, ((*case.lead, *b_shape) if case.kind == "batch" else b_shape)).astype(np.int8)
     rhs[..., 0] = low
+    if case.int4_group is not None:
+        return lhs, _int4_operand(case, rng)
     return lhs, rhs
 
 
-def _reference(case: Case, lhs: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+def _int4_operand(case: Case, rng: np.random.Generator) -> Int4Operand:
+    """Codes in [-7, 7] (a column of -7) and multipliers in 1..18 (a group of 18) for the rows the case reads."""
+    first = case.x_columns[0] if case.x_columns else 0
+    group = case.int4_group
+    groups = (first + case.k - 1) // group - first // group + 1 if group else 1
+    codes = rng.integers(-7, 8, (case.k, case.n)).astype(np.int8)
+    codes[:, 0] = -7
+    multipliers = rng.integers(1, 19, (groups, case.n)).astype(np.uint8)
+    multipliers[-1] = 18
+    return Int4Operand(codes, multipliers, group, first)
+
+
+def _widened(operand: Int4Operand) -> np.ndarray:
+    """codes * the multiplier of each row's group (rows counted from the layer's first row)."""
+    first = operand.first_row
+    rows = np.arange(first, first + len(operand.codes))
+    step = rows // operand.group - first // operand.group if operand.group else np.zeros_like(rows)
+    return operand.codes.astype(np.int64) * operand.multipliers[step]
+
+
+def _reference(case: Case, lhs: np.ndarray, rhs: np.ndarray | Int4Operand) -> np.ndarray:
+    rhs = _widened(rhs) if isinstance(rhs, Int4Operand) else rhs
     b = np.swapaxes(rhs, -1, -2) if case.transpose_b else rhs
     a = lhs[..., case.x_columns[0]:case.x_columns[1]] if case.x_columns else lhs
     return a.astype(np.int64) @ b.astype(np.int64)

@@ -37,8 +37,8 @@ def test_int4_packing_layout_and_round_trip():
 
 
 def test_every_byte_widens_exactly():
-    """Each of the 256 bytes: the shifts unpack_int4 uses and the kernels' x16 widening (b << 4, b & 0xF0 read as
-    int8) both give the two nibbles' signed values, and packing gives the byte back."""
+    """Each of the 256 bytes: the shifts unpack_int4 uses give the two nibbles' signed values (as do b << 4 and
+    b & 0xF0 read as int8, times 16), and packing gives the byte back."""
     every = np.arange(256, dtype=np.uint8).reshape(1, 256).repeat(PAIR_ROWS, axis=0)
     codes = unpack_int4(every, 2 * PAIR_ROWS)
     low, high = codes[:PAIR_ROWS].astype(np.int64), codes[PAIR_ROWS:].astype(np.int64)
@@ -49,18 +49,26 @@ def test_every_byte_widens_exactly():
 
 @pytest.mark.parametrize("rows, columns, group", [(192, 576, 64), (192, 1000, 128), (768, 192, 32), (21, 5, 0)])
 def test_round_to_nearest_and_sizes(rows, columns, group):
-    """Codes are the nearest steps of the stored scales, whose clip errs less than plain absmax / 7 (up to the
-    float16 rounding of the group ratios, 2^-11 relative); sizes follow from the shape alone."""
+    """Scales are whole multiples 1..18 of a base scale per column (18 for per-column scales), codes the nearest steps
+    of them, and the widened weight (codes x multipliers, what the int8 GEMM multiplies) fits int8 and times the base
+    scales is the dequantized weight; the chosen clips err no more than absmax / 7 put on the same grid; sizes
+    follow from the shape alone."""
     rng = np.random.default_rng(rows)
     weight = rng.standard_t(4, size=(rows, columns)) * rng.uniform(0.01, 1.0, size=columns)
     weight[:, 0] = 0.0  # an all-zero column gets a usable scale
     int4 = quantize_rtn(weight, group)
-    scales = row_scales(int4.scales.astype(np.float64), group, rows)
+    multiplier = int4.multiplier.astype(np.int64)
+    assert multiplier.min() >= 1 and multiplier.max() == 18 and (multiplier == 18).all() == (group == 0)
+    scales = row_scales(int4.scales, group, rows)
     assert (int4.codes() == np.clip(np.round(weight / scales), -7, 7)).all()
+    widened = int4.widened().astype(np.int64)
+    assert np.abs(widened).max() <= 126 and (widened == int4.codes() * row_scales(multiplier, group, rows)).all()
+    assert np.array_equal(widened * int4.column_scale.astype(np.float64), int4.dequantize())
     starts = np.arange(0, rows, group or rows)
-    absmax = row_scales(np.maximum.reduceat(np.abs(weight), starts, axis=0) / 7, group, rows)
-    plain = np.where(absmax > 0, np.round(weight / np.where(absmax > 0, absmax, 1)) * absmax, 0)
-    assert ((weight - int4.dequantize()) ** 2).sum() <= ((weight - plain) ** 2).sum() * (1 + 2.0**-10)
+    base = int4.column_scale.astype(np.float64)
+    on_grid = np.clip(np.round(np.maximum.reduceat(np.abs(weight), starts, axis=0) / 7 / base), 1, 18) * base
+    plain = row_scales(on_grid, group, rows)
+    assert ((weight - int4.dequantize()) ** 2).sum() <= ((weight - np.clip(np.round(weight / plain), -7, 7) * plain) ** 2).sum()
     assert int4.nbytes == packed_bytes(rows, columns, group) == weight_bytes("w4a8", rows, columns, group)
     assert int4.nbytes < weight_bytes("int8", rows, columns, group)
 
@@ -70,8 +78,8 @@ def test_round_to_nearest_and_sizes(rows, columns, group):
 def _direct_gptq(weight, hessian, group, act_order):
     """The same greedy rounding without Cholesky or lazy blocks: before each row, invert H over the rows not yet
     rounded and apply the Optimal Brain Surgeon update to them."""
-    column, ratio = int4_scales(weight, group)
-    scales = row_scales((column[None, :] * ratio.astype(np.float32)).astype(np.float64), group, len(weight))
+    column, multiplier = int4_scales(weight, group)
+    scales = row_scales(column.astype(np.float64) * multiplier, group, len(weight))
     w, h = dampened(weight, hessian, 0.01)
     order = list(np.argsort(-np.diag(h), kind="stable")) if act_order else list(range(len(w)))
     codes = np.zeros(w.shape, dtype=np.int8)
@@ -170,12 +178,14 @@ def test_simulated_float32_equals_timm_and_margins(w4a8, images_dir, labels_csv)
 def test_mixed_size_budget_gives_the_layer_table_the_graph_reads(data):
     """--quant mixed --size-mb on a random-init tiny ViT (16 calibration images, 4 held out): a layer table with every
     linear in an offered format, the attention matmuls in int8, the parameters within the budget; the simulation
-    runs it; the graph refuses it naming a layer whose format it does not emit."""
+    runs it; the graph emits its w4a8 GEMMs (and refuses a table naming a format it does not emit, by layer)."""
     from compile.graph.builder import emit_graph
     from compile.model.models import build_model, find_checkpoint, model_spec
     from compile.quant.config import QuantConfig
+    from compile.quant.formats import chosen_formats
     from compile.quant.mofq import parameter_bytes
     from compile.quant.simulate import simulated_model
+    from targets import load_preset
 
     checkpoint = find_checkpoint(TINY_MODEL, tiny_vit_folder())
     spec = model_spec(TINY_MODEL, **{**checkpoint.preprocessing, "image_size": 96})
@@ -189,10 +199,12 @@ def test_mixed_size_budget_gives_the_layer_table_the_graph_reads(data):
     with torch.no_grad():
         logits = simulated_model(model, qvit, formats)(torch.zeros(1, 3, spec.image_size, spec.image_size))
     assert logits.shape == (1, 10) and torch.isfinite(logits).all()
-    unemitted = [linear.name for linear in qvit.linears() if formats[linear.name] not in ("float32", "int8")]
-    assert unemitted, chosen  # int8 GEMMs take 0.17 MB with the rest, w4a8 ones 0.10
-    with pytest.raises(EdgevitError, match=f"layer {unemitted[0]}.*format w4a8 has no GEMM emitter"):
-        emit_graph(qvit.vit, formats, qvit, target=None)  # refused before the target is read
+    assert "w4a8" in chosen, chosen  # int8 GEMMs take 0.17 MB with the rest, w4a8 ones 0.10
+    module = emit_graph(qvit.vit, formats, qvit, load_preset("host").target())
+    assert any("int8_dense_int4" in gv.name_hint for gv in module.functions)
+    half = chosen_formats(qvit.vit, {linear.name: "float16" for linear in qvit.linears()}, "int8")
+    with pytest.raises(EdgevitError, match="layer patch_embed .and 9 more layers.*format float16 has no GEMM emitter"):
+        emit_graph(qvit.vit, half, qvit, target=None)  # refused before the target is read
 
 
 # -- the chooser ----------------------------------------------------------------------------------------
@@ -265,8 +277,6 @@ def test_impossible_budgets_are_refused():
     (["--quant", "mixed", "--size-mb", "2", "--formats", "int3"], ["unknown format 'int3'"]),
     (["--quant", "w4a8", "--w4-group", "48"], ["--w4-group must be one of", "48"]),
     (["--quant", "w4a8", "--w4-rounding", "best"], ["--w4-rounding must be one of"]),
-    (["--quant", "w4a8", "--weights", "TINY", "--image-size", "96"],
-     ["layer patch_embed (and 9 more layers)", "format w4a8 has no GEMM emitter"]),
 ])
 def test_bad_low_bit_arguments(tmp_path, args, fragments):
     out = tmp_path / "bundle"

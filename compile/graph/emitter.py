@@ -9,6 +9,7 @@ from tvm import relax
 from tvm.target import Target
 
 from compile.kernels import HeadView, MergedHeads, emit_int8_batch_matmul, emit_int8_dense
+from compile.quant.int4 import Int4Weight
 
 
 class Emitter:
@@ -36,13 +37,14 @@ class Emitter:
     def shape(self, x: relax.Expr) -> tuple[int, ...]:
         return tuple(int(d) for d in x.ty.shape)
 
-    def int8_accumulate(self, x: relax.Expr, linear, x_view: MergedHeads | None = None) -> relax.Expr:
+    def int8_accumulate(self, x: relax.Expr, linear, x_view: MergedHeads | None = None,
+                        int4: Int4Weight | None = None) -> relax.Expr:
         """acc [N, out] int32 = sum over segments of (x[:, seg] @ weight[seg]) << shift (x read through x_view)
-        for a QLinear (compile.quant.scales)."""
+        for a QLinear (compile.quant.scales); with `int4`, the weight is its widened int8 weight, stored as int4."""
         acc = None
         for start, stop, shift in linear.segments:
-            part = emit_int8_dense(self.bb, x, linear.weight[start:stop], self.target, x_columns=(start, stop),
-                                   x_view=x_view)
+            weight = linear.weight[start:stop] if int4 is None else int4.operand(start, stop)
+            part = emit_int8_dense(self.bb, x, weight, self.target, x_columns=(start, stop), x_view=x_view)
             if shift:
                 part = self.emit(relax.op.left_shift(part, self.const(shift, "int32")))
             acc = part if acc is None else self.emit(relax.op.add(acc, part))

@@ -4,11 +4,12 @@ A format says what its layer reads (`input_quantization`: None for float32, else
 the op before it must produce) and emits x @ W + b (`dense`) in the form its numerics carries on: float32 y for
 the float graphs, the int32 accumulator plus the bias in accumulator units for the integer-only graph. Adding
 a format is one class here and its name in compile.quant.formats; a table that names a format without a
-class here (w4a8, float16: issue 26's GEMMs are not emitted yet) is refused by `check_emitters`.
+class here (float16: issue 26's float16 GEMM is not emitted yet) is refused by `check_emitters`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Protocol
 
 from tvm import relax
@@ -17,7 +18,8 @@ from compile.graph.emitter import Emitter
 from compile.kernels import MergedHeads
 from compile.model.vit import Linear
 from compile.quant import integer_params as P
-from compile.quant.formats import FLOAT32, INT8, INT8_FULL, LayerFormats
+from compile.quant.formats import FLOAT32, INT8, INT8_FULL, W4A8, LayerFormats
+from compile.quant.int4 import Int4Weight
 from compile.quant.scales import QLinear, QuantizedViT
 from runtime.errors import EdgevitError
 
@@ -53,11 +55,25 @@ class Int8Gemm:
     def input_quantization(self, layer: Linear) -> QLinear:
         return self.quant.layer(layer.name)
 
+    def weights(self, layer: Linear) -> tuple[QLinear, Int4Weight | None]:
+        """(the QLinear the GEMM computes, its weight's int4 storage or None: int8 constants)."""
+        return self.quant.layer(layer.name), None
+
     def dense(self, x: relax.Expr, layer: Linear, x_view: MergedHeads | None = None) -> relax.Expr:
-        em, q = self.em, self.quant.layer(layer.name)
-        acc = em.int8_accumulate(x, q, x_view)
+        em, (q, int4) = self.em, self.weights(layer)
+        acc = em.int8_accumulate(x, q, x_view, int4)
         y = em.emit(relax.op.multiply(em.emit(relax.op.astype(acc, "float32")), em.const(q.acc_scale)))
         return em.emit(relax.op.add(y, em.const(q.bias)))
+
+
+class W4A8Gemm(Int8Gemm):
+    """The int8 GEMM with the layer's int4 weight (compile.quant.int4): its widened weight (codes times group
+    multipliers, one base scale per column) is an ordinary int8 weight, stored as int4 and widened in the GEMM's
+    function (compile.kernels.int4_unpack); column sums and epilogue are the int8 ones."""
+
+    def weights(self, layer: Linear) -> tuple[QLinear, Int4Weight]:
+        q = self.quant.layer(layer.name)
+        return dataclasses.replace(q, weight=q.int4.widened(), weight_scale=q.int4.column_scale), q.int4
 
 
 class IntegerGemm(Int8Gemm):
@@ -68,7 +84,7 @@ class IntegerGemm(Int8Gemm):
         return em.emit(relax.op.add(em.int8_accumulate(x, q, x_view), em.const(P.bias_int(q))))
 
 
-GEMMS: dict[str, type] = {FLOAT32: Float32Gemm, INT8: Int8Gemm, INT8_FULL: IntegerGemm}
+GEMMS: dict[str, type] = {FLOAT32: Float32Gemm, INT8: Int8Gemm, INT8_FULL: IntegerGemm, W4A8: W4A8Gemm}
 
 
 def gemm_formats(em: Emitter, quant: QuantizedViT | None) -> dict[str, GemmFormat]:

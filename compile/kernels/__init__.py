@@ -23,6 +23,7 @@ from tvm.target import Target
 
 from compile.kernels import cuda_matmul, packed_gemm
 from compile.kernels.dot_kernel import dot_kernel_for
+from compile.kernels.int4_unpack import Int4Operand, pack_int4_operand, unpack_rhs
 from compile.kernels.packed_gemm import GemmPlan
 
 INT8_TYPES = ("int8", "uint8")
@@ -49,15 +50,18 @@ def _check_dtype(x: relax.Expr, allowed: tuple[str, ...], what: str) -> None:
         raise ValueError(f"{what}: dtype {x.ty.dtype} is not one of {allowed}")
 
 
-def emit_int8_dense(bb: relax.BlockBuilder, x: relax.Expr, weight: np.ndarray, target: Target, *,
+def emit_int8_dense(bb: relax.BlockBuilder, x: relax.Expr, weight: np.ndarray | Int4Operand, target: Target, *,
                     x_columns: tuple[int, int] | None = None, x_view: MergedHeads | None = None) -> relax.Expr:
     """x [..., M, K] int8 or uint8 @ weight [K, N] int8 (a constant) -> int32 [..., M, N].
 
+    weight as an Int4Operand: its widened int8 weight, stored as nibbles and multipliers and widened in the
+    GEMM's function on CPUs (compile.kernels.int4_unpack; CUDA targets get the int8 constant).
     x_columns=(start, stop): multiply x[..., start:stop] instead (K = stop - start), read in place
     by the kernel rather than copied out by a slice first (a layer split into K segments).
     x_view: x is read through this view (folded into the packing on CPUs, no copy).
     """
     _check_dtype(x, INT8_TYPES, "emit_int8_dense x")
+    int4, weight = (weight, weight.widened()) if isinstance(weight, Int4Operand) else (None, weight)
     if weight.size and (weight.min() < -128 or weight.max() > 127):
         raise ValueError(f"emit_int8_dense: weight values outside int8 [{weight.min()}, {weight.max()}]")
     weight = np.ascontiguousarray(weight, dtype=np.int8)
@@ -76,13 +80,16 @@ def emit_int8_dense(bb: relax.BlockBuilder, x: relax.Expr, weight: np.ndarray, t
             x = bb.emit(relax.op.strided_slice(x, [len(x.ty.shape) - 1], [start], [stop]))
         return cuda_matmul.dense(bb, x, weight, target)
     plan = GemmPlan.make(dot_kernel_for(target), m, weight.shape[1], k, x.ty.dtype, int(weight.min(initial=0)))
-    args = [x, relax.const(packed_gemm.pack_weight(weight, plan))]
     correction = packed_gemm.weight_correction(weight, plan)
-    if correction is not None:
-        args.append(relax.const(correction))
+    corrections = [] if correction is None else [relax.const(correction)]
     view = _viewed(x_view)
-    return bb.emit_te(lambda x, w, *c: packed_gemm.dense(view(x), w, c[0] if c else None, plan, start), *args,
-                      primfunc_name_hint="int8_dense")
+    if int4 is not None:
+        nibbles, multipliers = pack_int4_operand(int4, plan)
+        return bb.emit_te(lambda x, n, m, *c: packed_gemm.dense(view(x), unpack_rhs(n, m, plan, int4), c[0] if c else None,
+                                                                plan, start),
+                          x, relax.const(nibbles), relax.const(multipliers), *corrections, primfunc_name_hint="int8_dense_int4")
+    return bb.emit_te(lambda x, w, *c: packed_gemm.dense(view(x), w, c[0] if c else None, plan, start),
+                      x, relax.const(packed_gemm.pack_weight(weight, plan)), *corrections, primfunc_name_hint="int8_dense")
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,9 @@ from tvm import te, tirx
 from compile.kernels.arm_tiles import c16_position
 from compile.kernels.dot_kernel import DotKernel, choose_tile
 
-ROLE = "edgevit.int8"  # block annotation: pack_lhs | pack_rhs_kn | pack_rhs_nk (b [.., N, K]) | gemm | partial_sum
-                       # | pack_rhs_pad | out | correction (rhs_correction, a function of its own)
+ROLE = "edgevit.int8"  # block annotation: pack_lhs | pack_rhs_kn | pack_rhs_nk (b [.., N, K]) | pack_rhs_pad
+                       # | pack_rhs_int4 and pack_rhs_int4_multipliers (compile.kernels.int4_unpack) | gemm
+                       # | partial_sum | out | correction (rhs_correction, a function of its own)
 KERNEL = "edgevit.int8.kernel"  # gemm block: the DotKernel's name
 TILE = "edgevit.int8.tile"  # gemm block: [rows, column vectors] of the register tile
 

@@ -5,10 +5,10 @@ Formats today (compile.graph emits each one behind one interface, compile.graph.
 - int8: int8 x int8 -> int32, dequantized in its epilogue, float LayerNorm / softmax / GELU / residual around it
   (--quant int8);
 - int8-full: the same GEMM inside the integer-only graph, where the residual stream, LayerNorm, softmax and GELU
-  are integers too (--quant int8-full). Integer-only is all or nothing: every layer or none.
-Formats the table may hold that compile.graph does not emit yet (compile.graph.gemm refuses them by layer):
+  are integers too (--quant int8-full). Integer-only is all or nothing: every layer or none;
 - w4a8: int8 GEMMs with int4 weights (compile.quant.int4), per output channel or per group of input rows
-  (--quant w4a8, and --quant mixed's choice);
+  (--quant w4a8, and --quant mixed's choice).
+Formats the table may hold that compile.graph does not emit yet (compile.graph.gemm refuses them by layer):
 - float16: float16 inputs and weights (--quant mixed's choice where the target computes in float16).
 Layers are the description's linears by name plus each block's attention matmuls (`blocks.<i>.attention`).
 A format's bytes are those of a GEMM weight in it, scales included (biases, embeddings and norms stay

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from compile.quant.int4 import Int4Weight, int4_scales, int4_weight, round_int4, row_scales
+from compile.quant.int4 import Int4Weight, grid_scales, int4_scales, int4_weight, round_int4, row_scales
 
 DAMPING = 0.01  # added to H's diagonal, relative to its mean: keeps H invertible with few or dead inputs
 BLOCK_ROWS = 128  # rows whose updates are applied lazily together (the result does not depend on it)
@@ -24,14 +24,13 @@ BLOCK_ROWS = 128  # rows whose updates are applied lazily together (the result d
 def quantize_gptq(weight: np.ndarray, hessian: np.ndarray, group: int, act_order: bool = True,
                   damping: float = DAMPING, block_rows: int = BLOCK_ROWS) -> Int4Weight:
     """int4 of a float weight [K, N] that minimizes tr(dW^T H dW) greedily, H [K, K] the inputs' X^T X."""
-    column, ratio = int4_scales(weight, group)
-    rows = weight.shape[0]
-    scales = row_scales((column[None, :] * ratio.astype(np.float32)).astype(np.float64), group, rows)
+    column, multiplier = int4_scales(weight, group)
+    scales = row_scales(grid_scales(column, multiplier), group, weight.shape[0])
     w, h = dampened(weight, hessian, damping)
-    order = np.argsort(-np.diag(h), kind="stable") if act_order else np.arange(rows)
+    order = np.argsort(-np.diag(h), kind="stable") if act_order else np.arange(len(w))
     codes = np.empty(weight.shape, dtype=np.int8)
     codes[order] = _round_in_order(w[order], h[np.ix_(order, order)], scales[order], block_rows)
-    return int4_weight(codes, column, ratio, group)
+    return int4_weight(codes, column, multiplier, group)
 
 
 def dampened(weight: np.ndarray, hessian: np.ndarray, damping: float) -> tuple[np.ndarray, np.ndarray]:

@@ -2,19 +2,18 @@
 
 Codes q in [-7, 7] (symmetric; the nibble's -8 is never produced), real weight = q * scale[g(k), n]:
 one scale per output column (`group` 0) or per group of `group` consecutive input rows (K) and
-column. Scales are stored in two levels, a float32 scale per column times a float16 ratio per
-(group, column) in (0, 1]: float16 alone would underflow (folded weights reach scales of 1e-6),
-and the ratio costs 2 bytes per group instead of 4.
+column. A group's scale is an integer multiple of its column's base scale (double quantization, as
+QLoRA's): scale[g, n] = column_scale[n] * multiplier[g, n], multiplier in 1..MAX_MULTIPLIER (uint8,
+one byte per group and column). So the widened weight q * multiplier is in [-126, 126] (`widened`):
+an ordinary int8 weight with one scale per column, which the int8 GEMM, its column sums and its
+epilogue take unchanged (compile.graph.gemm's W4A8Gemm); GPTQ and round-to-nearest round on that
+grid. Per-column scales keep every multiplier at MAX_MULTIPLIER (not stored).
 
 Packed layout (uint8 [ceil(K / 8) * 4, N]): K in blocks of 8 rows; byte (4b + j, n) holds row
-8b + j in its low nibble and row 8b + 4 + j in its high nibble (j < 4). A dot-product GEMM packs
-this [K/2, N] array into its panels exactly as it packs an int8 [K, N] weight ([N/NR, K/D, NR, D],
-D = 4 for VNNI, SDOT and AMX), so one NR x 4 byte load holds the operands of two consecutive depth
-steps, low nibbles the first, high nibbles the second. Widening costs two or three instructions
-per vector, with no table and no sign extension: `b << 4` (NEON `shl .16b`; x86 `vpsllw` + mask
-0xF0) and `b & 0xF0` are 16 q exactly in an int8 lane, the dot instructions run on them unchanged
-(|16 q| <= 112, so SMULL's int16 pairs and VNNI's int32 lanes cannot overflow) and the 1/16 goes
-into the epilogue's scale. `unpack_int4` reads the bytes the other exact way (arithmetic shifts).
+8b + j in its low nibble and row 8b + 4 + j in its high nibble (j < 4): a byte holds the operands
+of two consecutive dot-product depth steps (D = 4 for VNNI, SDOT and AMX). The kernels re-pack
+these nibbles into their weight panels at compile time (compile.kernels.int4_unpack) and widen them
+there once per inference. `unpack_int4` reads the bytes by arithmetic shifts.
 """
 
 from __future__ import annotations
@@ -23,10 +22,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from compile.kernels.int4_unpack import Int4Operand
+
 INT4_MAX = 7
+MAX_MULTIPLIER = 18  # a group's scale in steps of its column's base scale: 7 * 18 = 126 still fits int8
 GROUPS = (0, 32, 64, 128)  # input rows per scale; 0: one scale per output column
 PAIR_ROWS = 4  # a byte holds rows k and k + 4: one dot-product depth step apart
-MIN_RATIO = np.float16(2.0**-14)  # the smallest normal float16: a group's scale never underflows
 CLIP_FRACTIONS = np.linspace(0.5, 1.0, 21)  # clips tried per group and column, in units of its largest |w|
 
 
@@ -35,34 +36,44 @@ class Int4Weight:
     """One GEMM's packed int4 weight with its scales (see the module docstring for the layout)."""
 
     packed: np.ndarray  # uint8 [ceil(K / 8) * 4, N]
-    column_scale: np.ndarray  # float32 [N]
-    group_ratio: np.ndarray  # float16 [G, N] in (0, 1]; all ones for per-column scales (G = 1, not stored)
+    column_scale: np.ndarray  # float32 [N]: the base scale of each column
+    multiplier: np.ndarray  # uint8 [G, N] in 1..MAX_MULTIPLIER; all MAX_MULTIPLIER per column (G = 1, not stored)
     group: int  # input rows per scale group; 0: per output column
     rows: int  # K
 
     @property
     def scales(self) -> np.ndarray:
-        """float32 [G, N]: the real value of one step, per group and column."""
-        return (self.column_scale[None, :] * self.group_ratio.astype(np.float32)).astype(np.float32)
+        """float64 [G, N]: the real value of one step, per group and column."""
+        return grid_scales(self.column_scale, self.multiplier)
 
     def codes(self) -> np.ndarray:
         """int8 [K, N] in [-7, 7]."""
         return unpack_int4(self.packed, self.rows)
 
+    def widened(self) -> np.ndarray:
+        """int8 [K, N] in [-126, 126]: codes times their multipliers, the weight at column_scale per column."""
+        return self.operand(0, self.rows).widened()
+
+    def operand(self, start: int, stop: int) -> Int4Operand:
+        """Rows start:stop as the int8 GEMM's int4 operand (compile.kernels.int4_unpack)."""
+        groups = group_of_rows(self.rows, self.group)[start:stop]
+        return Int4Operand(self.codes()[start:stop], self.multiplier[groups[0]:groups[-1] + 1].view(np.uint8),
+                           self.group, start)
+
     def dequantize(self) -> np.ndarray:
         """float64 [K, N]: codes times their scales."""
-        return self.codes() * row_scales(self.scales.astype(np.float64), self.group, self.rows)
+        return self.codes() * row_scales(self.scales, self.group, self.rows)
 
     @property
     def nbytes(self) -> int:
-        """What the bundle stores: packed codes, column scales and (grouped) float16 ratios."""
-        return int(self.packed.nbytes + self.column_scale.nbytes + (self.group_ratio.nbytes if self.group else 0))
+        """What the bundle stores: packed codes, column scales and (grouped) uint8 multipliers."""
+        return int(self.packed.nbytes + self.column_scale.nbytes + (self.multiplier.nbytes if self.group else 0))
 
 
 def packed_bytes(rows: int, columns: int, group: int) -> int:
     """Int4Weight.nbytes of a [rows, columns] weight, from its shape alone."""
     groups = -(-rows // group) if group else 0
-    return -(-rows // (2 * PAIR_ROWS)) * PAIR_ROWS * columns + 4 * columns + 2 * groups * columns
+    return -(-rows // (2 * PAIR_ROWS)) * PAIR_ROWS * columns + 4 * columns + groups * columns
 
 
 def group_of_rows(rows: int, group: int) -> np.ndarray:
@@ -76,24 +87,35 @@ def row_scales(scales: np.ndarray, group: int, rows: int) -> np.ndarray:
 
 
 def int4_scales(weight: np.ndarray, group: int) -> tuple[np.ndarray, np.ndarray]:
-    """(column_scale float32 [N], group_ratio float16 [G, N]): per group and column, the clip among CLIP_FRACTIONS of
+    """(column_scale float32 [N], multiplier uint8 [G, N]): per group and column, the clip among CLIP_FRACTIONS of
     its largest |w| whose round-to-nearest codes have the least squared error (clipping a few large weights
-    buys finer steps for all the others: ~10% less output error than absmax / 7 on DeiT-tiny's GEMMs, for
-    round-to-nearest and GPTQ alike). All-zero columns get scale 1 (their codes are 0 anyway)."""
+    buys finer steps for all the others: ~10% less output error than absmax / 7 on DeiT-tiny's GEMMs), first
+    freely, which sets each column's base scale (its largest group scale / MAX_MULTIPLIER), then again with
+    every scale on its column's grid of multiples. All-zero columns get base scale 1 (their codes are 0)."""
     w = weight.astype(np.float64)
     starts = np.arange(0, len(w), group or len(w))
     absmax = np.maximum.reduceat(np.abs(w), starts, axis=0)
+    free = _best_clip(w, absmax, group, lambda scale: scale)
+    column = free.max(axis=0) / MAX_MULTIPLIER
+    column = np.where(column > 0, column, 1.0 / MAX_MULTIPLIER).astype(np.float32)
+    if not group:
+        return column, np.full(free.shape, MAX_MULTIPLIER, np.uint8)
+    base = column.astype(np.float64)
+    on_grid = _best_clip(w, absmax, group, lambda scale: np.clip(np.round(scale / base), 1, MAX_MULTIPLIER) * base)
+    return column, np.round(on_grid / base).astype(np.uint8)
+
+
+def _best_clip(w: np.ndarray, absmax: np.ndarray, group: int, grid) -> np.ndarray:
+    """float64 [G, N]: per group and column, the scale grid(absmax * fraction / 7) of least squared rounding error."""
+    starts = np.arange(0, len(w), group or len(w))
     best, best_error = absmax / INT4_MAX, np.full(absmax.shape, np.inf)
     for fraction in CLIP_FRACTIONS:
-        scale = np.where(absmax > 0, absmax * fraction / INT4_MAX, 1.0)
+        scale = grid(np.where(absmax > 0, absmax * fraction / INT4_MAX, 1.0))
         rows = row_scales(scale, group, len(w))
         error = np.add.reduceat((w - round_int4(w, rows) * rows) ** 2, starts, axis=0)
         better = error < best_error
         best, best_error = np.where(better, scale, best), np.where(better, error, best_error)
-    column = best.max(axis=0)
-    column = np.where(column > 0, column, 1.0).astype(np.float32)
-    ratio = np.maximum((best / column.astype(np.float64)).astype(np.float16), MIN_RATIO)
-    return column, ratio
+    return best
 
 
 def round_int4(weight: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -103,13 +125,18 @@ def round_int4(weight: np.ndarray, scale: np.ndarray) -> np.ndarray:
 
 def quantize_rtn(weight: np.ndarray, group: int) -> Int4Weight:
     """Round-to-nearest int4 of a float weight [K, N]: the baseline beside GPTQ."""
-    column, ratio = int4_scales(weight, group)
-    scales = column[None, :] * ratio.astype(np.float32)
-    return int4_weight(round_int4(weight, row_scales(scales, group, weight.shape[0])), column, ratio, group)
+    column, multiplier = int4_scales(weight, group)
+    return int4_weight(round_int4(weight, row_scales(grid_scales(column, multiplier), group, weight.shape[0])),
+                       column, multiplier, group)
 
 
-def int4_weight(codes: np.ndarray, column_scale: np.ndarray, group_ratio: np.ndarray, group: int) -> Int4Weight:
-    return Int4Weight(pack_int4(codes), column_scale, group_ratio, group, codes.shape[0])
+def grid_scales(column_scale: np.ndarray, multiplier: np.ndarray) -> np.ndarray:
+    """float64 [G, N]: the scales int4_scales' (column_scale, multiplier) stand for."""
+    return column_scale.astype(np.float64)[None, :] * multiplier
+
+
+def int4_weight(codes: np.ndarray, column_scale: np.ndarray, multiplier: np.ndarray, group: int) -> Int4Weight:
+    return Int4Weight(pack_int4(codes), column_scale, multiplier, group, codes.shape[0])
 
 
 def pack_int4(codes: np.ndarray) -> np.ndarray:

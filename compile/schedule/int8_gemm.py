@@ -271,6 +271,12 @@ def _schedule_pack(sch: s_tir.Schedule, block, role: str, kernel: DotKernel, tar
         sch.reorder(tile, column, group, element)
         _parallel(sch, [*lead, tile, column], parallel)
         sch.vectorize(element)
+    elif role == "pack_rhs_int4":  # int4 nibbles widened: steps by pairs (constant shifts), NR x D bytes a vector
+        *lead, tile, step, column, element = sch.get_loops(block)
+        pair, parity = sch.split(step, [None, 2])
+        _parallel(sch, [*lead, tile, pair], parallel)
+        sch.vectorize(sch.fuse(column, element))
+        sch.unroll(parity)
     elif role == "pack_rhs_kn":  # b [.., K, N]: 4 rows interleaved into groups of 4 bytes
         *lead, tile, group, column, element = sch.get_loops(block)
         if kernel.interleave_rhs:  # a tile's groups in a serial loop: its addresses step, no division per group
