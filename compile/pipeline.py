@@ -133,12 +133,14 @@ def calibrate(args: CompileArgs, loaded: Loaded, model, vit, log: Log):
         log("[2/6] fp32: nothing to calibrate")
         return None, layer_formats("fp32", vit), vit
     from compile.graph.gemm import check_emitters
+    from compile.quant.formats import check_target_formats
     from compile.quant.quantize import quantize
 
     if args.quant.mode in MODE_FORMATS:  # a table known before calibration: refused before its minutes
         check_emitters(layer_formats(args.quant.mode, vit))
     log(f"[2/6] post-training quantization ({args.quant.mode})")
     quant, formats = quantize(model, vit, loaded.spec, args.quant, log, loaded.offered)
+    check_target_formats(formats, loaded.preset)
     return quant, formats, quant.vit
 
 
