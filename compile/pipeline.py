@@ -75,12 +75,13 @@ class Loaded:
     spec: object  # compile.model.models.ModelSpec
     checkpoint: object | None  # compile.model.checkpoint.Checkpoint
     out: Path
-    offered: tuple[str, ...]  # the layer formats --quant mixed may choose from on this preset
+    offered: tuple[str, ...]  # the layer formats --quant mixed may choose from on this preset (and the graph emits)
 
 
 def resolve(args: CompileArgs) -> Loaded:
     """Check the arguments, the preset and its toolchains before any heavy work; find the weights."""
     from compile.build import check_toolchain
+    from compile.graph.gemm import emitted_formats
     from compile.model.models import DEFAULT_MODEL, OUTPUTS, find_checkpoint, model_spec
     from compile.quant.formats import offered_formats
     from targets import load_preset
@@ -90,7 +91,7 @@ def resolve(args: CompileArgs) -> Loaded:
     if args.output == "features" and args.labels is not None:
         raise EdgevitError("--labels names classes; a --output features bundle has none (it returns the embedding)")
     preset = load_preset(args.target)
-    offered = offered_formats(args.quant, preset)
+    offered = emitted_formats(offered_formats(args.quant, preset), args.quant.formats)
     checkpoint = find_checkpoint(args.model or DEFAULT_MODEL, args.weights)
     name = args.model or (checkpoint.architecture if checkpoint else None) or DEFAULT_MODEL
     if args.model and checkpoint and checkpoint.architecture not in (None, args.model):

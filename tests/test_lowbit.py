@@ -300,6 +300,7 @@ def test_impossible_budgets_are_refused():
     (["--quant", "w4a8", "--w4-rounding", "best"], ["--w4-rounding must be one of"]),
     (["--quant", "w4a8", "--weights", "TINY", "--image-size", "96"],
      ["layer patch_embed (and 9 more layers)", "format w4a8 has no GEMM emitter"]),
+    (["--quant", "mixed", "--max-drop", "1", "--formats", "int8,w4a8"], ["--formats w4a8", "has no GEMM emitter"]),
 ])
 def test_bad_low_bit_arguments(tmp_path, args, fragments):
     out = tmp_path / "bundle"

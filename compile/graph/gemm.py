@@ -100,3 +100,13 @@ def check_emitters(formats: LayerFormats) -> None:
         (name, fmt), more = missing[0], f" (and {len(missing) - 1} more layers)" if len(missing) > 1 else ""
         raise EdgevitError(f"layer {name}{more}: format {fmt} has no GEMM emitter in the graph yet (it emits "
                            f"{', '.join(GEMMS)}); nothing was written")
+
+
+def emitted_formats(offered: tuple[str, ...], named: tuple[str, ...] | None) -> tuple[str, ...]:
+    """What --quant mixed may choose from: the `offered` formats the graph emits. One that --formats names without
+    an emitter is an EdgevitError before calibration; unnamed ones are left out (w4a8 until its emitter lands)."""
+    for fmt in named or ():
+        if fmt not in GEMMS:
+            raise EdgevitError(f"--formats {fmt}: format {fmt} has no GEMM emitter in the graph yet (it emits "
+                               f"{', '.join(GEMMS)}); nothing was written")
+    return tuple(fmt for fmt in offered if fmt in GEMMS)
