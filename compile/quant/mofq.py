@@ -13,8 +13,9 @@ estimate is an upper one, as a budget should be.
 
 - --max-drop D: the smallest model whose estimate is <= D. A 0/1 knapsack over layers (size as cost,
   the mean squared move over the images a flip costs as weight, discretized upwards) is solved for a range of move budgets; the
-  smallest of its answers whose estimate meets D is kept, then layers move to smaller formats one at
-  a time while the estimate allows; last, attention matmuls the size left in float32 move to int8 (their
+  smallest of its answers whose estimate meets D is kept, as is the smallest of --size-mb's answers for
+  size budgets bisected below it (the two searches miss different optima), then layers move to smaller
+  formats one at a time while the estimate allows; last, attention matmuls the size left in float32 move to int8 (their
   faster kernel), the least noisy first, while the estimate allows.
 - --size-mb MB: the smallest estimate within MB (parameters, every float32 one outside the GEMMs
   included): the same knapsack with the roles swapped, then single-layer moves that lower the estimate.
@@ -37,6 +38,7 @@ from runtime.errors import EdgevitError
 
 RESOLUTION = 2048  # knapsack capacity steps
 BUDGET_STEPS = 48  # move budgets tried for --max-drop
+BISECT_STEPS = 12  # --max-drop: size budgets bisected, each answered as --size-mb is
 ATTENTION_CHOICES = (INT8, FLOAT32)  # the formats of a block's attention matmuls, the faster first
 
 
@@ -106,6 +108,17 @@ def _smallest_within_drop(costs: FormatCosts, max_drop: float) -> np.ndarray:
         choice = _knapsack(costs.masked(costs.bytes.astype(np.float64)), finite, budget)
         if choice is not None and costs.drop_points(choice) <= max_drop and costs.size_bytes(choice) < costs.size_bytes(best):
             best = choice
+    low = float(costs.masked(costs.bytes.astype(np.float64)).min(axis=1).sum())
+    high = float(costs.size_bytes(best) - costs.other_bytes)
+    for _ in range(BISECT_STEPS):  # the --size-mb answers (least estimate within a size) between the smallest and best
+        middle = (low + high) / 2
+        choice = _least_drop_at(costs, middle)
+        if costs.drop_points(choice) > max_drop:
+            low = middle
+            continue
+        high = middle
+        if costs.size_bytes(choice) < costs.size_bytes(best):
+            best = choice
     best = _improve(best, costs, lambda c: costs.drop_points(c) <= max_drop, lambda c: costs.size_bytes(c))
     return _faster_attention(best, costs, max_drop)
 
@@ -135,9 +148,14 @@ def check_size(sizes: np.ndarray, other: int, formats: tuple[str, ...], size_mb:
 
 def _least_drop_within(costs: FormatCosts, size_mb: float) -> np.ndarray:
     check_size(costs.bytes, costs.other_bytes, costs.formats, size_mb)
-    choice = _knapsack(costs.masked(costs.noise()), costs.bytes.astype(np.float64), size_mb * 1e6 - costs.other_bytes)
-    start = costs.bytes.argmin(axis=1) if choice is None else choice
-    return _improve(start, costs, lambda c: costs.size_bytes(c) <= size_mb * 1e6, costs.drop_points)
+    return _least_drop_at(costs, size_mb * 1e6 - costs.other_bytes)
+
+
+def _least_drop_at(costs: FormatCosts, gemm_bytes: float) -> np.ndarray:
+    """The least estimate whose GEMM weights take at most `gemm_bytes` (the smallest formats fit)."""
+    choice = _knapsack(costs.masked(costs.noise()), costs.bytes.astype(np.float64), gemm_bytes)
+    start = costs.masked(costs.bytes.astype(np.float64)).argmin(axis=1) if choice is None else choice
+    return _improve(start, costs, lambda c: costs.size_bytes(c) - costs.other_bytes <= gemm_bytes, costs.drop_points)
 
 
 def _argmin_then(primary: np.ndarray, secondary: np.ndarray) -> np.ndarray:
