@@ -42,9 +42,6 @@ LOW_BIT = (
     # each block's attention int8 or float32 by the same estimate (compiled: the graph emits float32 and int8 GEMMs)
     Variant("mixed --max-drop 0.5, float32 / int8", quant="mixed", options={"max_drop": 0.5, "formats": ("float32", "int8")}),
     Variant("mixed --max-drop 0.5, host formats (simulated)", quant="mixed", options={"max_drop": 0.5}, simulated=True),
-    # every linear in float16 accumulated in float16 (rpi5's kernels, compile.graph.gemm.Float16Gemm), attention float32
-    Variant("float16 GEMMs, float16 accumulation (simulated)", quant="mixed",
-            options={"size_mb": 100.0, "formats": ("float16",)}, simulated=True),
     Variant("mixed --max-drop 1, host formats (simulated)", quant="mixed", options={"max_drop": 1.0}, simulated=True),
     Variant("mixed --max-drop 1, rpi5 formats (simulated)", quant="mixed",
             options={"max_drop": 1.0, "formats": ("float32", "float16", "int8", "w4a8")}, simulated=True),
