@@ -75,7 +75,7 @@ class Loaded:
     spec: object  # compile.model.models.ModelSpec
     checkpoint: object | None  # compile.model.checkpoint.Checkpoint
     out: Path
-    offered: tuple[str, ...]  # the layer formats --quant mixed may choose from on this preset
+    offered: tuple[str, ...]  # the layer formats --quant mixed may choose from on this preset (and the graph emits)
 
 
 def resolve(args: CompileArgs) -> Loaded:
@@ -127,18 +127,17 @@ def load(args: CompileArgs, loaded: Loaded, log: Log):
 
 def calibrate(args: CompileArgs, loaded: Loaded, model, vit, log: Log):
     """(quantization parameters or None, the layer table, the description they belong to) of phase 2."""
-    from compile.quant.formats import MODE_FORMATS, layer_formats
+    from compile.quant.formats import layer_formats
 
     if not args.quant.is_integer:
         log("[2/6] fp32: nothing to calibrate")
         return None, layer_formats("fp32", vit), vit
-    from compile.graph.gemm import check_emitters
+    from compile.quant.formats import check_target_formats
     from compile.quant.quantize import quantize
 
-    if args.quant.mode in MODE_FORMATS:  # a table known before calibration: refused before its minutes
-        check_emitters(layer_formats(args.quant.mode, vit))
     log(f"[2/6] post-training quantization ({args.quant.mode})")
     quant, formats = quantize(model, vit, loaded.spec, args.quant, log, loaded.offered)
+    check_target_formats(formats, loaded.preset)
     return quant, formats, quant.vit
 
 

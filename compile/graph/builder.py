@@ -16,7 +16,6 @@ from tvm.target import Target
 
 from compile.graph.emitter import Emitter
 from compile.graph.float_numerics import FloatNumerics
-from compile.graph.gemm import check_emitters
 from compile.graph.integer_numerics import IntegerNumerics
 from compile.graph.tome import match_tokens
 from compile.kernels import MergedHeads
@@ -94,7 +93,6 @@ def _outputs(em: Emitter, num: Numerics, vit: ViT, x: relax.Expr) -> relax.Expr:
 def emit_graph(vit: ViT, formats: LayerFormats, quant: QuantizedViT | None, target: Target) -> tvm.IRModule:
     """main(x [1, 3, H, W]: uint8 pixels, or normalized float32 ones where the patch embedding is float32) ->
     float32 outputs [1, classes or embed_dim]; `quant`: the parameters of the quantized layers (None: fp32)."""
-    check_emitters(formats)
     bb = relax.BlockBuilder()
     pixels = relax.Var("x", relax.TensorType((1, 3, vit.image_size, vit.image_size), formats.input_dtype(vit)))
     em = Emitter(bb, target)

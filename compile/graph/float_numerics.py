@@ -1,5 +1,5 @@
 """The float numerics: a float32 residual stream, LayerNorm, softmax and GELU in float (fp32, and int8's
-nonlinearities), around GEMMs of whichever format the layer table gives each layer (float32 or int8).
+nonlinearities), around GEMMs of whichever format the layer table gives each layer (float32, float16 or int8).
 
 An int8 GEMM's int32 accumulator is dequantized (one multiply-add per element with the folded scales) in its
 epilogue, and its int8 input is produced by the op before it (LayerNorm, GELU, attention) with the quantization

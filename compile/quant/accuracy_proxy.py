@@ -8,9 +8,10 @@ order, by
     delta_{l,f,i} = < dm_i / dy_l , y_l in format f - y_l >       (y_l: layer l's output [tokens, N])
 
 with both outputs computed from layer l's float input: one forward and one backward pass of the
-float model give every layer's gradient, then one GEMM per layer and format the change. The int8
-points of the attention (q, k, v, probabilities) are in every integer format; their share adds up
-the same way into `base`. compile.quant.mofq turns these into an estimated top-1 drop.
+float model give every layer's gradient, then one GEMM per layer and format the change. A block's
+int8 attention (its q, k, v and probabilities on their grids) moves the margin by the sum of its
+points' squared moves (`attention`, per block); float32 attention by nothing. compile.quant.mofq
+turns these into an estimated top-1 drop.
 """
 
 from __future__ import annotations
@@ -34,18 +35,19 @@ class MarginChanges:
     margin: np.ndarray  # [I] > 0: top-1 minus runner-up logit of the float model
     correct: np.ndarray  # bool [I]: the top-1 is the label (all True without labels)
     delta2: dict[str, dict[str, np.ndarray]]  # layer -> format -> [I] (float32: 0)
-    base: np.ndarray  # [I]: sum over the attention's int8 points of their squared moves
+    attention: dict[str, np.ndarray]  # block's attention layer -> [I]: its int8 points' squared moves, summed
 
 
 def margin_changes(model: torch.nn.Module, qvit: QuantizedViT, images: np.ndarray, labels: list[int] | None,
                    formats: tuple[str, ...], progress=None) -> MarginChanges:
     """MarginChanges of every GEMM of `qvit` in each of `formats` on `images` [I, 3, H, W] (normalized)."""
     linears = {linear.name: linear for linear in qvit.linears()}
-    recorded: list[tuple[torch.Tensor, torch.Tensor]] = []
+    recorded: list[tuple[str, torch.Tensor, torch.Tensor]] = []
+    attention = {f"{block.qkv.name}.": f"blocks.{block.index}.attention" for block in qvit.vit.blocks}
 
     def record(name: str, x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         x.retain_grad()
-        recorded.append((x, (q - x).detach()))
+        recorded.append((attention[name[: name.rindex(".") + 1]], x, (q - x).detach()))
         return x
 
     sim = simulated_model(model, qvit, {name: "float32" for name in linears}, quantizer=record)
@@ -54,7 +56,8 @@ def margin_changes(model: torch.nn.Module, qvit: QuantizedViT, images: np.ndarra
     changed = {(name, fmt): format_linear(linear, fmt, weights[name]) for name, linear in linears.items() for fmt in formats
                if fmt != "float32"}
     parts: dict[tuple[str, str], list[torch.Tensor]] = {key: [] for key in changed}
-    margins, correct, base = [], [], []
+    margins, correct = [], []
+    moves: dict[str, list[torch.Tensor]] = {layer: [] for layer in attention.values()}
     for start in range(0, len(images), CHUNK_IMAGES):
         taps: list = []
         for gemm in gemms:
@@ -69,7 +72,9 @@ def margin_changes(model: torch.nn.Module, qvit: QuantizedViT, images: np.ndarra
                 for fmt in formats:
                     if fmt != "float32":
                         parts[(name, fmt)].append(_inner(y.grad, changed[(name, fmt)](rows) - y))
-            base.append(sum((_inner(t.grad, change) ** 2 for t, change in recorded), torch.zeros(len(x), dtype=torch.float64)))
+            for layer in moves:
+                moves[layer].append(sum((_inner(t.grad, change) ** 2 for at, t, change in recorded if at == layer),
+                                        torch.zeros(len(x), dtype=torch.float64)))
         margins.append(margin.detach())
         correct.append(right)
         if progress is not None:
@@ -77,7 +82,7 @@ def margin_changes(model: torch.nn.Module, qvit: QuantizedViT, images: np.ndarra
     delta2 = {name: {fmt: np.zeros(len(images)) if fmt == "float32" else (torch.cat(parts[(name, fmt)]) ** 2).numpy()
                      for fmt in formats} for name in linears}
     return MarginChanges(torch.cat(margins).numpy().astype(np.float64), torch.cat(correct).numpy(), delta2,
-                         torch.cat(base).numpy())
+                         {layer: torch.cat(parts).numpy() for layer, parts in moves.items()})
 
 
 def _decision_margins(logits: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,8 +3,8 @@ per-layer measure).
 
 A QLinear's formats, all on rows x [.., K] of its input (x - offset for the patch embedding), W its float weight:
 - float32: x @ W + b;
-- float16: x and W rounded to float16, products summed in float32, the output rounded to float16
-  (a kernel that accumulates in float16 must measure its own, larger error);
+- float16: x and W rounded to float16, the products accumulated in float16 in k order with one rounding per
+  multiply-add, as compile.graph.gemm.Float16Gemm's kernels do (`half_accumulated`), then the float32 bias;
 - int8:    x_q @ W_eff + b, x_q = clip(round(x / input_scale)) and W_eff the int8 weight times its
            column scales and each row's step (input_base * 2^shift, see compile.quant.scales);
 - w4a8:    the same int8 input, W_eff from the int4 weight (compile.quant.int4) of the recipe's rounding.
@@ -48,10 +48,21 @@ class FormatLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_scale is not None:
             x = torch.clamp(torch.round(x / self.input_scale), *self.input_range)
-        elif self.half:
-            x = x.half().to(x.dtype)
-        y = x @ self.weight + self.bias
-        return y.half().to(y.dtype) if self.half else y
+        if self.half:
+            return half_accumulated(x, self.weight) + self.bias
+        return x @ self.weight + self.bias
+
+
+def half_accumulated(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x [..., K] @ weight [K, N] in float16: both rounded to float16, acc = fl16(acc + x_k w_k) for k = 0..K-1, in x's
+    dtype. The kernel rounds each fused step once; here the step (exact in float64) goes through float32 on its way
+    to float16 (torch converts so), which differs in ties only: one float16 ulp on ~2% of the outputs at K = 768
+    (tests/test_float16_gemm.py). K steps of torch ops: slow, as a simulation of what the kernel rounds."""
+    xh, wh = x.half().to(x.dtype), weight.half().to(x.dtype)
+    acc = torch.zeros((*x.shape[:-1], weight.shape[1]), dtype=x.dtype)
+    for k in range(weight.shape[0]):
+        acc = torch.addcmul(acc, xh[..., k:k + 1], wh[k]).half().to(x.dtype)
+    return acc
 
 
 def format_linear(linear: QLinear, fmt: str, float_weight: np.ndarray, int4: Int4Weight | None = None) -> FormatLinear:

@@ -7,9 +7,9 @@ Formats today (compile.graph emits each one behind one interface, compile.graph.
 - int8-full: the same GEMM inside the integer-only graph, where the residual stream, LayerNorm, softmax and GELU
   are integers too (--quant int8-full). Integer-only is all or nothing: every layer or none;
 - w4a8: int8 GEMMs with int4 weights (compile.quant.int4), per output channel or per group of input rows
-  (--quant w4a8, and --quant mixed's choice).
-Formats the table may hold that compile.graph does not emit yet (compile.graph.gemm refuses them by layer):
-- float16: float16 inputs and weights (--quant mixed's choice where the target computes in float16).
+  (--quant w4a8, and --quant mixed's choice);
+- float16: float16 inputs and weights, accumulated in float16 (--quant mixed's choice where the target computes in
+  float16: check_target_formats refuses it elsewhere).
 Layers are the description's linears by name plus each block's attention matmuls (`blocks.<i>.attention`).
 A format's bytes are those of a GEMM weight in it, scales included (biases, embeddings and norms stay
 float32 in every format).
@@ -98,6 +98,15 @@ def computes_fp16(preset: TargetPreset) -> bool:
 def target_formats(preset: TargetPreset) -> tuple[str, ...]:
     """The formats --quant mixed may give a layer on `preset`: all but float16 where it has no float16 arithmetic."""
     return tuple(fmt for fmt in MIXED_FORMATS if fmt != FLOAT16 or computes_fp16(preset))
+
+
+def check_target_formats(formats: LayerFormats, preset: TargetPreset) -> None:
+    """An EdgevitError naming the first layer of the table whose format `preset` cannot compute in (float16 without
+    half-precision arithmetic), however the table was made."""
+    for name, fmt in formats.table:
+        if fmt == FLOAT16 and not computes_fp16(preset):
+            raise EdgevitError(f"layer {name}: format float16 needs half-precision arithmetic, which target "
+                               f"{preset.name} does not have (fphp / asimdhp, or CUDA); nothing was written")
 
 
 def offered_formats(config: QuantConfig, preset: TargetPreset) -> tuple[str, ...]:

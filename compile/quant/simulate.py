@@ -19,7 +19,7 @@ from torch import nn
 
 from compile.quant.calibration import image_patches
 from compile.quant.format_error import format_linear
-from compile.quant.formats import LayerFormats
+from compile.quant.formats import FLOAT32, INT8, LayerFormats
 from compile.quant.scales import QBlock, QLinear, QuantizedViT
 
 # What a quantization point does with (its name, the float tensor, that tensor on its grid): the simulation
@@ -61,10 +61,12 @@ class SimulatedGemm(nn.Module):
 def simulated_model(model: nn.Module, qvit: QuantizedViT, formats: LayerFormats | dict[str, str],
                     quantizer: Quantizer | None = on_grid) -> nn.Module:
     """A copy of `model` (float timm ViT, ToMe-patched or not) computing like `qvit` with the linear layers in
-    their `formats` (the layer table, or layer name -> format). quantizer: what the attention's int8 / uint8
-    points do (None: nothing, the float model's attention)."""
+    their `formats` (the layer table, or layer name -> format). quantizer: what the int8 / uint8 points of an int8
+    attention do (None: nothing, the float model's attention); a block's attention is int8 unless `formats` gives
+    it float32."""
     sim = copy.deepcopy(model).eval()
     weights = {linear.name: linear.weight for linear in qvit.vit.linears()}  # fc1 / fc2 permuted as qvit's
+    table = dict(formats.table) if isinstance(formats, LayerFormats) else formats
 
     def gemm(linear: QLinear, patch: int = 0) -> SimulatedGemm:
         return SimulatedGemm(linear, formats[linear.name], weights[linear.name], patch)
@@ -76,7 +78,7 @@ def simulated_model(model: nn.Module, qvit: QuantizedViT, formats: LayerFormats 
         attn.qkv, attn.proj, mlp.fc1, mlp.fc2 = (gemm(q) for q in (qblock.qkv, qblock.proj, qblock.fc1, qblock.fc2))
         block.ls1, block.ls2 = nn.Identity(), nn.Identity()  # LayerScale is folded into proj and fc2 (the description)
         attn.fused_attn = False
-        if quantizer is not None:
+        if quantizer is not None and table.get(described.attention, INT8) != FLOAT32:
             _quantize_attention(attn, qblock, described.q_norm is not None, qvit.vit.num_heads, quantizer)
     sim.head = gemm(qvit.heads[0])
     if len(qvit.heads) > 1:
