@@ -9,7 +9,8 @@ from tvm import relax
 from tvm.target import Target
 
 from compile.kernels import HeadView, MergedHeads, emit_int8_batch_matmul, emit_int8_dense
-from compile.quant.int4 import Int4Weight
+from compile.kernels.int4_unpack import Int4Operand
+from compile.quant.int4 import Int4Weight, group_of_rows
 
 
 class Emitter:
@@ -43,7 +44,7 @@ class Emitter:
         for a QLinear (compile.quant.scales); with `int4`, the weight is its widened int8 weight, stored as int4."""
         acc = None
         for start, stop, shift in linear.segments:
-            weight = linear.weight[start:stop] if int4 is None else int4.operand(start, stop)
+            weight = linear.weight[start:stop] if int4 is None else int4_operand(int4, start, stop)
             part = emit_int8_dense(self.bb, x, weight, self.target, x_columns=(start, stop), x_view=x_view)
             if shift:
                 part = self.emit(relax.op.left_shift(part, self.const(shift, "int32")))
@@ -62,3 +63,10 @@ class Emitter:
         asking = qkv if queries is None else self.rows(qkv, 0, queries)
         logits = self.batch_matmul(asking, qkv, transpose_b=True, a_view=q, b_view=k)
         return self.batch_matmul(probabilities(logits), qkv, b_view=v)
+
+
+def int4_operand(int4: Int4Weight, start: int, stop: int) -> Int4Operand:
+    """Rows start:stop of a w4a8 weight as the int8 GEMM's int4 operand (compile.kernels.int4_unpack)."""
+    groups = group_of_rows(int4.rows, int4.group)[start:stop]
+    return Int4Operand(int4.codes()[start:stop], int4.multiplier[groups[0]:groups[-1] + 1].view(np.uint8),
+                       int4.group, start)

@@ -22,8 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from compile.kernels.int4_unpack import Int4Operand
-
 INT4_MAX = 7
 MAX_MULTIPLIER = 18  # a group's scale in steps of its column's base scale: 7 * 18 = 126 still fits int8
 GROUPS = (0, 32, 64, 128)  # input rows per scale; 0: one scale per output column
@@ -52,13 +50,8 @@ class Int4Weight:
 
     def widened(self) -> np.ndarray:
         """int8 [K, N] in [-126, 126]: codes times their multipliers, the weight at column_scale per column."""
-        return self.operand(0, self.rows).widened()
-
-    def operand(self, start: int, stop: int) -> Int4Operand:
-        """Rows start:stop as the int8 GEMM's int4 operand (compile.kernels.int4_unpack)."""
-        groups = group_of_rows(self.rows, self.group)[start:stop]
-        return Int4Operand(self.codes()[start:stop], self.multiplier[groups[0]:groups[-1] + 1].view(np.uint8),
-                           self.group, start)
+        multipliers = self.multiplier.view(np.uint8)[group_of_rows(self.rows, self.group)]
+        return (self.codes().astype(np.int16) * multipliers).astype(np.int8)
 
     def dequantize(self) -> np.ndarray:
         """float64 [K, N]: codes times their scales."""
