@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from compile.graph.emitter import int4_operand
 from compile.quant.formats import weight_bytes
 from compile.quant.gptq import dampened, quantize_gptq
 from compile.quant.int4 import PAIR_ROWS, int4_scales, pack_int4, packed_bytes, quantize_rtn, row_scales, unpack_int4
@@ -61,7 +62,7 @@ def test_round_to_nearest_and_sizes(rows, columns, group):
     assert multiplier.min() >= 1 and multiplier.max() == 18 and (multiplier == 18).all() == (group == 0)
     scales = row_scales(int4.scales, group, rows)
     assert (int4.codes() == np.clip(np.round(weight / scales), -7, 7)).all()
-    widened = int4.widened().astype(np.int64)
+    widened = int4_operand(int4, 0, rows).widened().astype(np.int64)
     assert np.abs(widened).max() <= 126 and (widened == int4.codes() * row_scales(multiplier, group, rows)).all()
     assert np.array_equal(widened * int4.column_scale.astype(np.float64), int4.dequantize())
     starts = np.arange(0, rows, group or rows)

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from tvm import relax
 
-from compile.graph.emitter import Emitter
+from compile.graph.emitter import Emitter, int4_operand
 from compile.kernels import MergedHeads
 from compile.model.vit import Linear
 from compile.quant import integer_params as P
@@ -88,7 +88,8 @@ class W4A8Gemm(Int8Gemm):
 
     def weights(self, layer: Linear) -> tuple[QLinear, Int4Weight]:
         q = self.quant.layer(layer.name)
-        return dataclasses.replace(q, weight=q.int4.widened(), weight_scale=q.int4.column_scale), q.int4
+        widened = int4_operand(q.int4, 0, q.int4.rows).widened()
+        return dataclasses.replace(q, weight=widened, weight_scale=q.int4.column_scale), q.int4
 
 
 class IntegerGemm(Int8Gemm):

@@ -4,10 +4,10 @@ Codes q in [-7, 7] (symmetric; the nibble's -8 is never produced), real weight =
 one scale per output column (`group` 0) or per group of `group` consecutive input rows (K) and
 column. A group's scale is an integer multiple of its column's base scale (double quantization, as
 QLoRA's): scale[g, n] = column_scale[n] * multiplier[g, n], multiplier in 1..MAX_MULTIPLIER (uint8,
-one byte per group and column). So the widened weight q * multiplier is in [-126, 126] (`widened`):
-an ordinary int8 weight with one scale per column, which the int8 GEMM, its column sums and its
-epilogue take unchanged (compile.graph.gemm's W4A8Gemm); GPTQ and round-to-nearest round on that
-grid. Per-column scales keep every multiplier at MAX_MULTIPLIER (not stored).
+one byte per group and column). So the widened weight q * multiplier is in [-126, 126]
+(compile.kernels.int4_unpack.Int4Operand.widened): an ordinary int8 weight with one scale per column,
+which the int8 GEMM, its column sums and its epilogue take unchanged (compile.graph.gemm's W4A8Gemm);
+GPTQ and round-to-nearest round on that grid. Per-column scales keep every multiplier at MAX_MULTIPLIER (not stored).
 
 Packed layout (uint8 [ceil(K / 8) * 4, N]): K in blocks of 8 rows; byte (4b + j, n) holds row
 8b + j in its low nibble and row 8b + 4 + j in its high nibble (j < 4): a byte holds the operands
@@ -47,11 +47,6 @@ class Int4Weight:
     def codes(self) -> np.ndarray:
         """int8 [K, N] in [-7, 7]."""
         return unpack_int4(self.packed, self.rows)
-
-    def widened(self) -> np.ndarray:
-        """int8 [K, N] in [-126, 126]: codes times their multipliers, the weight at column_scale per column."""
-        multipliers = self.multiplier.view(np.uint8)[group_of_rows(self.rows, self.group)]
-        return (self.codes().astype(np.int16) * multipliers).astype(np.int8)
 
     def dequantize(self) -> np.ndarray:
         """float64 [K, N]: codes times their scales."""
