@@ -58,8 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     quant.add_argument("--keep-float-error", type=float, default=None, metavar="E",
                        help="keep every layer whose relative quantization error exceeds E in float32")
     low = parser.add_argument_group("4-bit weights and formats per layer (w4a8, mixed)")
-    low.add_argument("--w4-group", metavar="|".join(W4_GROUPS), default="64",
-                     help="input rows per int4 weight scale, or one scale per output channel (default 64)")
+    low.add_argument("--w4-group", metavar="|".join(W4_GROUPS), default="32",
+                     help="input rows per int4 weight scale, or one scale per output channel (default 32)")
     low.add_argument("--w4-rounding", metavar="|".join(W4_ROUNDINGS), default="gptq",
                      help="gptq: error-compensating, with each GEMM's calibration Hessian (default); rtn: to nearest")
     low.add_argument("--max-drop", type=float, default=None, metavar="POINTS",

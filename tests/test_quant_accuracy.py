@@ -41,21 +41,23 @@ def test_int8_bundle_is_under_30_percent_of_fp32(host_bundle, int8_bundle):
     assert int8 <= 0.30 * fp32
 
 
-# Issue #26 asks for W4A8 (group 64 or finer) within 2.0 points; the int8-grid group scales (compile.quant.int4) give
-# 2.49 (GPTQ g64) on this split, so this guards the compiled W4A8 at 3.0 until the rounding closes the gap
+# Issue #26 asks for W4A8 (group 64 or finer) within 2.0 points; GPTQ + coordinate descent on the int8-grid group
+# scales (compile.quant.int4, gptq) gives 2.11 +- 0.70 (g32) on this split, so this guards the compiled W4A8 at 3.0
+# until the rounding closes the gap
 W4A8_ALLOWED_DROP = 3.0
 
 
 @pytest.mark.slow
 def test_w4a8_top1_and_size(data, host_bundle, int8_bundle, images_dir, labels_csv):
-    """DeiT-tiny W4A8 (GPTQ, groups of 64): top-1 against compiled FP32, model.so at most 0.6x the int8 one."""
+    """DeiT-tiny W4A8 (GPTQ, groups of 32, the default): top-1 against compiled FP32, model.so at most 0.6x the int8
+    one."""
     from tests.helpers import cached_bundle
 
-    w4a8 = cached_bundle("deit_tiny-host-w4a8-g64", "--target", "host", "--quant", "w4a8", "--w4-group", "64")
+    w4a8 = cached_bundle("deit_tiny-host-w4a8-g32", "--target", "host", "--quant", "w4a8", "--w4-group", "32")
     size, int8_size = ((bundle / "model.so").stat().st_size for bundle in (w4a8, int8_bundle))
-    print(f"model.so: int8 {int8_size / 1e6:.2f} MB, w4a8 g64 {size / 1e6:.2f} MB ({size / int8_size:.1%})")
+    print(f"model.so: int8 {int8_size / 1e6:.2f} MB, w4a8 g32 {size / 1e6:.2f} MB ({size / int8_size:.1%})")
     assert size <= 0.6 * int8_size
     fp32, _ = evaluation_top1(host_bundle, images_dir, labels_csv)
     top1, _ = evaluation_top1(w4a8, images_dir, labels_csv)
-    print(f"w4a8 g64 gptq: top-1 {top1:.2f}% (FP32 {fp32:.2f}%, drop {fp32 - top1:.2f})")
+    print(f"w4a8 g32 gptq: top-1 {top1:.2f}% (FP32 {fp32:.2f}%, drop {fp32 - top1:.2f})")
     assert fp32 - top1 <= W4A8_ALLOWED_DROP

@@ -33,7 +33,7 @@ class QuantConfig:
     keep_float: int = 0  # keep the K most sensitive linear layers in float32
     keep_float_error: float | None = None  # or every linear layer whose relative error exceeds this
     fc2_groups: int = 1  # power-of-two channel groups for fc2 inputs (Tender); 1: one per-tensor scale
-    w4_group: int = 64  # int4 weights: input rows per scale group, 0 = one scale per output column
+    w4_group: int = 32  # int4 weights: input rows per scale group, 0 = one scale per output column
     w4_rounding: str = "gptq"  # gptq: error-compensating rounding with the calibration Hessian; rtn: to nearest
     max_drop: float | None = None  # mixed: top-1 points the chosen formats may cost (estimated on held-out images)
     size_mb: float | None = None  # mixed: or the most MB the model's parameters may take

@@ -7,7 +7,8 @@ moves the output by X[:, k] (q_k - w_k); the least-squares correction of the rem
 Cholesky factor U of H^-1 (U[k, k:] = H_F^-1[k, :] / sqrt(H_F^-1[k, k])) and applies the updates of
 a block of rows lazily. Scales are those of round-to-nearest, computed once from the original
 weight (static groups), so act-order (rows by decreasing H[k, k]) keeps each row's group.
-Everything in float64.
+GPTQ rounds each row once, against rows not yet rounded; coordinate descent then revisits every row
+with all the others rounded (QuantEase's refinement, `descend`). Everything in float64.
 """
 
 from __future__ import annotations
@@ -15,22 +16,55 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from compile.quant.int4 import Int4Weight, grid_scales, int4_scales, int4_weight, round_int4, row_scales
+from compile.quant.int4 import INT4_MAX, Int4Weight, grid_scales, int4_scales, int4_weight, round_int4, row_scales
 
 DAMPING = 0.01  # added to H's diagonal, relative to its mean: keeps H invertible with few or dead inputs
 BLOCK_ROWS = 128  # rows whose updates are applied lazily together (the result does not depend on it)
+DESCENT_PASSES = 4  # coordinate-descent sweeps after GPTQ: DeiT-tiny's GEMM objectives ~6% lower (median), most in 2
 
 
 def quantize_gptq(weight: np.ndarray, hessian: np.ndarray, group: int, act_order: bool = True,
-                  damping: float = DAMPING, block_rows: int = BLOCK_ROWS) -> Int4Weight:
-    """int4 of a float weight [K, N] that minimizes tr(dW^T H dW) greedily, H [K, K] the inputs' X^T X."""
+                  damping: float = DAMPING, block_rows: int = BLOCK_ROWS, passes: int = DESCENT_PASSES) -> Int4Weight:
+    """int4 of a float weight [K, N] that minimizes tr(dW^T H dW), H [K, K] the inputs' X^T X: GPTQ's greedy pass,
+    then `passes` sweeps of coordinate descent."""
     column, multiplier = int4_scales(weight, group)
     scales = row_scales(grid_scales(column, multiplier), group, weight.shape[0])
     w, h = dampened(weight, hessian, damping)
     order = np.argsort(-np.diag(h), kind="stable") if act_order else np.arange(len(w))
     codes = np.empty(weight.shape, dtype=np.int8)
     codes[order] = _round_in_order(w[order], h[np.ix_(order, order)], scales[order], block_rows)
-    return int4_weight(codes, column, multiplier, group)
+    return int4_weight(descend(weight, hessian, scales, codes, passes), column, multiplier, group)
+
+
+def objective(weight: np.ndarray, hessian: np.ndarray, scales: np.ndarray, codes: np.ndarray) -> float:
+    """tr(E^T H E), E = W - scales * codes: the output error GPTQ and `descend` lower (H undampened)."""
+    w, h = dampened(weight, hessian, 0.0)
+    error = w - scales * codes
+    return float((error * (h @ error)).sum())
+
+
+def descend(weight: np.ndarray, hessian: np.ndarray, scales: np.ndarray, codes: np.ndarray, passes: int) -> np.ndarray:
+    """Codes [K, N] that lower `objective` row by row, the other rows fixed (coordinate descent, as QuantEase).
+
+    Along row k of column n the objective is a parabola in the code, vertex q + (H E)[k, n] / (H[k, k] s[k, n]); its
+    best code in [-7, 7] is the rounded vertex, clipped. So no step raises the objective, and after a sweep without
+    a change no single code can move to lower it. H is undampened: this is the real output error."""
+    w, h = dampened(weight, hessian, 0.0)
+    codes = codes.astype(np.int64)
+    he = h @ (w - scales * codes)
+    diagonal = np.diag(h)
+    for _ in range(passes):
+        changed = False
+        for k in range(len(w)):
+            best = np.clip(np.round(codes[k] + he[k] / (diagonal[k] * scales[k])), -INT4_MAX, INT4_MAX)
+            moved = np.flatnonzero(best != codes[k])
+            if moved.size:
+                he[:, moved] -= np.outer(h[:, k], scales[k, moved] * (best[moved] - codes[k, moved]))
+                codes[k, moved] = best[moved]
+                changed = True
+        if not changed:
+            break
+    return codes.astype(np.int8)
 
 
 def dampened(weight: np.ndarray, hessian: np.ndarray, damping: float) -> tuple[np.ndarray, np.ndarray]:
