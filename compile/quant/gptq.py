@@ -43,25 +43,34 @@ def objective(weight: np.ndarray, hessian: np.ndarray, scales: np.ndarray, codes
     return float((error * (h @ error)).sum())
 
 
-def descend(weight: np.ndarray, hessian: np.ndarray, scales: np.ndarray, codes: np.ndarray, passes: int) -> np.ndarray:
+def descend(weight: np.ndarray, hessian: np.ndarray, scales: np.ndarray, codes: np.ndarray, passes: int,
+            block_rows: int = BLOCK_ROWS) -> np.ndarray:
     """Codes [K, N] that lower `objective` row by row, the other rows fixed (coordinate descent, as QuantEase).
 
     Along row k of column n the objective is a parabola in the code, vertex q + (H E)[k, n] / (H[k, k] s[k, n]); its
     best code in [-7, 7] is the rounded vertex, clipped. So no step raises the objective, and after a sweep without
-    a change no single code can move to lower it. H is undampened: this is the real output error."""
+    a change no single code can move to lower it. H is undampened: this is the real output error. As in GPTQ, a
+    block of rows updates H E within itself at once and the other rows with one product at its end."""
     w, h = dampened(weight, hessian, 0.0)
     codes = codes.astype(np.int64)
     he = h @ (w - scales * codes)
     diagonal = np.diag(h)
     for _ in range(passes):
         changed = False
-        for k in range(len(w)):
-            best = np.clip(np.round(codes[k] + he[k] / (diagonal[k] * scales[k])), -INT4_MAX, INT4_MAX)
-            moved = np.flatnonzero(best != codes[k])
-            if moved.size:
-                he[:, moved] -= np.outer(h[:, k], scales[k, moved] * (best[moved] - codes[k, moved]))
-                codes[k, moved] = best[moved]
+        for start in range(0, len(w), block_rows):
+            stop = min(start + block_rows, len(w))
+            moves = np.zeros((stop - start, w.shape[1]))  # the error change of the block's rows
+            for k in range(start, stop):
+                best = np.clip(np.round(codes[k] + he[k] / (diagonal[k] * scales[k])), -INT4_MAX, INT4_MAX)
+                moved = np.flatnonzero(best != codes[k])
+                if moved.size:
+                    moves[k - start, moved] = -scales[k, moved] * (best[moved] - codes[k, moved])
+                    he[start:stop, moved] += np.outer(h[start:stop, k], moves[k - start, moved])
+                    codes[k, moved] = best[moved]
+            if moves.any():
                 changed = True
+                he[:start] += h[:start, start:stop] @ moves
+                he[stop:] += h[stop:, start:stop] @ moves
         if not changed:
             break
     return codes.astype(np.int8)
