@@ -33,19 +33,13 @@ def quantize_gptq(weight: np.ndarray, hessian: np.ndarray, group: int, act_order
     order = np.argsort(-np.diag(h), kind="stable") if act_order else np.arange(len(w))
     codes = np.empty(weight.shape, dtype=np.int8)
     codes[order] = _round_in_order(w[order], h[np.ix_(order, order)], scales[order], block_rows)
-    return int4_weight(descend(weight, hessian, scales, codes, passes), column, multiplier, group)
-
-
-def objective(weight: np.ndarray, hessian: np.ndarray, scales: np.ndarray, codes: np.ndarray) -> float:
-    """tr(E^T H E), E = W - scales * codes: the output error GPTQ and `descend` lower (H undampened)."""
-    w, h = dampened(weight, hessian, 0.0)
-    error = w - scales * codes
-    return float((error * (h @ error)).sum())
+    return int4_weight(descend(weight, hessian, scales, codes, passes, block_rows), column, multiplier, group)
 
 
 def descend(weight: np.ndarray, hessian: np.ndarray, scales: np.ndarray, codes: np.ndarray, passes: int,
             block_rows: int = BLOCK_ROWS) -> np.ndarray:
-    """Codes [K, N] that lower `objective` row by row, the other rows fixed (coordinate descent, as QuantEase).
+    """Codes [K, N] that lower tr(E^T H E), E = W - scales * codes, row by row, the other rows fixed (coordinate
+    descent, as QuantEase).
 
     Along row k of column n the objective is a parabola in the code, vertex q + (H E)[k, n] / (H[k, k] s[k, n]); its
     best code in [-7, 7] is the rounded vertex, clipped. So no step raises the objective, and after a sweep without
