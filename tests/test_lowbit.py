@@ -206,15 +206,12 @@ def test_mixed_size_budget_gives_the_layer_table_the_graph_reads(data):
     linear in an offered format, the attention matmuls in int8 or float32 (recorded in the recipe), the parameters
     within the budget; the simulation runs it; the graph emits its w4a8 GEMMs."""
     from compile.graph.builder import emit_graph
-    from compile.model.models import build_model, find_checkpoint, model_spec
     from compile.quant.config import QuantConfig
     from compile.quant.mofq import parameter_bytes
     from compile.quant.simulate import simulated_model
     from targets import load_preset
 
-    checkpoint = find_checkpoint(TINY_MODEL, tiny_vit_folder())
-    spec = model_spec(TINY_MODEL, **{**checkpoint.preprocessing, "image_size": 96})
-    model = build_model(spec, checkpoint).eval()
+    model, spec = _tiny_model()
     config = QuantConfig(mode="mixed", calib_count=16, size_mb=0.13)
     qvit, formats = _quantized(model, spec, config)
     chosen = {formats[linear.name] for linear in qvit.linears()}
@@ -229,6 +226,57 @@ def test_mixed_size_budget_gives_the_layer_table_the_graph_reads(data):
     assert "w4a8" in chosen, chosen  # int8 GEMMs take 0.17 MB with the rest, w4a8 ones 0.10
     module = emit_graph(qvit.vit, formats, qvit, load_preset("host").target())
     assert any("int8_dense_int4" in gv.name_hint for gv in module.functions)
+
+
+def _tiny_model():
+    """(random-init tiny ViT at 96 px, its spec)."""
+    from compile.model.models import build_model, find_checkpoint, model_spec
+
+    checkpoint = find_checkpoint(TINY_MODEL, tiny_vit_folder())
+    spec = model_spec(TINY_MODEL, **{**checkpoint.preprocessing, "image_size": 96})
+    return build_model(spec, checkpoint).eval(), spec
+
+
+def test_block_rounding_lowers_each_block_error_one_step_from_gptq():
+    """--w4-rounding block on a random-init tiny ViT (16 calibration images): every code within one step of GPTQ's
+    (the same recipe's starting point), some moved; each block's recorded output error below GPTQ's; block 0's
+    errors recomputed here from the two simulated models and the float model on the same images."""
+    import dataclasses
+
+    from compile.quant.calibration import calibration_split, load_images
+    from compile.quant.config import QuantConfig
+    from compile.quant.simulate import model_blocks, simulated_model
+
+    model, spec = _tiny_model()
+    config = QuantConfig(mode="w4a8", calib_count=16, w4_rounding="block")
+    learned, formats = _quantized(model, spec, config)
+    gptq, _ = _quantized(model, spec, dataclasses.replace(config, w4_rounding="gptq"))
+    moved = 0
+    for new, old in zip(learned.linears(), gptq.linears()):
+        step = np.abs(new.int4.codes().astype(int) - old.int4.codes())
+        assert step.max() <= 1 and np.abs(new.int4.codes()).max() <= 7, new.name
+        assert np.array_equal(new.int4.scales, old.int4.scales), new.name
+        moved += int(step.sum())
+    assert moved > 0
+    record = learned.recipe["block_rounding"]["block_output_mse"]
+    assert len(record) == len(model.blocks) and any(block["kept"] for block in record)
+    assert all(block["learned"] < block["gptq"] for block in record if block["kept"])
+
+    images = torch.from_numpy(load_images(calibration_split(config).fit, spec.preprocess()))
+
+    def block0(net):
+        out = []
+        hook = model_blocks(net)[0].register_forward_hook(lambda module, args, output: out.append(output))
+        with torch.no_grad():
+            net(images)
+        hook.remove()
+        return out[0].double()
+
+    target = block0(model)
+    errors = [float(((block0(simulated_model(model, q, formats)) - target) ** 2).mean()) for q in (gptq, learned)]
+    assert errors[0] == pytest.approx(record[0]["gptq"], rel=1e-4)
+    assert errors[1] == pytest.approx(record[0]["learned"] if record[0]["kept"] else record[0]["gptq"], rel=1e-4)
+    assert errors[1] < errors[0]
 
 
 # -- the chooser ----------------------------------------------------------------------------------------
@@ -332,6 +380,7 @@ def test_impossible_budgets_are_refused():
     (["--quant", "mixed", "--size-mb", "2", "--formats", "int3"], ["unknown format 'int3'"]),
     (["--quant", "w4a8", "--w4-group", "48"], ["--w4-group must be one of", "48"]),
     (["--quant", "w4a8", "--w4-rounding", "best"], ["--w4-rounding must be one of"]),
+    (["--quant", "mixed", "--max-drop", "1", "--w4-rounding", "block"], ["--w4-rounding block", "needs --quant w4a8"]),
 ])
 def test_bad_low_bit_arguments(tmp_path, args, fragments):
     out = tmp_path / "bundle"

@@ -41,9 +41,10 @@ def test_int8_bundle_is_under_30_percent_of_fp32(host_bundle, int8_bundle):
     assert int8 <= 0.30 * fp32
 
 
-# Issue #26 asks for W4A8 (group 64 or finer) within 2.0 points; GPTQ + coordinate descent on the int8-grid group
-# scales (compile.quant.int4, gptq) gives 2.11 +- 0.70 (g32) on this split, so this guards the compiled W4A8 at 3.0
-# until the rounding closes the gap
+# Issue #26 asks for W4A8 (group 64 or finer) within 2.0 points. The default rounding (GPTQ + coordinate descent,
+# g32) gives 2.11 +- 0.70 on this split, so this guards it at 3.0; --w4-rounding block (GPTQ, then each block's codes
+# learned) gives 1.34 +- 0.60 (results/data/ptq_lowbit/w4a8_block), but its ~11 minutes of learning on two cores do
+# not fit this suite: tests/test_lowbit.py checks its mechanics on a tiny model
 W4A8_ALLOWED_DROP = 3.0
 
 

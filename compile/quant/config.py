@@ -14,7 +14,7 @@ from runtime.errors import EdgevitError
 QUANT_MODES = ("fp32", "int8", "int8-full", "w4a8", "mixed")
 LOW_BIT_MODES = ("w4a8", "mixed")
 W4_GROUPS = {"channel": 0, "32": 32, "64": 64, "128": 128}  # --w4-group: input rows per int4 scale (0: per column)
-W4_ROUNDINGS = ("gptq", "rtn")
+W4_ROUNDINGS = ("gptq", "rtn", "block")  # block: gptq, then each block's codes learned (compile.quant.block_rounding)
 OBSERVERS = ("minmax", "percentile", "mse")
 WEIGHT_SCALES = ("channel", "tensor")
 MIN_CALIB_IMAGES = 8  # fewer cannot give stable activation ranges
@@ -34,7 +34,8 @@ class QuantConfig:
     keep_float_error: float | None = None  # or every linear layer whose relative error exceeds this
     fc2_groups: int = 1  # power-of-two channel groups for fc2 inputs (Tender); 1: one per-tensor scale
     w4_group: int = 32  # int4 weights: input rows per scale group, 0 = one scale per output column
-    w4_rounding: str = "gptq"  # gptq: error-compensating rounding with the calibration Hessian; rtn: to nearest
+    w4_rounding: str = "gptq"  # gptq: error-compensating rounding with the calibration Hessian; rtn: to nearest;
+    # block: gptq, then each transformer block's codes learned against its float output
     max_drop: float | None = None  # mixed: top-1 points the chosen formats may cost (estimated on held-out images)
     size_mb: float | None = None  # mixed: or the most MB the model's parameters may take
     formats: tuple[str, ...] | None = None  # mixed: the formats to choose from (None: all the target runs)
@@ -63,6 +64,9 @@ class QuantConfig:
             raise EdgevitError(f"--w4-group must be one of {', '.join(W4_GROUPS)}, got {self.w4_group}")
         if self.w4_rounding not in W4_ROUNDINGS:
             raise EdgevitError(f"--w4-rounding must be one of {', '.join(W4_ROUNDINGS)}, got '{self.w4_rounding}'")
+        if self.w4_rounding == "block" and self.mode != "w4a8":
+            raise EdgevitError(f"--w4-rounding block learns the codes of all-4-bit blocks: it needs --quant w4a8 "
+                               f"(got --quant {self.mode})")
         budgets = [flag for flag, value in (("--max-drop", self.max_drop), ("--size-mb", self.size_mb)) if value is not None]
         if self.mode != "mixed":
             given = budgets + (["--formats"] if self.formats is not None else [])
@@ -87,6 +91,11 @@ class QuantConfig:
     def low_bit(self) -> bool:
         """Whether GEMMs may get 4-bit weights (then calibration collects each GEMM input's X^T X)."""
         return self.mode in LOW_BIT_MODES
+
+    @property
+    def layer_rounding(self) -> str:
+        """How each GEMM's int4 weight is rounded on its own (block rounding starts from GPTQ's)."""
+        return "gptq" if self.w4_rounding == "block" else self.w4_rounding
 
     @property
     def is_integer(self) -> bool:

@@ -104,16 +104,16 @@ def int4_weights(linear: QLinear, float_weight: np.ndarray, gram: Gram, group: i
 
 def attach_int4(linear: QLinear, float_weight: np.ndarray, gram: Gram, samples: np.ndarray,
                 config: QuantConfig) -> QLinear:
-    """`linear` with its int4 weight (the recipe's rounding) and its error in every format (`errors`; "w4a8" is
-    the recipe's rounding)."""
+    """`linear` with its int4 weight (the recipe's rounding of one layer) and its error in every format (`errors`;
+    "w4a8" is that rounding's)."""
     with one_thread():
         weights = int4_weights(linear, float_weight, gram, config.w4_group)
         errors = {f"w4a8-{rounding}": format_error(format_linear(linear, W4A8, float_weight, weight), linear,
                                                    float_weight, samples)
                   for rounding, weight in weights.items()}
         errors[FLOAT16] = format_error(format_linear(linear, FLOAT16, float_weight), linear, float_weight, samples)
-    errors = {FLOAT32: 0.0, INT8: linear.rel_error, W4A8: errors[f"w4a8-{config.w4_rounding}"], **errors}
-    return dataclasses.replace(linear, int4=weights[config.w4_rounding], errors=errors)
+    errors = {FLOAT32: 0.0, INT8: linear.rel_error, W4A8: errors[f"w4a8-{config.layer_rounding}"], **errors}
+    return dataclasses.replace(linear, int4=weights[config.layer_rounding], errors=errors)
 
 
 @contextmanager

@@ -32,7 +32,29 @@ def quantize(model, vit: ViT, spec, config: QuantConfig, log: Callable[[str], No
     kept = choose_float_layers(qvit.linears(), config)
     if kept:
         log(f"      kept in float32: {', '.join(kept)}")
-    return qvit, layer_formats(config.mode, qvit.vit, kept)
+    formats = layer_formats(config.mode, qvit.vit, kept)
+    if config.w4_rounding == "block":
+        qvit = _learn_block_rounding(model, spec, config, qvit, formats, log)
+    return qvit, formats
+
+
+def _learn_block_rounding(model, spec, config: QuantConfig, qvit: QuantizedViT, formats: LayerFormats,
+                          log) -> QuantizedViT:
+    """--w4-rounding block: GPTQ's codes, then each block's learned on the calibration images
+    (compile.quant.block_rounding), on the model without ToMe (the weights are the same)."""
+    from rich.progress import Progress
+
+    from compile.quant.block_rounding import STEPS, learn_block_rounding
+    from compile.quant.calibration import calibration_split, load_images
+
+    images = load_images(calibration_split(config).fit, spec.preprocess())
+    with Progress(transient=True) as progress:
+        task = progress.add_task("learning each block's int4 rounding", total=STEPS * len(qvit.blocks))
+        qvit = learn_block_rounding(model, qvit, formats, images, lambda: progress.advance(task))
+    errors = qvit.recipe["block_rounding"]["block_output_mse"]
+    log("      block rounding: block output error vs GPTQ " + " ".join(
+        f"{e['learned'] / e['gptq']:.2f}" if e["kept"] else "kept-gptq" for e in errors))
+    return qvit
 
 
 def _choose_formats(model, spec, config: QuantConfig, qvit: QuantizedViT, offered: tuple[str, ...],

@@ -59,11 +59,12 @@ class SimulatedGemm(nn.Module):
 
 
 def simulated_model(model: nn.Module, qvit: QuantizedViT, formats: LayerFormats | dict[str, str],
-                    quantizer: Quantizer | None = on_grid) -> nn.Module:
+                    quantizer: Quantizer | None = on_grid, straight: bool = False) -> nn.Module:
     """A copy of `model` (float timm ViT, ToMe-patched or not) computing like `qvit` with the linear layers in
     their `formats` (the layer table, or layer name -> format). quantizer: what the int8 / uint8 points of an int8
     attention do (None: nothing, the float model's attention); a block's attention is int8 unless `formats` gives
-    it float32."""
+    it float32. straight: the attention's roundings pass gradients straight through (learning the rounding of
+    weights before them, compile.quant.block_rounding); else rounding has no gradient."""
     sim = copy.deepcopy(model).eval()
     weights = {linear.name: linear.weight for linear in qvit.vit.linears()}  # fc1 / fc2 permuted as qvit's
     table = dict(formats.table) if isinstance(formats, LayerFormats) else formats
@@ -72,36 +73,59 @@ def simulated_model(model: nn.Module, qvit: QuantizedViT, formats: LayerFormats 
         return SimulatedGemm(linear, formats[linear.name], weights[linear.name], patch)
 
     sim.patch_embed.proj = gemm(qvit.patch, sim.patch_embed.patch_size[0])
-    blocks = sim.blocks.blocks if hasattr(sim.blocks, "blocks") else sim.blocks
+    blocks = model_blocks(sim)
     for block, qblock, described in zip(blocks, qvit.blocks, qvit.vit.blocks):
         attn, mlp = block.attn, block.mlp
         attn.qkv, attn.proj, mlp.fc1, mlp.fc2 = (gemm(q) for q in (qblock.qkv, qblock.proj, qblock.fc1, qblock.fc2))
         block.ls1, block.ls2 = nn.Identity(), nn.Identity()  # LayerScale is folded into proj and fc2 (the description)
         attn.fused_attn = False
         if quantizer is not None and table.get(described.attention, INT8) != FLOAT32:
-            _quantize_attention(attn, qblock, described.q_norm is not None, qvit.vit.num_heads, quantizer)
+            _quantize_attention(attn, qblock, described.q_norm is not None, qvit.vit.num_heads, quantizer,
+                                straight_through if straight else torch.round)
     sim.head = gemm(qvit.heads[0])
     if len(qvit.heads) > 1:
         sim.head_dist = gemm(qvit.heads[1])
     return sim
 
 
-def _fake(x: torch.Tensor, scale, low: int, high: int) -> torch.Tensor:
-    return torch.clamp(torch.round(x / scale), low, high) * scale
+def model_blocks(model: nn.Module) -> nn.ModuleList:
+    """A timm ViT's transformer blocks (inside the ToMe patch's wrapper when it has one)."""
+    return model.blocks.blocks if hasattr(model.blocks, "blocks") else model.blocks
 
 
-def _quantize_attention(attn: nn.Module, qblock: QBlock, normed: bool, heads: int, quantizer: Quantizer) -> None:
+class _StraightThrough(torch.autograd.Function):
+    """round() forward, the identity backward (the straight-through estimator)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return torch.round(x)
+
+    @staticmethod
+    def backward(ctx, gradient: torch.Tensor) -> torch.Tensor:
+        return gradient
+
+
+def straight_through(x: torch.Tensor) -> torch.Tensor:
+    """torch.round(x), with the gradient of the identity."""
+    return _StraightThrough.apply(x)
+
+
+def _quantize_attention(attn: nn.Module, qblock: QBlock, normed: bool, heads: int, quantizer: Quantizer,
+                        rounding: Callable[[torch.Tensor], torch.Tensor]) -> None:
     """Hooks that put q, k, v on their int8 grids (q and k after a q/k norm when there is one) and the probabilities
     on their uint8 grid per head, as the integer graph's attention matmuls read them."""
+    def fake(x: torch.Tensor, scale, low: int, high: int) -> torch.Tensor:
+        return torch.clamp(rounding(x / scale), low, high) * scale
+
     name = attn.qkv.name
     width = qblock.qkv.weight.shape[1] // 3
     scales = torch.tensor(qblock.qkv_scales, dtype=torch.float32).repeat_interleave(width)
     if normed:
         for part, norm in zip((0, 1), (attn.q_norm, attn.k_norm)):
             norm.register_forward_hook(lambda m, a, out, part=part: quantizer(
-                f"{name}.{'qk'[part]}", out, _fake(out, qblock.qkv_scales[part], -127, 127)))
+                f"{name}.{'qk'[part]}", out, fake(out, qblock.qkv_scales[part], -127, 127)))
         scales[: 2 * width] = 0  # marks q and k: quantized after their norm
     attn.qkv.register_forward_hook(lambda m, a, out: quantizer(
-        f"{name}.out", out, torch.where(scales > 0, _fake(out, torch.where(scales > 0, scales, 1.0), -127, 127), out)))
+        f"{name}.out", out, torch.where(scales > 0, fake(out, torch.where(scales > 0, scales, 1.0), -127, 127), out)))
     probs = torch.from_numpy(qblock.prob_scales(heads)).float()
-    attn.attn_drop.register_forward_hook(lambda m, a, out: quantizer(f"{name}.probs", out, _fake(out, probs, 0, 255)))
+    attn.attn_drop.register_forward_hook(lambda m, a, out: quantizer(f"{name}.probs", out, fake(out, probs, 0, 255)))
