@@ -96,25 +96,36 @@ def learn_block_rounding(model: nn.Module, qvit: QuantizedViT, formats: LayerFor
         target = _chunked(float_block, float_input)
         gemms = {gemm.name: gemm for gemm in block.modules()
                  if isinstance(gemm, SimulatedGemm) and formats[gemm.name] == W4A8}
-        before = _squared_error(block, quantized_input, target)
-        learned = {name: LearnedCodes(qvit.layer(name), weights[name], gemm.compute) for name, gemm in gemms.items()}
-        _learn(block, gemms, learned, quantized_input, target, steps, batch, generator, progress)
-        candidate = _with_codes(blocks[index], {name: learned[name].codes() for name in gemms})
-        originals = {name: gemm.compute for name, gemm in gemms.items()}
-        for name, gemm in gemms.items():
-            gemm.compute = format_linear(_linear(candidate, name), W4A8, weights[name])
-        after = _squared_error(block, quantized_input, target)
+        before = after = _squared_error(block, quantized_input, target)
+        if gemms:  # none when --keep-float kept all four in float32
+            candidate, after = _learned_block(block, gemms, qvit, blocks[index], weights, quantized_input, target,
+                                              before, steps, batch, generator, progress)
         kept = after < before
         if kept:
             blocks[index] = candidate
-        else:
-            for name, gemm in gemms.items():
-                gemm.compute = originals[name]
         record.append({"gptq": before, "learned": after, "kept": bool(kept)})
         quantized_input, float_input = _chunked(block, quantized_input), target
     recipe = {**qvit.recipe, "block_rounding": {"steps": steps, "batch": batch, "images": len(images),
                                                 "block_output_mse": record}}
     return dataclasses.replace(qvit, blocks=tuple(blocks), recipe=recipe)
+
+
+def _learned_block(block: nn.Module, gemms: dict[str, SimulatedGemm], qvit: QuantizedViT, qblock,
+                   weights: dict[str, np.ndarray], inputs: torch.Tensor, target: torch.Tensor, before: float,
+                   steps: int, batch: int, generator: torch.Generator, progress: Callable[[], None] | None):
+    """(the QBlock with the learned codes, the block's output error with them); the simulated block computes with
+    them if that error is below `before` (its error now), else as before."""
+    learned = {name: LearnedCodes(qvit.layer(name), weights[name], gemm.compute) for name, gemm in gemms.items()}
+    _learn(block, gemms, learned, inputs, target, steps, batch, generator, progress)
+    candidate = _with_codes(qblock, {name: learned[name].codes() for name in gemms})
+    originals = {name: gemm.compute for name, gemm in gemms.items()}
+    for name, gemm in gemms.items():
+        gemm.compute = format_linear(_linear(candidate, name), W4A8, weights[name])
+    after = _squared_error(block, inputs, target)
+    if after >= before:
+        for name, gemm in gemms.items():
+            gemm.compute = originals[name]
+    return candidate, after
 
 
 def _learn(block: nn.Module, gemms: dict[str, SimulatedGemm], learned: dict[str, LearnedCodes], inputs: torch.Tensor,
