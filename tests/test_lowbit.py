@@ -243,9 +243,10 @@ def test_block_rounding_lowers_each_block_error_one_step_from_gptq():
     errors recomputed here from the two simulated models and the float model on the same images."""
     import dataclasses
 
+    from compile.model.tome_patch import transformer_blocks
     from compile.quant.calibration import calibration_split, load_images
     from compile.quant.config import QuantConfig
-    from compile.quant.simulate import model_blocks, simulated_model
+    from compile.quant.simulate import simulated_model
 
     model, spec = _tiny_model()
     config = QuantConfig(mode="w4a8", calib_count=16, w4_rounding="block")
@@ -266,7 +267,7 @@ def test_block_rounding_lowers_each_block_error_one_step_from_gptq():
 
     def block0(net):
         out = []
-        hook = model_blocks(net)[0].register_forward_hook(lambda module, args, output: out.append(output))
+        hook = transformer_blocks(net)[0].register_forward_hook(lambda module, args, output: out.append(output))
         with torch.no_grad():
             net(images)
         hook.remove()

@@ -52,9 +52,14 @@ def num_tokens(model: nn.Module) -> int:
     return model.patch_embed.num_patches + model.num_prefix_tokens
 
 
+def transformer_blocks(model: nn.Module) -> nn.ModuleList:
+    """A timm ViT's transformer blocks, inside ToMeBlocks when `apply_tome` patched it."""
+    return model.blocks.blocks if isinstance(model.blocks, ToMeBlocks) else model.blocks
+
+
 def apply_tome(model: nn.Module, schedule: Sequence[int]) -> nn.Module:
     """Patch `model` (a timm VisionTransformer) in place to merge schedule[i] tokens in block i."""
-    blocks = model.blocks.blocks if isinstance(model.blocks, ToMeBlocks) else model.blocks
+    blocks = transformer_blocks(model)
     for i, block in enumerate(blocks):
         missing = [part for part in BLOCK_PARTS if not hasattr(block, part)]
         if missing:

@@ -22,11 +22,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from compile.model.tome_patch import transformer_blocks
 from compile.quant.format_error import FormatLinear, format_linear
 from compile.quant.formats import W4A8, LayerFormats
 from compile.quant.int4 import INT4_MAX, int4_weight, row_scales
 from compile.quant.scales import QLinear, QuantizedViT
-from compile.quant.simulate import SimulatedGemm, model_blocks, simulated_model, straight_through
+from compile.quant.simulate import SimulatedGemm, simulated_model, straight_through
 
 STEPS = 300  # Adam steps per block
 BATCH = 32  # images per step
@@ -87,7 +88,7 @@ def learn_block_rounding(model: nn.Module, qvit: QuantizedViT, formats: LayerFor
     """`qvit` (int4 weights by GPTQ) with each block's w4a8 codes learned against `model`'s (float timm ViT without
     ToMe) block outputs on `images` [n, 3, H, W]; the recipe records each block's output error before and after."""
     sim = simulated_model(model, qvit, formats, straight=True)
-    floats, soft = model_blocks(model), model_blocks(sim)
+    floats, soft = transformer_blocks(model), transformer_blocks(sim)
     weights = {linear.name: linear.weight for linear in qvit.vit.linears()}
     quantized_input, float_input = (_block_input(m, images) for m in (sim, model))
     generator = torch.Generator().manual_seed(seed)
@@ -180,7 +181,7 @@ def _block_input(model: nn.Module, images: np.ndarray) -> torch.Tensor:
         captured.append(args[0].detach())
         raise _Stop
 
-    hook = model_blocks(model)[0].register_forward_pre_hook(capture)
+    hook = transformer_blocks(model)[0].register_forward_pre_hook(capture)
     try:
         with torch.no_grad():
             for start in range(0, len(images), CHUNK):

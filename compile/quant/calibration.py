@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from compile.model.tome_patch import transformer_blocks
 from compile.quant.config import MIN_CALIB_IMAGES, QuantConfig
 from compile.quant.hessian import Gram
 from runtime.errors import EdgevitError
@@ -117,8 +118,7 @@ class _Recorder:
     def __init__(self, model: torch.nn.Module):
         self.handles = []
         self.callback: Callable[[str, torch.Tensor], None] = lambda name, x: None
-        blocks = model.blocks.blocks if hasattr(model.blocks, "blocks") else model.blocks
-        for i, block in enumerate(blocks):
+        for i, block in enumerate(transformer_blocks(model)):
             dim = block.attn.qkv.in_features
             self._hook(block.norm1, lambda m, a, out, i=i: (self._emit("residual", a[0]), self._emit(f"blocks.{i}.ln1", out)))
             self._hook(block.attn.qkv, lambda m, a, out, i=i, d=dim: [

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from compile.model.tome_patch import transformer_blocks
 from compile.quant.calibration import image_patches
 from compile.quant.format_error import format_linear
 from compile.quant.formats import FLOAT32, INT8, LayerFormats
@@ -73,7 +74,7 @@ def simulated_model(model: nn.Module, qvit: QuantizedViT, formats: LayerFormats 
         return SimulatedGemm(linear, formats[linear.name], weights[linear.name], patch)
 
     sim.patch_embed.proj = gemm(qvit.patch, sim.patch_embed.patch_size[0])
-    blocks = model_blocks(sim)
+    blocks = transformer_blocks(sim)
     for block, qblock, described in zip(blocks, qvit.blocks, qvit.vit.blocks):
         attn, mlp = block.attn, block.mlp
         attn.qkv, attn.proj, mlp.fc1, mlp.fc2 = (gemm(q) for q in (qblock.qkv, qblock.proj, qblock.fc1, qblock.fc2))
@@ -86,11 +87,6 @@ def simulated_model(model: nn.Module, qvit: QuantizedViT, formats: LayerFormats 
     if len(qvit.heads) > 1:
         sim.head_dist = gemm(qvit.heads[1])
     return sim
-
-
-def model_blocks(model: nn.Module) -> nn.ModuleList:
-    """A timm ViT's transformer blocks (inside the ToMe patch's wrapper when it has one)."""
-    return model.blocks.blocks if hasattr(model.blocks, "blocks") else model.blocks
 
 
 class _StraightThrough(torch.autograd.Function):
