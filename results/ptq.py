@@ -38,7 +38,7 @@ def _w4a8(rounding: str, group: int, simulated: bool) -> Variant:
 
 LOW_BIT = (
     *(_w4a8(rounding, group, False) for rounding in ("gptq", "rtn") for group in (32, 64, 128, 0)),
-    _w4a8("block", 32, False),  # GPTQ, then each block's codes learned (~12 min more on two cores)
+    _w4a8("block", 32, False),  # GPTQ, then each block's codes learned (~11 min more on two cores)
     Variant("W8A8 (simulated)", simulated=True),
     *(_w4a8(rounding, group, True) for rounding in ("rtn", "gptq") for group in (32, 64, 128, 0)),
     # each block's attention int8 or float32 by the same estimate (compiled: the graph emits float32 and int8 GEMMs)

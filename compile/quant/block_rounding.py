@@ -95,78 +95,63 @@ def learn_block_rounding(model: nn.Module, qvit: QuantizedViT, formats: LayerFor
     blocks, record = list(qvit.blocks), []
     for index, (block, float_block) in enumerate(zip(soft, floats)):
         target = _chunked(float_block, float_input)
+        output = _chunked(block, quantized_input)
+        before = after = _mean_squared_error(output, target)
         gemms = {gemm.name: gemm for gemm in block.modules()
                  if isinstance(gemm, SimulatedGemm) and formats[gemm.name] == W4A8}
-        before = after = _squared_error(block, quantized_input, target)
         if gemms:  # none when --keep-float kept all four in float32
-            candidate, after = _learned_block(block, gemms, qvit, blocks[index], weights, quantized_input, target,
-                                              before, steps, batch, generator, progress)
-        kept = after < before
-        if kept:
-            blocks[index] = candidate
-        record.append({"gptq": before, "learned": after, "kept": bool(kept)})
-        quantized_input, float_input = _chunked(block, quantized_input), target
+            candidate, learned_output = _learned_block(block, gemms, qvit, blocks[index], weights, quantized_input,
+                                                       target, steps, batch, generator, progress)
+            after = _mean_squared_error(learned_output, target)
+            if after < before:
+                blocks[index], output = candidate, learned_output
+        record.append({"gptq": before, "learned": after, "kept": after < before})
+        quantized_input, float_input = output, target
     recipe = {**qvit.recipe, "block_rounding": {"steps": steps, "batch": batch, "images": len(images),
                                                 "block_output_mse": record}}
     return dataclasses.replace(qvit, blocks=tuple(blocks), recipe=recipe)
 
 
 def _learned_block(block: nn.Module, gemms: dict[str, SimulatedGemm], qvit: QuantizedViT, qblock,
-                   weights: dict[str, np.ndarray], inputs: torch.Tensor, target: torch.Tensor, before: float,
-                   steps: int, batch: int, generator: torch.Generator, progress: Callable[[], None] | None):
-    """(the QBlock with the learned codes, the block's output error with them); the simulated block computes with
-    them if that error is below `before` (its error now), else as before."""
+                   weights: dict[str, np.ndarray], inputs: torch.Tensor, target: torch.Tensor, steps: int, batch: int,
+                   generator: torch.Generator, progress: Callable[[], None] | None):
+    """(the QBlock with the learned codes, the simulated block's output on `inputs` with them). The block is left
+    computing with them: the simulation runs each block once, and only its output goes on."""
     learned = {name: LearnedCodes(qvit.layer(name), weights[name], gemm.compute) for name, gemm in gemms.items()}
-    _learn(block, gemms, learned, inputs, target, steps, batch, generator, progress)
-    candidate = _with_codes(qblock, {name: learned[name].codes() for name in gemms})
-    originals = {name: gemm.compute for name, gemm in gemms.items()}
-    for name, gemm in gemms.items():
-        gemm.compute = format_linear(_linear(candidate, name), W4A8, weights[name])
-    after = _squared_error(block, inputs, target)
-    if after >= before:
-        for name, gemm in gemms.items():
-            gemm.compute = originals[name]
-    return candidate, after
-
-
-def _learn(block: nn.Module, gemms: dict[str, SimulatedGemm], learned: dict[str, LearnedCodes], inputs: torch.Tensor,
-           target: torch.Tensor, steps: int, batch: int, generator: torch.Generator,
-           progress: Callable[[], None] | None) -> None:
-    """Adam on the block's per-token squared error plus the annealed rounding term, the GEMMs swapped for `learned`."""
-    originals = {name: gemm.compute for name, gemm in gemms.items()}
     for name, gemm in gemms.items():
         gemm.compute = learned[name]
+    _learn(block, learned, inputs, target, steps, batch, generator, progress)
+    recoded = {name: _recoded(qvit.layer(name), codes.codes()) for name, codes in learned.items()}
+    for name, gemm in gemms.items():
+        gemm.compute = format_linear(recoded[name], W4A8, weights[name])
+    fields = {field: recoded.get(getattr(qblock, field).name, getattr(qblock, field))
+              for field in ("qkv", "proj", "fc1", "fc2")}
+    return dataclasses.replace(qblock, **fields), _chunked(block, inputs)
+
+
+def _learn(block: nn.Module, learned: dict[str, LearnedCodes], inputs: torch.Tensor, target: torch.Tensor,
+           steps: int, batch: int, generator: torch.Generator, progress: Callable[[], None] | None) -> None:
+    """Adam on the block's per-token squared error plus the annealed rounding term (the block computing with
+    `learned`)."""
     optimizer = torch.optim.Adam([codes.v for codes in learned.values()], lr=LEARNING_RATE)
-    try:
-        for step in range(steps):
-            picked = torch.randint(0, len(inputs), (min(batch, len(inputs)),), generator=generator)
-            loss = ((block(inputs[picked]) - target[picked]) ** 2).sum(-1).mean()
-            late = (step / steps - WARMUP) / (1 - WARMUP)
-            if late >= 0:
-                exponent = 20 - 18 * late
-                loss = loss + ROUNDING_WEIGHT * sum(codes.undecided(exponent) for codes in learned.values())
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            if progress is not None:
-                progress()
-    finally:
-        for name, gemm in gemms.items():
-            gemm.compute = originals[name]
+    for step in range(steps):
+        picked = torch.randint(0, len(inputs), (min(batch, len(inputs)),), generator=generator)
+        loss = ((block(inputs[picked]) - target[picked]) ** 2).sum(-1).mean()
+        late = (step / steps - WARMUP) / (1 - WARMUP)
+        if late >= 0:
+            exponent = 20 - 18 * late
+            loss = loss + ROUNDING_WEIGHT * sum(codes.undecided(exponent) for codes in learned.values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if progress is not None:
+            progress()
 
 
-def _with_codes(qblock, codes: dict[str, np.ndarray]):
-    """The QBlock with new int4 codes in the GEMMs named in `codes` (scales unchanged)."""
-    def replaced(linear: QLinear) -> QLinear:
-        if linear.name not in codes:
-            return linear
-        w4 = linear.int4
-        return dataclasses.replace(linear, int4=int4_weight(codes[linear.name], w4.column_scale, w4.multiplier, w4.group))
-    return dataclasses.replace(qblock, **{field: replaced(getattr(qblock, field)) for field in ("qkv", "proj", "fc1", "fc2")})
-
-
-def _linear(qblock, name: str) -> QLinear:
-    return next(linear for linear in (qblock.qkv, qblock.proj, qblock.fc1, qblock.fc2) if linear.name == name)
+def _recoded(linear: QLinear, codes: np.ndarray) -> QLinear:
+    """`linear` with new int4 codes on its scales."""
+    w4 = linear.int4
+    return dataclasses.replace(linear, int4=int4_weight(codes, w4.column_scale, w4.multiplier, w4.group))
 
 
 class _Stop(Exception):
@@ -199,9 +184,5 @@ def _chunked(block: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
         return torch.cat([block(inputs[start:start + CHUNK]) for start in range(0, len(inputs), CHUNK)])
 
 
-def _squared_error(block: nn.Module, inputs: torch.Tensor, target: torch.Tensor) -> float:
-    """Mean squared error of the block's output on every input (float64 sum)."""
-    with torch.no_grad():
-        total = sum(float(((block(inputs[start:start + CHUNK]) - target[start:start + CHUNK]).double() ** 2).sum())
-                    for start in range(0, len(inputs), CHUNK))
-    return total / target.numel()
+def _mean_squared_error(output: torch.Tensor, target: torch.Tensor) -> float:
+    return float(((output - target).double() ** 2).mean())
